@@ -1,0 +1,52 @@
+"""Instantiate a template in a work dir: its files, the thin scripts, and the pretrained snapshot."""
+
+import logging
+import os
+import shutil
+
+from ..config import load_template
+from ..utils.download import download
+from ..utils.errors import OteError
+from ..utils.fileio import sha256sum
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_FILES = ("template.yaml",)
+
+
+def instantiate(template_path, work_dir, load_snapshot=True):
+    """Copy the template folder's config files and dependencies into ``work_dir``; returns the list of files."""
+    template_path = os.path.abspath(template_path)
+    template = load_template(template_path)
+    src_dir = os.path.dirname(template_path)
+    os.makedirs(work_dir, exist_ok=True)
+    written = []
+    for name in sorted(os.listdir(src_dir)):
+        path = os.path.join(src_dir, name)
+        if os.path.isfile(path) and name.endswith((".yaml", ".py", ".json")):
+            shutil.copyfile(path, os.path.join(work_dir, name))
+            written.append(name)
+    for dep in template["dependencies"]:
+        if "source" not in dep or "destination" not in dep:
+            raise OteError(f"{template_path}: a dependency has no 'source' or 'destination'")
+        source, destination = dep["source"], os.path.join(work_dir, dep["destination"])
+        if "://" in source:
+            if not load_snapshot:
+                log.info("skipping %s (--do-not-load-snapshot)", source)
+                continue
+            if "sha256" not in dep:
+                raise OteError(f"{template_path}: dependency {source} has no 'sha256'")
+            if os.path.isfile(destination) and sha256sum(destination) == dep["sha256"]:
+                written.append(dep["destination"])
+                continue
+            download(source, dep["sha256"], dep.get("size"), destination)
+        else:
+            path = os.path.normpath(os.path.join(src_dir, source))
+            if not os.path.isfile(path):
+                raise OteError(f"{template_path}: dependency {source} not found at {path}")
+            shutil.copyfile(path, destination)
+            if destination.endswith(".py"):
+                os.chmod(destination, 0o755)
+        written.append(dep["destination"])
+    log.info("instantiated %s in %s: %s", template["name"], work_dir, ", ".join(written))
+    return written

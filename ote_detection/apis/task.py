@@ -1,0 +1,52 @@
+"""A template (template.yaml + model.py) as the other entry points use it."""
+
+import os
+
+from ..config import load_config, load_template, template_config_path
+from ..data.transforms import find_test_input_size
+from ..engine.checkpoint import load_weights
+from ..models import build_detector
+from ..models.inference import InferenceModel
+from ..utils.errors import OteError
+
+
+class Task:
+    def __init__(self, template_path):
+        self.template_path = os.path.abspath(template_path)
+        self.template = load_template(self.template_path)
+        self.config_path = template_config_path(self.template_path, self.template)
+        self.cfg = load_config(self.config_path)
+        self.name = self.template["name"]
+        self.input_size = find_test_input_size(self.cfg.test_pipeline)
+        self.classes = tuple((self.template.get("dataset_requirements") or {}).get("classes") or ("face",))
+
+    @classmethod
+    def from_work_dir(cls, work_dir=None):
+        work_dir = work_dir or os.getcwd()
+        path = os.path.join(work_dir, "template.yaml")
+        if not os.path.isfile(path):
+            raise OteError(f"{work_dir}: no template.yaml here (run tools/instantiate_template.py first, "
+                           f"or pass --template)")
+        return cls(path)
+
+    @property
+    def basic(self):
+        return self.template["hyper_parameters"]["basic"]
+
+    @property
+    def img_norm_cfg(self):
+        if "img_norm_cfg" not in self.cfg:
+            raise OteError(f"{self.config_path}: model config has no 'img_norm_cfg'")
+        return self.cfg.img_norm_cfg
+
+    def build_detector(self):
+        return build_detector(self.cfg.model)
+
+    def build_inference_model(self, weights=None):
+        detector = self.build_detector()
+        if weights:
+            load_weights(detector, weights, expected_template=self.name)
+        return InferenceModel(detector, self.img_norm_cfg).eval()
+
+    def checkpoint_meta(self):
+        return {"template": self.name, "input_size": list(self.input_size), "classes": list(self.classes)}

@@ -1,0 +1,78 @@
+"""torch.distributed set-up: one process per device (NCCL on GPUs, gloo on CPU), spawned or from torchrun."""
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launched_by_torchrun():
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def init_process(rank, world_size, use_cuda, init_method=None):
+    backend = "nccl" if use_cuda else "gloo"
+    if use_cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local_rank)
+    if init_method:
+        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
+    else:  # torchrun's environment
+        dist.init_process_group(backend)
+
+
+def is_main():
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def world_size():
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def barrier():
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_mean(value):
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([float(value)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return t.item() / dist.get_world_size()
+
+
+def cleanup():
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _spawned(rank, fn, world_size, use_cuda, init_method, args):
+    init_process(rank, world_size, use_cuda, init_method)
+    try:
+        fn(*args)
+    finally:
+        cleanup()
+
+
+def launch(fn, num_processes, use_cuda, args=()):
+    """Run ``fn(*args)`` in ``num_processes`` DDP processes on this machine (or in this one if 1)."""
+    if launched_by_torchrun():
+        init_process(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), use_cuda)
+        try:
+            return fn(*args)
+        finally:
+            cleanup()
+    if num_processes <= 1:
+        return fn(*args)
+    init_method = f"tcp://127.0.0.1:{free_port()}"
+    mp.spawn(_spawned, args=(fn, num_processes, use_cuda, init_method, args), nprocs=num_processes, join=True)
+    return None

@@ -1,0 +1,1 @@
+from . import pytorchcv_backbone  # noqa: F401  (registers the pytorchcv backbones)

@@ -1,0 +1,1 @@
+from . import ssd_head  # noqa: F401

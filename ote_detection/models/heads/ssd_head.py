@@ -1,0 +1,144 @@
+"""SSD head with clustered anchors and (optionally) depthwise-separable prediction convolutions."""
+
+import torch
+import torch.nn as nn
+from torchvision.ops import batched_nms
+
+from ...registry import ANCHOR_GENERATORS, ASSIGNERS, BBOX_CODERS, HEADS
+from ..losses import hard_negative_mined_ce, smooth_l1_sum
+
+
+def _prediction_conv(in_channels, out_channels, depthwise, activation):
+    if not depthwise:
+        return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+    act = {"relu": nn.ReLU, "relu6": nn.ReLU6}[activation]
+    return nn.Sequential(
+        nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1, groups=in_channels),
+        nn.BatchNorm2d(in_channels),
+        act(inplace=True),
+        nn.Conv2d(in_channels, out_channels, kernel_size=1),
+    )
+
+
+@HEADS.register()
+class SSDHead(nn.Module):
+    """Per level: a box-regression and a classification branch (softmax over classes + background).
+
+    With ``loss_balancing`` the classification loss is weighted by a learnt log-variance
+    ``loss_weights[0]`` (``exp(-w) * L + w / 2``). OTE's head also created ``loss_weights[1]`` for
+    the regression loss but returned the unbalanced regression loss, so ``w[1]`` never trained; we keep
+    that behaviour (and the parameter, for checkpoint compatibility).
+    """
+
+    def __init__(self, num_classes, in_channels, anchor_generator, bbox_coder, depthwise_heads=False,
+                 depthwise_heads_activations="relu6", loss_balancing=False, reg_decoded_bbox=False,
+                 train_cfg=None, test_cfg=None):
+        super().__init__()
+        self.num_classes = num_classes
+        self.cls_out_channels = num_classes + 1
+        self.anchor_generator = ANCHOR_GENERATORS.build(anchor_generator)
+        self.bbox_coder = BBOX_CODERS.build(bbox_coder)
+        num_anchors = self.anchor_generator.num_base_anchors
+        if len(in_channels) != len(num_anchors):
+            raise ValueError("in_channels and anchor levels differ in number")
+        self.reg_convs = nn.ModuleList(
+            _prediction_conv(c, a * 4, depthwise_heads, depthwise_heads_activations)
+            for c, a in zip(in_channels, num_anchors))
+        self.cls_convs = nn.ModuleList(
+            _prediction_conv(c, a * self.cls_out_channels, depthwise_heads, depthwise_heads_activations)
+            for c, a in zip(in_channels, num_anchors))
+        self.loss_balancing = loss_balancing
+        if loss_balancing:
+            self.loss_weights = nn.Parameter(torch.zeros(2))
+        self.train_cfg = train_cfg or {}
+        self.test_cfg = test_cfg or {}
+        self.assigner = ASSIGNERS.build(self.train_cfg["assigner"]) if "assigner" in self.train_cfg else None
+        self._anchor_cache = {}
+        self.init_weights()
+
+    def init_weights(self):
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, feats):
+        cls_scores = [conv(f) for f, conv in zip(feats, self.cls_convs)]
+        bbox_preds = [conv(f) for f, conv in zip(feats, self.reg_convs)]
+        return cls_scores, bbox_preds
+
+    # -- shared by loss and inference ------------------------------------------------------------
+    def anchors(self, featmap_sizes, device):
+        key = (tuple(featmap_sizes), str(device))
+        if key not in self._anchor_cache:
+            self._anchor_cache[key] = self.anchor_generator.grid_anchors(featmap_sizes, device)
+        return self._anchor_cache[key]
+
+    def flatten_outputs(self, cls_scores, bbox_preds):
+        """Level maps -> [B, A, C+1] logits and [B, A, 4] deltas in anchor order."""
+        batch = cls_scores[0].shape[0]
+        logits = torch.cat([s.permute(0, 2, 3, 1).reshape(batch, -1, self.cls_out_channels) for s in cls_scores], 1)
+        deltas = torch.cat([b.permute(0, 2, 3, 1).reshape(batch, -1, 4) for b in bbox_preds], 1)
+        return logits, deltas
+
+    # -- training ----------------------------------------------------------------------------------
+    def loss(self, cls_scores, bbox_preds, gt_bboxes, gt_labels):
+        logits, deltas = self.flatten_outputs(cls_scores, bbox_preds)
+        anchors = self.anchors([s.shape[-2:] for s in cls_scores], logits.device)
+        batch, num_anchors = logits.shape[:2]
+        labels = logits.new_full((batch, num_anchors), self.num_classes, dtype=torch.long)
+        targets = deltas.new_zeros(batch, num_anchors, 4)
+        valid = torch.ones(batch, num_anchors, dtype=torch.bool, device=logits.device)
+        for i, (boxes, classes) in enumerate(zip(gt_bboxes, gt_labels)):  # loop over images, not boxes
+            assigned = self.assigner.assign(anchors, boxes)
+            pos = assigned > 0
+            valid[i] = assigned >= 0
+            if pos.any():
+                matched = assigned[pos] - 1
+                labels[i, pos] = classes[matched]
+                targets[i, pos] = self.bbox_coder.encode(anchors[pos], boxes[matched])
+        positive = (labels < self.num_classes) & valid
+        negative = (labels == self.num_classes) & valid
+        # mmdetection divides by the number of positives, each image counting at least one
+        num_total_pos = positive.sum(dim=1).clamp(min=1).sum().float()
+        loss_cls = hard_negative_mined_ce(logits, labels, positive, negative,
+                                          self.train_cfg.get("neg_pos_ratio", 3)).sum() / num_total_pos
+        loss_bbox = smooth_l1_sum(deltas, targets, positive.float(),
+                                  beta=self.train_cfg.get("smoothl1_beta", 1.0)).sum() / num_total_pos
+        if self.loss_balancing:
+            w = self.loss_weights[0]
+            loss_cls = torch.exp(-w) * loss_cls + 0.5 * w
+        return {"loss_cls": loss_cls, "loss_bbox": loss_bbox}
+
+    # -- inference ---------------------------------------------------------------------------------
+    def decode(self, cls_scores, bbox_preds, input_shape):
+        """Scores [B, A, C] (softmax, background dropped) and boxes [B, A, 4] in input pixels, clipped."""
+        logits, deltas = self.flatten_outputs(cls_scores, bbox_preds)
+        anchors = self.anchors([s.shape[-2:] for s in cls_scores], logits.device)
+        scores = logits.softmax(dim=-1)[..., : self.num_classes]
+        boxes = self.bbox_coder.decode(anchors[None], deltas, max_shape=input_shape)
+        return scores, boxes
+
+    def nms(self, scores, boxes):
+        """One image: scores [A, C], boxes [A, 4] -> detections [N, 6] (x1, y1, x2, y2, score, label)."""
+        cfg = self.test_cfg
+        score_thr = cfg.get("score_thr", 0.0)
+        pre = cfg.get("nms_pre_classwise", -1)
+        num_classes = scores.shape[1]
+        all_scores, all_boxes, all_labels = [], [], []
+        for c in range(num_classes):  # classes, not boxes: one iteration for faces
+            s = scores[:, c]
+            keep = s > score_thr
+            s, b = s[keep], boxes[keep]
+            if 0 < pre < s.numel():
+                s, idx = s.topk(pre)
+                b = b[idx]
+            all_scores.append(s)
+            all_boxes.append(b)
+            all_labels.append(torch.full_like(s, c, dtype=torch.long))
+        s, b, labels = torch.cat(all_scores), torch.cat(all_boxes), torch.cat(all_labels)
+        keep = batched_nms(b, s, labels, cfg.get("nms", {}).get("iou_threshold", 0.45))
+        max_per_img = cfg.get("max_per_img", -1)
+        if max_per_img > 0:
+            keep = keep[:max_per_img]
+        return torch.cat([b[keep], s[keep, None], labels[keep, None].float()], dim=1)

@@ -1,0 +1,22 @@
+#!/usr/bin/env python3
+"""Instantiate a model template in a work dir (template, model config, train.py/eval.py..., snapshot)."""
+
+import argparse
+
+from ote_detection.apis.instantiate import instantiate
+from ote_detection.utils.errors import run_cli
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("template", help="path to a model template, e.g. "
+                        "model_templates/face-detection/face-detection-0200/template.yaml")
+    parser.add_argument("work_dir", help="directory to create (or update) for this model")
+    parser.add_argument("--do-not-load-snapshot", action="store_true",
+                        help="do not download the template's pretrained snapshot (snapshot.pth)")
+    args = parser.parse_args(argv)
+    instantiate(args.template, args.work_dir, load_snapshot=not args.do_not_load_snapshot)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -20,11 +20,11 @@ def read_image(path):
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise OteError(f"{path}: cannot read image ({exc.strerror})") from exc
+    if data[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:].tobytes():
+        raise OteError(f"{path}: truncated JPEG (no end-of-image marker)")
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         raise OteError(f"{path}: cannot decode image (corrupt or not an image file)")
-    if data[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:].tobytes():
-        raise OteError(f"{path}: truncated JPEG (no end-of-image marker)")
     return img
 
 

@@ -3,8 +3,9 @@
 OTE's ``get_flops.py`` used mmcv's ``get_model_complexity_info`` (a port of ptflops): it counts
 multiply-adds of convolutions, linear layers, BatchNorm, activations, pooling and upsampling with
 module hooks, and OTE printed 2 x that count as GFLOPs and the parameter count (BatchNorm
-included) as Mp. We call ptflops' module-hook ('pytorch') backend on the detector's forward
-(backbone + neck + head convolutions, no post-processing) at the template's input size.
+included) as Mp. We call ptflops' 'pytorch' backend with module hooks only (``count_functional``
+off: mmcv counted no functional ops such as ShuffleNet's channel split) on the detector's forward
+(backbone + neck + head, no post-processing) at the template's input size.
 """
 
 import torch
@@ -28,6 +29,7 @@ def model_complexity(detector, input_size):
     detector.eval()
     with torch.no_grad():
         macs, params = get_model_complexity_info(_RawForward(detector), (3, height, width), as_strings=False,
-                                                 print_per_layer_stat=False, verbose=False, backend="pytorch")
+                                                 print_per_layer_stat=False, verbose=False, backend="pytorch",
+                                                 backend_specific_config={"count_functional": False})
     detector.train(was_training)
     return 2 * macs / 1e9, params / 1e6

@@ -1,0 +1,67 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.normpath(os.path.join(REPO, "..", "shared"))
+TEMPLATES = os.path.join(REPO, "model_templates", "face-detection")
+AIRPORT_ANN = os.path.join(SHARED, "data", "airport", "annotation_faces_train.json")
+AIRPORT_ROOT = os.path.join(SHARED, "data", "airport")
+
+
+def template_path(name="face-detection-0200"):
+    return os.path.join(TEMPLATES, name, "template.yaml")
+
+
+def need_shared(*parts):
+    path = os.path.join(SHARED, *parts)
+    if not os.path.exists(path):
+        pytest.skip(f"shared data not found at {path} (../shared beside the repo)")
+    return path
+
+
+def run_tool(args, cwd=None, timeout=600):
+    """Run a CLI with this interpreter; returns CompletedProcess with text output."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def work_dir_0200(tmp_path_factory):
+    """A work dir instantiated from face-detection-0200 without the snapshot."""
+    work = tmp_path_factory.mktemp("wd0200")
+    r = run_tool([os.path.join(REPO, "tools", "instantiate_template.py"), template_path(), str(work),
+                  "--do-not-load-snapshot"])
+    assert r.returncode == 0, r.stderr
+    return work
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    from ote_detection.data.synthetic import make_synthetic_dataset
+    root = tmp_path_factory.mktemp("synthetic")
+    ann = make_synthetic_dataset(str(root), num_images=12, size=(256, 192), seed=1)
+    return ann, str(root)
+
+
+def write_json(path, data):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    return str(path)
+
+
+def copy_airport_subset(dst, n=3):
+    """A small COCO set of real airport images in a temp folder (for tests that damage files)."""
+    need_shared("data", "airport")
+    with open(AIRPORT_ANN, encoding="utf-8") as f:
+        data = json.load(f)
+    images = data["images"][:n]
+    ids = {img["id"] for img in images}
+    os.makedirs(os.path.join(dst, "train"), exist_ok=True)
+    for img in images:
+        shutil.copyfile(os.path.join(AIRPORT_ROOT, img["file_name"]), os.path.join(dst, img["file_name"]))
+    data = dict(data, images=images, annotations=[a for a in data["annotations"] if a["image_id"] in ids])
+    return write_json(os.path.join(dst, "ann.json"), data), data

@@ -1,0 +1,78 @@
+"""SSD building blocks on crafted cases, and that the loss goes down when fitting real images."""
+
+import numpy as np
+import torch
+
+from conftest import AIRPORT_ANN, AIRPORT_ROOT, need_shared, template_path
+from ote_detection.apis.task import Task
+from ote_detection.apis.train import build_train_dataset, set_input_size
+from ote_detection.data.coco import collate_train
+from ote_detection.models.anchors import SSDAnchorGeneratorClustered
+from ote_detection.models.assigners import MaxIoUAssigner
+from ote_detection.models.box_coder import DeltaXYWHBBoxCoder
+
+
+def test_anchor_order_is_cell_major_with_centres_at_half_stride():
+    gen = SSDAnchorGeneratorClustered(strides=(16, 32), widths=([8, 20], [100]), heights=([10, 30], [120]))
+    anchors = gen.grid_anchors([(2, 3), (1, 2)])
+    assert anchors.shape == (2 * 3 * 2 + 1 * 2 * 1, 4)
+    # first cell, both anchors; then the next cell to the right
+    np.testing.assert_allclose(anchors[0].numpy(), [8 - 4, 8 - 5, 8 + 4, 8 + 5])
+    np.testing.assert_allclose(anchors[1].numpy(), [8 - 10, 8 - 15, 8 + 10, 8 + 15])
+    np.testing.assert_allclose(anchors[2].numpy(), [24 - 4, 8 - 5, 24 + 4, 8 + 5])
+    np.testing.assert_allclose(anchors[6].numpy(), [8 - 4, 24 - 5, 8 + 4, 24 + 5])  # second row
+    np.testing.assert_allclose(anchors[-1].numpy(), [48 - 50, 16 - 60, 48 + 50, 16 + 60])
+
+
+def test_coder_round_trip_and_clipping():
+    coder = DeltaXYWHBBoxCoder(target_stds=(0.1, 0.1, 0.2, 0.2))
+    anchors = torch.tensor([[10.0, 10, 50, 70], [0, 0, 20, 20]])
+    boxes = torch.tensor([[12.0, 8, 60, 66], [2, 3, 15, 25]])
+    deltas = coder.encode(anchors, boxes)
+    np.testing.assert_allclose(coder.decode(anchors, deltas).numpy(), boxes.numpy(), rtol=1e-5)
+    clipped = coder.decode(anchors, deltas, max_shape=(20, 40))
+    assert clipped[:, 3].max() <= 20 and clipped[:, 2].max() <= 40
+
+
+def test_max_iou_assigner_semantics():
+    anchors = torch.tensor([[0.0, 0, 10, 10], [0, 0, 9, 10], [50, 50, 60, 60], [100, 100, 110, 110]])
+    gt = torch.tensor([[0.0, 0, 10, 10], [80, 80, 200, 200]])
+    a = MaxIoUAssigner(pos_iou_thr=0.4, neg_iou_thr=0.4, min_pos_iou=0.0, gt_max_assign_all=False).assign(anchors, gt)
+    # anchors 0, 1 overlap gt 0 well; anchor 2 overlaps nothing -> negative; gt 1's best anchor (3) is forced positive
+    assert a.tolist() == [1, 1, 0, 2]
+    assert MaxIoUAssigner(0.4, 0.4).assign(anchors, torch.zeros(0, 4)).tolist() == [0, 0, 0, 0]
+
+
+def test_predict_returns_boxes_in_original_pixels():
+    task = Task(template_path())
+    model = task.build_inference_model().eval()
+    img = torch.rand(2, 3, 256, 256) * 255
+    scales = torch.tensor([[0.5, 0.25], [1.0, 1.0]])
+    dets = model.predict(img, scales)
+    assert len(dets) == 2 and dets[0].shape[1] == 6
+    assert dets[0].shape[0] <= task.cfg.model.test_cfg.max_per_img
+    assert dets[0][:, 2].max() <= 256 / 0.5 + 1e-3 and dets[0][:, 3].max() <= 256 / 0.25 + 1e-3
+    assert (dets[0][:, 4] > task.cfg.model.test_cfg.score_thr).all()
+
+
+def test_loss_falls_when_fitting_real_images():
+    need_shared("data", "airport")
+    torch.manual_seed(0)
+    task = Task(template_path())
+    set_input_size(task.cfg, (160, 160))
+    # no random augmentation: the same batch each step, so the loss must go down
+    task.cfg.data.train.dataset.pipeline = [t for t in task.cfg.train_pipeline
+                                            if t["type"] not in ("PhotoMetricDistortion", "MinIoURandomCrop", "RandomFlip")]
+    dataset = build_train_dataset(task.cfg, AIRPORT_ANN, AIRPORT_ROOT, task.classes)
+    imgs, boxes, labels = collate_train([dataset[i] for i in range(4)])
+    detector = task.build_detector().train()
+    opt = torch.optim.SGD(detector.parameters(), lr=0.01, momentum=0.9)
+    losses = []
+    for _ in range(15):
+        loss = sum(detector(imgs, boxes, labels).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3]), losses

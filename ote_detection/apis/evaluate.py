@@ -83,6 +83,24 @@ def _detect_cached(predictor, weights, precision, input_size, paths, keys, cache
     return dets
 
 
+WIDER_GT_FILES = ("wider_face_val.mat", "wider_easy_val.mat", "wider_medium_val.mat", "wider_hard_val.mat")
+
+
+def find_wider_gt_dir(wider_dir, wider_gt_dir=None):
+    """The folder with the official .mat files: given, or where WIDER's archives put them near the images."""
+    if wider_gt_dir:
+        candidates = [wider_gt_dir]
+    else:
+        candidates = [os.path.join(wider_dir, *rel) for rel in
+                      [(), ("..",), ("..", "wider_face_split"), ("..", "..", "wider_face_split"),
+                       ("..", "eval_tools", "ground_truth"), ("..", "..", "eval_tools", "ground_truth")]]
+    for folder in candidates:
+        if all(os.path.isfile(os.path.join(folder, f)) for f in WIDER_GT_FILES):
+            return os.path.normpath(folder)
+    where = wider_gt_dir or f"{wider_dir} or the wider_face_split / eval_tools/ground_truth folders beside it"
+    raise OteError(f"WIDER FACE ground truth ({', '.join(WIDER_GT_FILES)}) not found in {where}; give --wider-gt-dir")
+
+
 def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, save_metrics_to=None,
              wider_dir=None, wider_gt_dir=None, save_pr_curves=None, precision="f32", batch_size=8,
              cache_dir=None, threads=None):
@@ -103,7 +121,7 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
         keys = [k for k in ("ap", "ap_64x64") if k in wanted]
         metrics.update(evaluate_detections(coco, dets, keys, pr_curves_dir=save_pr_curves))
     if wider_dir:
-        gt = WiderFaceGT(wider_gt_dir or wider_dir)
+        gt = WiderFaceGT(find_wider_gt_dir(wider_dir, wider_gt_dir))
         found = gt.find_images(wider_dir)
         if not found:
             raise OteError(f"{wider_dir}: no WIDER FACE val image found (expected <event>/<name>.jpg or <name>.jpg)")
@@ -117,7 +135,7 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
     if "size" in wanted or "complexity" in wanted:
         gflops, mparams = model_complexity(task.build_detector(), input_size)
         metrics["complexity"], metrics["size"] = round(gflops, 2), round(mparams, 2)
-    entries = metrics_to_yaml_entries(metrics, task.template["metrics"])
+    entries = metrics_to_yaml_entries(metrics, task.template["metrics"], include_extra=True)
     print(format_metrics_table(metrics, task.template["metrics"]))
     if save_metrics_to:
         atomic_write_text(save_metrics_to, yaml.safe_dump({"metrics": entries}, sort_keys=False))

@@ -54,15 +54,16 @@ def build_train_dataset(cfg, ann_files, data_roots, classes):
     return RepeatDataset(dataset, times) if times > 1 else dataset
 
 
-def make_validator(coco, input_size, batch_size, workers):
+def make_validator(coco, input_size, img_norm_cfg, batch_size, workers):
+    """``validate(detector) -> {'ap': ...}`` on a merged COCO dict, with the same inference loop as eval.py."""
+    from ..evaluation import evaluate_detections
+
     paths = [img["path"] for img in coco["images"]]
     keys = [img["id"] for img in coco["images"]]
 
-    from ..evaluation import evaluate_detections
-
-    def validate(model):
-        dets = detect_images(TorchPredictor(model), paths, input_size, keys, batch_size=batch_size, workers=workers,
-                             progress=False)
+    def validate(detector):
+        predictor = TorchPredictor(InferenceModel(detector, img_norm_cfg))
+        dets = detect_images(predictor, paths, input_size, keys, batch_size=batch_size, workers=workers, progress=False)
         return evaluate_detections(coco, dets, ["ap"])
     return validate
 
@@ -90,11 +91,10 @@ def _run(options):
         load_weights(detector, options["load_weights"], expected_template=task.name)
     elif cfg.model.backbone.get("pretrained"):
         detector.backbone.load_imagenet_weights()
-    inference_model = InferenceModel(detector, task.img_norm_cfg)
     validate = None
     if options.get("val_coco") is not None and dist_utils.is_main():
-        val = make_validator(options["val_coco"], task.input_size, options["batch_size"], options["workers"])
-        validate = lambda det: val(inference_model)  # noqa: E731  (detector is inference_model.detector)
+        validate = make_validator(options["val_coco"], task.input_size, task.img_norm_cfg, options["batch_size"],
+                                  options["workers"])
     meta = dict(task.checkpoint_meta(), input_size=list(task.input_size))
     trainer = Trainer(
         detector, dataset, optimizer_cfg=cfg.optimizer, lr_config=cfg.lr_config, total_epochs=options["epochs"],

@@ -11,9 +11,9 @@ from ..data.coco import ImageListDataset, collate_test
 class TorchPredictor:
     """``predict(bgr [B,3,H,W] float, scales [B,2])`` -> list of [N, 6] arrays, with a PyTorch InferenceModel."""
 
-    def __init__(self, inference_model, device="cpu"):
-        self.model = inference_model.to(device).eval()
-        self.device = device
+    def __init__(self, inference_model, device=None):
+        self.device = device or next(inference_model.parameters()).device
+        self.model = inference_model.to(self.device).eval()
 
     def __call__(self, imgs, scales):
         dets = self.model.predict(imgs.to(self.device), scales.to(self.device))

@@ -1,0 +1,168 @@
+"""Running an SSD OpenVINO IR (ours, or Open Model Zoo's face detectors) like TorchPredictor."""
+
+import os
+
+import numpy as np
+
+from ..utils.errors import OteError
+
+PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16", "default": None}
+
+
+def _ov_message(exc):
+    """The informative line of an OpenVINO exception (they come with 'Exception from src/...' lines)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception from", "Check "))]
+    return (useful or lines or [type(exc).__name__])[-1]
+
+
+def find_ir_pair(path):
+    """(xml, bin) for a path to either file; a clear error when one of them is missing."""
+    path = os.fspath(path)
+    stem, ext = os.path.splitext(path)
+    if ext.lower() not in (".xml", ".bin"):
+        raise OteError(f"{path}: an OpenVINO IR is given as its .xml or .bin file")
+    xml, bin_ = stem + ".xml", stem + ".bin"
+    if not os.path.isfile(path):
+        raise OteError(f"{path}: file not found")
+    if not os.path.isfile(xml):
+        raise OteError(f"{bin_}: no {os.path.basename(xml)} beside it (an IR needs both files)")
+    if not os.path.isfile(bin_):
+        raise OteError(f"{xml}: no {os.path.basename(bin_)} beside it (an IR needs both files)")
+    return xml, bin_
+
+
+def read_ir(path, core=None):
+    """``openvino.Model`` of an IR, with one-line errors for unreadable, truncated or mismatched files."""
+    import openvino as ov
+    xml, bin_ = find_ir_pair(path)
+    core = core or ov.Core()
+    try:
+        return core.read_model(xml, bin_)
+    except RuntimeError as exc:
+        msg = _ov_message(exc)
+        if "weights" in msg.lower() or "bin" in msg.lower():
+            raise OteError(f"{bin_}: weights file is truncated or does not belong to {os.path.basename(xml)} "
+                           f"({msg})") from exc
+        raise OteError(f"{xml}: not a readable OpenVINO IR ({msg})") from exc
+
+
+def detection_output_node(model):
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "DetectionOutput":
+            return op
+    return None
+
+
+class OpenVINOPredictor:
+    """``__call__(imgs [B, 3, H, W] BGR 0..255, scales [B, 2] = input/original (x, y))`` -> list of [N, 6]
+    float32 arrays (x1, y1, x2, y2, score, label) in original pixels, best score first.
+
+    The IR must have one [1, 3, H, W] input and one output of DetectionOutput's [1, 1, N, 7] format
+    (normalised coordinates). Labels are mapped to our class indices: an IR whose background is class
+    0 (``background_label_id == 0``) gives face as 1, which becomes 0. Boxes are clipped to the image,
+    as the PyTorch model's decoding does (OMZ IRs do not clip).
+    """
+
+    def __init__(self, weights, precision="f32", threads=None, device="CPU"):
+        import openvino as ov
+        if precision not in PRECISIONS:
+            raise OteError(f"unknown precision '{precision}' (one of {', '.join(PRECISIONS)})")
+        self.core = ov.Core()
+        self.xml, self.bin = find_ir_pair(weights)
+        model = read_ir(self.xml, self.core)
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise OteError(f"{self.xml}: expected an IR with one input and one output, found "
+                           f"{len(model.inputs)} and {len(model.outputs)}")
+        shape = model.inputs[0].get_partial_shape()
+        if shape.rank.is_dynamic or shape.rank.get_length() != 4 or not shape.is_static:
+            raise OteError(f"{self.xml}: input shape {shape} is not a static [1, 3, H, W]")
+        n, c, h, w = (int(d) for d in shape.to_shape())
+        if n != 1 or c != 3:
+            raise OteError(f"{self.xml}: input shape [{n}, {c}, {h}, {w}] is not [1, 3, H, W]")
+        out_shape = model.outputs[0].get_partial_shape()
+        if out_shape.rank.is_dynamic or out_shape.rank.get_length() != 4 or out_shape[3].get_length() != 7:
+            raise OteError(f"{self.xml}: output shape {out_shape} is not DetectionOutput's [1, 1, N, 7]")
+        self.input_size = (w, h)
+        det = detection_output_node(model)
+        self.background_label_id = int(det.get_attributes()["background_label_id"]) if det is not None else -1
+        self.label_offset = 1 if self.background_label_id == 0 else 0
+        self.precision = precision
+        self.threads = threads
+        config = {}
+        if PRECISIONS[precision]:
+            config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision]
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            self.compiled = self.core.compile_model(model, device, config)
+        except RuntimeError as exc:
+            raise OteError(f"{self.xml}: OpenVINO cannot compile it on {device} ({_ov_message(exc)})") from exc
+        self.request = self.compiled.create_infer_request()
+        self.input_name = model.inputs[0].get_any_name()
+
+    def infer_raw(self, img):
+        """One image [1, 3, H, W] float32 -> the IR's [N, 7] output rows up to the end marker."""
+        out = self.request.infer({0: np.ascontiguousarray(img, dtype=np.float32)})
+        rows = np.asarray(next(iter(out.values()))).reshape(-1, 7)
+        end = np.nonzero(rows[:, 0] < 0)[0]
+        return rows[: end[0]] if end.size else rows
+
+    def __call__(self, imgs, scales):
+        imgs = imgs.cpu().numpy() if hasattr(imgs, "cpu") else np.asarray(imgs)
+        scales = scales.cpu().numpy() if hasattr(scales, "cpu") else np.asarray(scales)
+        width, height = self.input_size
+        if imgs.ndim != 4 or imgs.shape[1:] != (3, height, width):
+            raise OteError(f"{self.xml}: expects images of [3, {height}, {width}], got {list(imgs.shape[1:])}")
+        results = []
+        for img, scale in zip(imgs, scales):
+            rows = self.infer_raw(img[None])
+            boxes = rows[:, 3:7] * np.array([width, height, width, height], np.float32)
+            boxes = np.clip(boxes, 0, [width, height, width, height])
+            boxes = boxes / np.tile(np.asarray(scale, np.float32), 2)
+            det = np.concatenate([boxes, rows[:, 2:3], rows[:, 1:2] - self.label_offset], axis=1).astype(np.float32)
+            det = det[np.argsort(-det[:, 4], kind="stable")]
+            results.append(det)
+        return results
+
+
+def box_iou(a, b):
+    """IoU matrix of [N, 4] and [M, 4] boxes (x1, y1, x2, y2)."""
+    a, b = np.asarray(a, np.float64)[:, None, :4], np.asarray(b, np.float64)[None, :, :4]
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return inter / np.maximum(area_a + area_b - inter, 1e-12)
+
+
+def match_detections(a, b, min_score=0.0):
+    """Greedy one-to-one matching of two detection lists ([N, 6], best first) by IoU.
+
+    Returns dict: matched pairs count, unmatched in a / b (above ``min_score``), the smallest IoU of a
+    matched pair, the largest score difference, and the largest relative box-coordinate difference
+    (relative to the box size)."""
+    a = np.asarray(a)[np.asarray(a)[:, 4] > min_score] if len(a) else np.zeros((0, 6))
+    b = np.asarray(b)[np.asarray(b)[:, 4] > min_score] if len(b) else np.zeros((0, 6))
+    stats = {"n_a": len(a), "n_b": len(b), "matched": 0, "unmatched_a": [], "unmatched_b": [],
+             "min_iou": 1.0, "max_score_diff": 0.0, "max_box_rel_diff": 0.0}
+    if not len(a) or not len(b):
+        stats["unmatched_a"], stats["unmatched_b"] = a[:, 4].tolist(), b[:, 4].tolist()
+        return stats
+    iou = box_iou(a, b)
+    used = np.zeros(len(b), bool)
+    for i in np.argsort(-a[:, 4], kind="stable"):
+        cand = np.where(used, -1.0, iou[i])
+        j = int(np.argmax(cand))
+        if cand[j] <= 0.5:
+            stats["unmatched_a"].append(float(a[i, 4]))
+            continue
+        used[j] = True
+        stats["matched"] += 1
+        stats["min_iou"] = min(stats["min_iou"], float(iou[i, j]))
+        stats["max_score_diff"] = max(stats["max_score_diff"], float(abs(a[i, 4] - b[j, 4])))
+        size = max(float(a[i, 2] - a[i, 0]), float(a[i, 3] - a[i, 1]), 1e-6)
+        stats["max_box_rel_diff"] = max(stats["max_box_rel_diff"], float(np.abs(a[i, :4] - b[j, :4]).max()) / size)
+    stats["unmatched_b"] = b[~used, 4].tolist()
+    return stats

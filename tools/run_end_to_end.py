@@ -28,7 +28,7 @@ def main(argv=None):
     p.add_argument("--train-data-roots", help="image folder(s), one per annotation file")
     p.add_argument("--val-ann-files", help="validation/test annotation file(s) (default: the training ones)")
     p.add_argument("--val-data-roots", help="image folder(s) of the validation annotation file(s)")
-    p.add_argument("--epochs", type=int, default=12, help="training epochs (default 12)")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
     p.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
     p.add_argument("--base-learning-rate", type=float, help="learning rate (default: the template's)")
     p.add_argument("--input-size", type=int, help="square input size override (default: the template's)")

@@ -29,6 +29,17 @@ def run_tool(args, cwd=None, timeout=600):
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """In-process torch on one thread: two OpenMP threads on a loaded 2-core machine spin-wait
+    (a 60 ms forward was seen taking 3 s)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def work_dir_0200(tmp_path_factory):
     """A work dir instantiated from face-detection-0200 without the snapshot."""

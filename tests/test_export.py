@@ -21,12 +21,7 @@ SSD = ["face-detection-0200", "face-detection-0202", "face-detection-0204", "fac
 SMALL = (128, 96)  # (w, h): non-square, to catch any w/h swap
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_snapshot(name, path, input_size=SMALL, seed=0):

@@ -43,13 +43,7 @@ def imported_snapshot(name="face-detection-0200"):
     return out, report
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # two OpenMP threads on a loaded 2-core machine spin-wait: a 60 ms forward took 3 s
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _stack(dets):

@@ -39,6 +39,18 @@ import numpy as np
 __all__ = ["coco_ap", "face_category_id", "check_detections"]
 
 
+def as_detection_array(dets, what):
+    """Check one image's detections: a finite [N, 5] array (x1, y1, x2, y2, score); empty -> [0, 5]."""
+    arr = np.asarray(dets)
+    if arr.size == 0:
+        return np.zeros((0, 5), dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[1] != 5:
+        raise ValueError(f"detections for {what} must have shape [N, 5] (x1, y1, x2, y2, score); got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"detections for {what} contain NaN or infinite values")
+    return arr
+
+
 def face_category_id(coco_gt: dict) -> int:
     """The category id evaluated as 'face': the one named 'face', or the only category."""
     cats = coco_gt.get("categories") or []
@@ -65,15 +77,7 @@ def check_detections(coco_gt: dict, detections: dict) -> dict:
         if image_id not in image_ids:
             unknown.append(image_id)
             continue
-        arr = np.asarray(dets)
-        if arr.size == 0:
-            arr = np.zeros((0, 5), dtype=np.float32)
-        if arr.ndim != 2 or arr.shape[1] != 5:
-            raise ValueError(f"detections for image {image_id!r} must have shape [N, 5] "
-                             f"(x1, y1, x2, y2, score); got {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"detections for image {image_id!r} contain NaN or infinite values")
-        out[image_id] = arr
+        out[image_id] = as_detection_array(dets, f"image {image_id!r}")
     if unknown:
         raise ValueError(f"detections refer to {len(unknown)} image id(s) not in the ground truth, "
                          f"e.g. {unknown[:5]}")

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .coco_ap import as_detection_array
 from .voc_ap64 import voc_ap
 
 __all__ = ["WiderFaceGT", "SETTINGS"]
@@ -186,14 +187,7 @@ class WiderFaceGT:
             if key in seen:
                 raise ValueError(f"detections given twice for WIDER image {key}")
             seen.add(key)
-            arr = np.asarray(dets)
-            if arr.size == 0:
-                arr = np.zeros((0, 5), dtype=np.float32)
-            if arr.ndim != 2 or arr.shape[1] != 5:
-                raise ValueError(f"detections for {name!r} must have shape [N, 5] "
-                                 f"(x1, y1, x2, y2, score); got {arr.shape}")
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"detections for {name!r} contain NaN or infinite values")
+            arr = as_detection_array(dets, repr(name))
             idxs.append(self.index[key])
             dets_list.append(arr)
         if unknown:

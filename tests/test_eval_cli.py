@@ -36,3 +36,22 @@ def test_eval_wider_and_pr_curves(work_dir_0200, tmp_path):
     r = run_tool([os.path.join(work_dir_0200, "eval.py"), "--load-weights", str(ckpt),
                   "--wider-dir", os.path.join(val5, "images"), "--wider-gt-dir", str(tmp_path), "--cache-dir", ""])
     assert r.returncode == 2 and "WIDER FACE ground truth" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eval_runs_open_model_zoo_irs_unchanged(work_dir_0200, tmp_path):
+    """eval.py takes the published OMZ IR (FP16 and FP16-INT8) like our own export; the trained OMZ
+    model finds the airport faces (its AP here is 13.84 at FP16, see README)."""
+    need_shared("models", "omz", "face-detection-0200")
+    need_shared("data", "airport")
+    results = {}
+    for precision in ("FP16", "FP16-INT8"):
+        xml = os.path.join(SHARED, "models", "omz", "face-detection-0200", precision, "face-detection-0200.xml")
+        metrics = tmp_path / f"{precision}.yaml"
+        r = run_tool([os.path.join(work_dir_0200, "eval.py"), "--load-weights", xml,
+                      "--test-ann-files", os.path.join(SHARED, "data", "airport", "annotation_faces_train.json"),
+                      "--test-data-roots", os.path.join(SHARED, "data", "airport"),
+                      "--save-metrics-to", str(metrics), "--cache-dir", ""])
+        assert r.returncode == 0, r.stderr[-3000:]
+        results[precision] = {e["key"]: e["value"] for e in yaml.safe_load(metrics.read_text())["metrics"]}["ap"]
+    assert abs(results["FP16"] - 13.84) < 0.05, results
+    assert abs(results["FP16-INT8"] - results["FP16"]) < 3.0, results

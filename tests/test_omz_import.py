@@ -56,6 +56,7 @@ def test_import_0200_loads_with_no_missing_keys():
     meta = ckpt["meta"]
     assert meta["template"] == "face-detection-0200"
     assert meta["input_size"] == [256, 256] and meta["classes"] == ["face"]
+    assert meta["epoch"] == 70  # the template's schedule: --resume-from continues after it, as with OTE's snapshot
     assert meta["source"]["openvino_ir"].endswith("face-detection-0200.xml") and not meta["source"]["int8_dequantised"]
     task = Task(template_path())
     load_weights(task.build_detector(), path, expected_template=task.name)  # strict: raises on any mismatch

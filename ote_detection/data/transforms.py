@@ -9,6 +9,7 @@ import random
 import cv2
 import numpy as np
 import torch
+from torchvision.ops import box_iou
 
 from ..registry import TRANSFORMS
 from ..utils.errors import OteError
@@ -91,14 +92,8 @@ class PhotoMetricDistortion:
 
 
 def _iou_patch(patch, boxes):
-    x1 = np.maximum(patch[0], boxes[:, 0])
-    y1 = np.maximum(patch[1], boxes[:, 1])
-    x2 = np.minimum(patch[2], boxes[:, 2])
-    y2 = np.minimum(patch[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_p = (patch[2] - patch[0]) * (patch[3] - patch[1])
-    area_b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area_p + area_b - inter, 1e-6)
+    """IoU of one crop window with each box."""
+    return box_iou(torch.as_tensor(patch[None], dtype=torch.float32), torch.as_tensor(boxes)).numpy()[0]
 
 
 @TRANSFORMS.register()

@@ -596,7 +596,9 @@ def import_openvino_weights(template, ir_path, out_path, verify=True, calibratio
     if int8:
         log.warning("%s is quantised (FakeQuantize layers): its weights were dequantised to FP32 and the "
                     "activation quantisation is dropped, so results differ from the INT8 IR", xml)
-    meta = dict(task.checkpoint_meta(), input_size=[w, h], source={
+    # a published model has completed its template's schedule, as OTE's snapshot.pth had: with
+    # --resume-from, train.py then continues after it (the seed's fine-tuning step)
+    meta = dict(task.checkpoint_meta(), input_size=[w, h], epoch=int(task.basic["epochs"]), source={
         "openvino_ir": os.path.abspath(xml), "xml_sha256": sha256sum(xml), "bin_sha256": sha256sum(bin_),
         "int8_dequantised": bool(int8), "batchnorm": "calibrated" if calibrated else "identity"})
     if calibrated:

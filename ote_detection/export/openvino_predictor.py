@@ -3,6 +3,8 @@
 import os
 
 import numpy as np
+import torch
+from torchvision.ops import box_iou as tv_box_iou
 
 from ..utils.errors import OteError
 
@@ -127,14 +129,9 @@ class OpenVINOPredictor:
 
 
 def box_iou(a, b):
-    """IoU matrix of [N, 4] and [M, 4] boxes (x1, y1, x2, y2)."""
-    a, b = np.asarray(a, np.float64)[:, None, :4], np.asarray(b, np.float64)[None, :, :4]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return inter / np.maximum(area_a + area_b - inter, 1e-12)
+    """IoU matrix of [N, 4+] and [M, 4+] boxes (x1, y1, x2, y2), as numpy (torchvision's box_iou)."""
+    to_t = lambda x: torch.as_tensor(np.asarray(x, np.float64)[:, :4])  # noqa: E731
+    return tv_box_iou(to_t(a), to_t(b)).numpy()
 
 
 def match_detections(a, b, min_score=0.0):

@@ -35,8 +35,12 @@ def test_train_resume_load_and_eval(work_dir_0200, synthetic_data, tmp_path):
     assert "nothing to train" in r.stderr
     assert os.path.getmtime(out / "latest.pth") == before
     # one more epoch continues the count and the optimizer state
-    _train(work_dir_0200, ann, root, out, "--epochs", "3", "--resume-from", str(out / "latest.pth"))
-    assert load_checkpoint_file(str(out / "latest.pth"))["meta"]["epoch"] == 3
+    r = run_tool([os.path.join(work_dir_0200, "train.py"), "--train-ann-files", ann, "--train-data-roots", root,
+                  "--save-checkpoints-to", str(out), "--batch-size", "4", "--workers", "0", "--epochs", "3",
+                  "--resume-from", str(out / "latest.pth")])  # no --input-size: the checkpoint's is kept
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = load_checkpoint_file(str(out / "latest.pth"))["meta"]
+    assert meta["epoch"] == 3 and meta["input_size"] == [96, 96]
     # --load-weights starts a fresh schedule
     out2 = tmp_path / "fresh"
     _train(work_dir_0200, ann, root, out2, "--epochs", "1", "--load-weights", str(out / "latest.pth"))

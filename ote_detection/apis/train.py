@@ -122,7 +122,9 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, val_
         raise OteError("give either --resume-from or --load-weights, not both")
     for path in (resume_from, load_weights):
         if path:
-            load_checkpoint_file(path)  # fail early, with the file's name
+            meta = load_checkpoint_file(path).get("meta") or {}  # fail early, with the file's name
+            if path == resume_from and not input_size and meta.get("input_size"):
+                input_size = tuple(meta["input_size"])  # a resumed run keeps its input size
     cuda = torch.cuda.device_count()
     if gpu_num is None:
         gpu_num = min(int(task.template.get("gpu_num", 1)), cuda)

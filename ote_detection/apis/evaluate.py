@@ -9,7 +9,6 @@ import numpy as np
 import yaml
 
 from ..data.coco import load_coco_files
-from ..engine.checkpoint import load_checkpoint_file
 from ..engine.inference import TorchPredictor, detect_images
 from ..evaluation import WiderFaceGT, evaluate_detections
 from ..evaluation.metrics import format_metrics_table, metrics_to_yaml_entries
@@ -33,9 +32,8 @@ def make_predictor(task, weights, precision="f32", threads=None):
         from ..export.openvino_predictor import OpenVINOPredictor
         predictor = OpenVINOPredictor(weights, precision=precision, threads=threads)
         return predictor, predictor.input_size
-    meta = load_checkpoint_file(weights).get("meta") or {}
-    input_size = tuple(meta.get("input_size") or task.input_size)
-    return TorchPredictor(task.build_inference_model(weights)), input_size
+    model, input_size = task.load_snapshot(weights)
+    return TorchPredictor(model), input_size
 
 
 class DetectionCache:

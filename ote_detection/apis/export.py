@@ -7,7 +7,6 @@ import tempfile
 
 import yaml
 
-from ..engine.checkpoint import load_checkpoint_file
 from ..export.openvino_export import (INPUT_NAME, OUTPUT_NAME, convert_to_openvino, export_onnx,
                                       save_openvino)
 from ..utils.errors import OteError
@@ -22,9 +21,8 @@ OUTPUT_FORMAT = ("[1, 1, N, 7] rows of (image_id, label, confidence, x_min, y_mi
                  "DetectionOutput format)")
 
 
-def export_input_size(task, meta, input_size=None):
-    """(w, h): the explicit one, else the checkpoint's (training may override it), else the template's."""
-    size = input_size or meta.get("input_size") or task.input_size
+def export_input_size(size):
+    """Check an input size (w, h) given for export."""
     try:
         width, height = (int(v) for v in size)
     except (TypeError, ValueError) as exc:
@@ -60,9 +58,8 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None):
         raise OteError("--load-weights is required: the snapshot (.pth) to export")
     if str(load_weights).lower().endswith((".xml", ".bin")):
         raise OteError(f"{load_weights}: already an OpenVINO IR; export takes a PyTorch snapshot (.pth)")
-    meta = load_checkpoint_file(load_weights).get("meta") or {}
-    size = export_input_size(task, meta, input_size)
-    model = task.build_inference_model(load_weights)  # checks template and shapes, one line each
+    model, snapshot_size = task.load_snapshot(load_weights)  # checks template and shapes, one line each
+    size = export_input_size(input_size or snapshot_size)
     out_dir = os.path.abspath(save_model_to)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)

@@ -42,11 +42,19 @@ class Task:
     def build_detector(self):
         return build_detector(self.cfg.model)
 
-    def build_inference_model(self, weights=None):
+    def load_snapshot(self, weights):
+        """(InferenceModel with a snapshot's weights, its input size (w, h)), reading the file once.
+
+        The input size is the checkpoint's own (training may override it), else the template's."""
         detector = self.build_detector()
+        ckpt = load_weights(detector, weights, expected_template=self.name)
+        size = tuple((ckpt.get("meta") or {}).get("input_size") or self.input_size)
+        return InferenceModel(detector, self.img_norm_cfg).eval(), size
+
+    def build_inference_model(self, weights=None):
         if weights:
-            load_weights(detector, weights, expected_template=self.name)
-        return InferenceModel(detector, self.img_norm_cfg).eval()
+            return self.load_snapshot(weights)[0]
+        return InferenceModel(self.build_detector(), self.img_norm_cfg).eval()
 
     def checkpoint_meta(self):
         return {"template": self.name, "input_size": list(self.input_size), "classes": list(self.classes)}

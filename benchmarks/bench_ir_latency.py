@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from ote_detection.apis.export import export
-from ote_detection.export.omz_import import import_openvino_weights
+from ote_detection.apis.import_weights import import_openvino_weights
 from ote_detection.export.openvino_predictor import OpenVINOPredictor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,12 +48,12 @@ def time_pair(predictors, img, runs, warmup=5):
     """Median ms per predictor, runs interleaved."""
     for p in predictors:
         for _ in range(warmup):
-            p.infer_raw(img)
+            p.infer(img)
     times = [[] for _ in predictors]
     for _ in range(runs):
         for i, p in enumerate(predictors):
             t = time.perf_counter()
-            p.infer_raw(img)
+            p.infer(img)
             times[i].append((time.perf_counter() - t) * 1000)
     return [statistics.median(t) for t in times]
 

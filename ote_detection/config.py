@@ -1,11 +1,14 @@
 """Reading model templates: ``template.yaml`` (metadata, hyper-parameters) and ``model.py`` (mmdetection-style config)."""
 
+import logging
 import os
 import runpy
 
 import yaml
 
 from .utils.errors import OteError
+
+log = logging.getLogger(__name__)
 
 
 class Config(dict):
@@ -29,21 +32,84 @@ class Config(dict):
         return obj
 
 
-def load_config(path):
-    """Execute an mmdetection-style ``model.py`` and return its public top-level variables."""
+BASE_KEY = "_base_"
+DELETE_KEY = "_delete_"
+
+# read by nothing in ote-face (mmcv runner settings, SSD-only switches): a user's config that has them is
+# told so once, since changing them would change nothing
+DEAD_KEYS = {
+    "checkpoint_config": "checkpoints are written after every epoch",
+    "dist_params": "the backend is NCCL on GPUs and gloo on the CPU",
+    "workflow": "training runs train epochs only",
+    "work_dir": "--save-checkpoints-to sets the output folder",
+    "load_from": "use --load-weights",
+    "resume_from": "use --resume-from",
+    "log_level": "the log level is INFO",
+    "cudnn_benchmark": "not used",
+    "total_epochs": "template.yaml's hyper_parameters.basic.epochs (or --epochs) sets the epochs",
+    "evaluation": "validation runs after every epoch when --val-ann-files is given",
+}
+DEAD_TRAIN_CFG_KEYS = ("use_giou", "use_focal", "allowed_border", "pos_weight", "debug")
+REQUIRED_KEYS = ("model", "data", "optimizer", "lr_config", "input_size")
+
+
+def merge_dict(base, override):
+    """mmcv's config merge: dicts merge key by key, recursively; a dict of ``override`` with
+    ``_delete_=True`` replaces the base's dict instead; any other value (lists included) replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and not value.get(DELETE_KEY, False) and isinstance(merged.get(key), dict):
+            merged[key] = merge_dict(merged[key], value)
+        elif isinstance(value, dict):
+            merged[key] = {k: v for k, v in value.items() if k != DELETE_KEY}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_py_config(path, chain=()):
+    """The public top-level variables of one config file, merged onto its ``_base_`` file(s)."""
     if not os.path.isfile(path):
         raise OteError(f"{path}: model config not found")
+    if path in chain:
+        raise OteError(f"{path}: _base_ inherits from itself ({' -> '.join(chain)})")
     try:
         variables = runpy.run_path(path)
     except Exception as exc:  # a syntax or name error in the user's config
         raise OteError(f"{path}: cannot be read as a Python config: {type(exc).__name__}: {exc}") from exc
-    public = {k: v for k, v in variables.items()
-              if not k.startswith("_") and not callable(v) and not isinstance(v, type(os))}
-    cfg = Config.wrap(public)
-    for key in ("model", "data", "optimizer", "lr_config", "total_epochs"):
+    own = {k: v for k, v in variables.items()
+           if not k.startswith("_") and not callable(v) and not isinstance(v, type(os))}
+    bases = variables.get(BASE_KEY) or []
+    bases = [bases] if isinstance(bases, str) else list(bases)
+    merged = {}
+    for base in bases:
+        base_path = os.path.normpath(os.path.join(os.path.dirname(path), base))
+        merged = merge_dict(merged, _read_py_config(base_path, chain + (path,)))
+    return merge_dict(merged, own)
+
+
+def input_size_wh(value):
+    """``input_size`` of a config: an int (square) or (w, h)."""
+    if isinstance(value, (int, float)):
+        return int(value), int(value)
+    width, height = value
+    return int(width), int(height)
+
+
+def load_config(path):
+    """Execute an mmdetection-style ``model.py`` (with ``_base_`` inheritance and ``_delete_`` merging,
+    as mmcv's Config) and return its public top-level variables."""
+    path = os.path.abspath(path)
+    cfg = Config.wrap(_read_py_config(path))
+    for key in REQUIRED_KEYS:
         if key not in cfg:
             raise OteError(f"{path}: model config has no '{key}'")
-    cfg["filename"] = os.path.abspath(path)
+    dead = [k for k in DEAD_KEYS if k in cfg]
+    dead += [f"model.train_cfg.{k}" for k in DEAD_TRAIN_CFG_KEYS if k in (cfg.model.get("train_cfg") or {})]
+    if dead:
+        log.warning("%s: ignored key(s) %s (%s)", path, ", ".join(dead),
+                    "; ".join(f"{k}: {DEAD_KEYS[k]}" for k in dead if k in DEAD_KEYS) or "not used by this head")
+    cfg["filename"] = path
     return cfg
 
 

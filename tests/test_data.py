@@ -45,10 +45,24 @@ def test_missing_image(tmp_path):
     assert "image file not found" in msg and "image_" in msg
 
 
-def test_zero_size_box(tmp_path):
+def test_zero_size_box_is_kept_and_said_negative_size_is_refused(tmp_path, caplog):
+    """Zero-size boxes (WIDER FACE's own ground truth has them) load, counted and said once; training
+    skips them; a negative size stays one line."""
+    from ote_detection.data.coco import CocoDataset
+    ann, data = copy_airport_subset(str(tmp_path), n=2)
+    data["annotations"][0]["bbox"][2] = 0
+    write_json(ann, data)
+    with caplog.at_level("WARNING"):
+        coco = load_coco_files(ann, str(tmp_path))
+        dataset = CocoDataset(ann, str(tmp_path), [], min_size=None)
+    assert len(coco["annotations"]) == len(data["annotations"]) and coco["annotations"][0]["area"] == 0
+    assert caplog.text.count("1 box(es) of zero width or height") == 1
+    assert "1 box(es) narrower or shorter than 1 pixel are not used for training" in caplog.text
+    assert sum(len(item[1]) for item in dataset.items) == len(data["annotations"]) - 1
+
     def change(d, t):
-        d["annotations"][0]["bbox"][2] = 0
-    assert "zero or negative size" in _bad(tmp_path, change)
+        d["annotations"][0]["bbox"][3] = -1
+    assert "negative size" in _bad(tmp_path, change)
 
 
 def test_no_images(tmp_path):

@@ -13,7 +13,7 @@ from test_omz_import import imported_snapshot, omz_ir, real_images
 from ote_detection.apis.export import export
 from ote_detection.apis.task import Task
 from ote_detection.engine.checkpoint import save_checkpoint
-from ote_detection.engine.inference import TorchPredictor, detect_images
+from ote_detection.engine.predictor import TorchPredictor, detect_images
 from ote_detection.export.openvino_predictor import OpenVINOPredictor, match_detections
 from ote_detection.utils.errors import OteError, run_cli
 
@@ -73,10 +73,10 @@ def test_export_each_ssd_template(name, tmp_path):
     assert all(op.get_element_type() != ov.Type.f16 for op in consts)  # FP32 weights, not compressed
     # the IR reproduces the PyTorch model on a real image, also at this small non-square size
     path = real_images(1, 0)
-    ours = detect_images(TorchPredictor(task.build_inference_model(snap)), path, SMALL, batch_size=1, progress=False)[0]
+    ours = detect_images(TorchPredictor(task.build_inference_model(snap), SMALL), path, batch_size=1, progress=False)[0]
     ir = OpenVINOPredictor(xml, precision="f32")
     assert ir.input_size == SMALL
-    theirs = detect_images(ir, path, SMALL, batch_size=1, progress=False)[0]
+    theirs = detect_images(ir, path, batch_size=1, progress=False)[0]
     assert len(ours) > 0
     s = match_detections(_with_label(ours), _with_label(theirs))
     assert s["matched"] >= 0.98 * max(s["n_a"], s["n_b"]), s
@@ -90,12 +90,12 @@ def test_parity_ir_vs_pytorch_on_real_images(tmp_path):
     xml = export(template_path(), snap, str(out), onnx=True)
     task = Task(template_path())
     paths = real_images(3, 2)
-    torch_pred = TorchPredictor(task.build_inference_model(snap))
+    torch_pred = TorchPredictor(task.build_inference_model(snap), task.input_size)
     ir_pred = OpenVINOPredictor(xml, precision="f32")
     omz_pred = OpenVINOPredictor(omz_ir(), precision="f32")
-    ours = detect_images(torch_pred, paths, task.input_size, batch_size=1, progress=False)
-    theirs = detect_images(ir_pred, paths, task.input_size, batch_size=1, progress=False)
-    omz = detect_images(omz_pred, paths, task.input_size, batch_size=1, progress=False)
+    ours = detect_images(torch_pred, paths, batch_size=1, progress=False)
+    theirs = detect_images(ir_pred, paths, batch_size=1, progress=False)
+    omz = detect_images(omz_pred, paths, batch_size=1, progress=False)
     total = 0
     for key in ours:
         a, b = ours[key], theirs[key]
@@ -122,7 +122,9 @@ def test_parity_ir_vs_pytorch_on_real_images(tmp_path):
     model = task.build_inference_model(snap)
     with torch.no_grad():
         logits, deltas = model.detector.bbox_head.flatten_outputs(*model(torch.from_numpy(img)))
-    assert np.abs(res[compiled.outputs[0]] - logits.softmax(-1).numpy()).max() < 1e-4
+        deltas = deltas.reshape(1, -1)
+        logits = logits.reshape(1, -1, 2)
+    assert np.abs(res[compiled.outputs[0]] - logits.softmax(-1).reshape(1, -1).numpy()).max() < 1e-4
     assert np.abs(res[compiled.outputs[1]] - deltas.numpy()).max() < 1e-3
 
 
@@ -131,13 +133,12 @@ def test_predictor_runs_omz_irs_unchanged():
     for precision in ("FP16", "FP16-INT8"):
         pred = OpenVINOPredictor(omz_ir(precision=precision), precision="f32", threads=1)
         assert pred.input_size == (256, 256)
-        dets = detect_images(pred, paths, pred.input_size, batch_size=1, progress=False)
+        dets = detect_images(pred, paths, batch_size=1, progress=False)
         for d in dets.values():
             assert d.shape[1] == 5 and (d[:, 4] > 0.5).sum() >= 1
             assert (np.diff(d[:, 4]) <= 0).all()
     raw = OpenVINOPredictor(omz_ir(), precision="bf16")
-    img = np.zeros((1, 3, 256, 256), np.float32)
-    out = raw(img, np.ones((1, 2), np.float32))[0]
+    out = raw.predict_frames([np.zeros((300, 400, 3), np.uint8)])[0]
     assert out.shape[1] == 6 and (out[:, 5] == 0).all()  # OMZ face label 0 (background_label_id 1) stays 0
 
 

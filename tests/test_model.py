@@ -5,7 +5,7 @@ import torch
 
 from conftest import AIRPORT_ANN, AIRPORT_ROOT, need_shared, template_path
 from ote_detection.apis.task import Task
-from ote_detection.apis.train import build_train_dataset, set_input_size
+from ote_detection.apis.train import build_train_dataset
 from ote_detection.data.coco import collate_train
 from ote_detection.models.anchors import SSDAnchorGeneratorClustered
 from ote_detection.models.assigners import MaxIoUAssigner
@@ -43,23 +43,33 @@ def test_max_iou_assigner_semantics():
     assert MaxIoUAssigner(0.4, 0.4).assign(anchors, torch.zeros(0, 4)).tolist() == [0, 0, 0, 0]
 
 
-def test_predict_returns_boxes_in_original_pixels():
+def test_frame_predictor_maps_boxes_to_each_frame():
+    """Frames of any size in, boxes in each frame's pixels out (stretched and keep-ratio resizing)."""
+    from ote_detection.engine.predictor import TorchPredictor, letterbox
     task = Task(template_path())
     model = task.build_inference_model().eval()
-    img = torch.rand(2, 3, 256, 256) * 255
-    scales = torch.tensor([[0.5, 0.25], [1.0, 1.0]])
-    dets = model.predict(img, scales)
-    assert len(dets) == 2 and dets[0].shape[1] == 6
-    assert dets[0].shape[0] <= task.cfg.model.test_cfg.max_per_img
-    assert dets[0][:, 2].max() <= 256 / 0.5 + 1e-3 and dets[0][:, 3].max() <= 256 / 0.25 + 1e-3
-    assert (dets[0][:, 4] > task.cfg.model.test_cfg.score_thr).all()
+    frames = [np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)
+              for i, (h, w) in enumerate([(120, 500), (600, 300)])]
+    for keep_ratio in (False, True):
+        pred = TorchPredictor(model, (256, 192), keep_ratio=keep_ratio, batch_size=2)
+        dets = pred.predict_frames(frames)
+        assert len(dets) == 2
+        for det, frame in zip(dets, frames):
+            h, w = frame.shape[:2]
+            assert det.shape[1] == 6 and det.dtype == np.float32 and len(det) <= task.cfg.model.test_cfg.max_per_img
+            assert det[:, [0, 2]].max() <= w + 1e-3 and det[:, [1, 3]].max() <= h + 1e-3
+            assert (np.diff(det[:, 4]) <= 0).all()
+    # keep-ratio: one scale factor, padding at the right/bottom; a box maps back by that factor
+    img, scale = letterbox(frames[0], (256, 192), keep_ratio=True)
+    assert img.shape == (192, 256, 3) and scale[0] == 256 / 500 and scale[1] == round(120 * 256 / 500) / 120
+    assert img[round(120 * scale[1]):].max() == 0 and img[:round(120 * scale[1])].max() > 0  # padding below
 
 
 def test_loss_falls_when_fitting_real_images():
     need_shared("data", "airport")
     torch.manual_seed(0)
     task = Task(template_path())
-    set_input_size(task.cfg, (160, 160))
+    task.set_input_size((160, 160))
     # no random augmentation: the same batch each step, so the loss must go down
     task.cfg.data.train.dataset.pipeline = [t for t in task.cfg.train_pipeline
                                             if t["type"] not in ("PhotoMetricDistortion", "MinIoURandomCrop", "RandomFlip")]

@@ -13,8 +13,8 @@ import torch
 from conftest import REPO, SHARED, need_shared, run_tool, template_path
 from ote_detection.apis.task import Task
 from ote_detection.engine.checkpoint import load_checkpoint_file, load_weights
-from ote_detection.engine.inference import TorchPredictor, detect_images
-from ote_detection.export.omz_import import import_openvino_weights
+from ote_detection.engine.predictor import TorchPredictor, detect_images
+from ote_detection.apis.import_weights import import_openvino_weights
 from ote_detection.export.openvino_predictor import OpenVINOPredictor, match_detections
 from ote_detection.utils.errors import OteError
 
@@ -70,9 +70,9 @@ def test_imported_0200_detects_what_the_omz_ir_detects():
     path, _ = imported_snapshot()
     task = Task(template_path())
     paths = real_images()
-    ours = detect_images(TorchPredictor(task.build_inference_model(path)), paths, task.input_size, batch_size=1,
+    ours = detect_images(TorchPredictor(task.build_inference_model(path), task.input_size), paths, batch_size=1,
                          progress=False)
-    theirs = detect_images(OpenVINOPredictor(omz_ir(), precision="f32"), paths, task.input_size, batch_size=1,
+    theirs = detect_images(OpenVINOPredictor(omz_ir(), precision="f32"), paths, batch_size=1,
                            progress=False)
     confident = 0
     for key in ours:
@@ -101,9 +101,9 @@ def test_imported_0200_matches_omz_ir_with_clip_before_nms_exactly(tmp_path):
     path, _ = imported_snapshot()
     task = Task(template_path())
     paths = real_images(2, 1)
-    ours = detect_images(TorchPredictor(task.build_inference_model(path)), paths, task.input_size, batch_size=1,
+    ours = detect_images(TorchPredictor(task.build_inference_model(path), task.input_size), paths, batch_size=1,
                          progress=False)
-    theirs = detect_images(OpenVINOPredictor(str(tmp_path / "omz_clip.xml")), paths, task.input_size, batch_size=1,
+    theirs = detect_images(OpenVINOPredictor(str(tmp_path / "omz_clip.xml")), paths, batch_size=1,
                            progress=False)
     for key in ours:
         s = match_detections(_stack(ours[key]), _stack(theirs[key]))

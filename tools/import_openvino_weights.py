@@ -7,7 +7,7 @@ template's model; the snapshot loads with train.py --load-weights, eval.py and e
 
 import argparse
 
-from ote_detection.export.omz_import import import_openvino_weights
+from ote_detection.apis.import_weights import import_openvino_weights
 from ote_detection.utils.errors import run_cli
 
 

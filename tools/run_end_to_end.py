@@ -59,7 +59,8 @@ def main(argv=None):
     size = (a.input_size, a.input_size) if a.input_size else None
     train(template, train_ann, train_root, os.path.join(work, "outputs"), val_ann_files=val_ann, val_data_roots=val_root,
           load_weights=snapshot, epochs=a.epochs, batch_size=a.batch_size, base_learning_rate=a.base_learning_rate,
-          gpu_num=a.gpu_num, tensorboard_dir=os.path.join(work, "tensorboard"), input_size=size)
+          gpu_num=a.gpu_num, tensorboard_dir=os.path.join(work, "tensorboard"), input_size=size,
+          overwrite=True)  # the job redoes its whole run in its own work dir
     latest = os.path.join(work, "outputs", "latest.pth")
     pth = evaluate(template, latest, val_ann, val_root, os.path.join(work, "metrics.yaml"), cache_dir=None)
     export(template, latest, os.path.join(work, "export"))

@@ -2,17 +2,19 @@
 """Convert the WIDER FACE text annotation (wider_face_*_bbx_gt.txt) to COCO json (category 'face').
 
 Boxes with w >= 0 and h >= 0 are kept, as OTE did (also zero-size and 'invalid' ones); boxes with a
-negative size are dropped. Each annotation keeps the WIDER attributes (blur, expression,
+negative size are dropped. The result trains and evaluates as it is: training skips boxes with w or h
+< 1 (counted, said once), COCO AP counts zero-size boxes as faces no detection matches (as OTE's
+pycocotools evaluation of the converted file did). Each annotation keeps the WIDER attributes (blur, expression,
 illumination, invalid, occlusion, pose). Image sizes are read from the image files.
 """
 
 import argparse
 import json
 import logging
-import os
 
 from ote_detection.data.wider import wider_to_coco
 from ote_detection.utils.errors import OteError, run_cli
+from ote_detection.utils.fileio import atomic_write_text, check_writable_file
 
 log = logging.getLogger("wider_to_coco")
 
@@ -37,18 +39,13 @@ def main(argv=None):
                         help="write each image's file_name relative to DIR (default: IMAGES_DIR, "
                              "giving <event>/<name>.jpg)")
     args = parser.parse_args(argv)
+    check_writable_file(args.out_json, "output json")  # before reading every image
 
     coco, stats = wider_to_coco(args.gt_txt, args.images_dir, skip_missing=args.skip_missing,
                                 drop_invalid=args.drop_invalid, relative_to=args.relative_to)
     if not coco["images"]:
         raise OteError(f"{args.gt_txt}: none of its images is in {args.images_dir}")
-    out_dir = os.path.dirname(os.path.abspath(args.out_json))
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        with open(args.out_json, "w", encoding="utf-8") as f:
-            json.dump(coco, f)
-    except OSError as exc:
-        raise OteError(f"{args.out_json}: cannot write ({exc.strerror})") from None
+    atomic_write_text(args.out_json, json.dumps(coco))  # one line on a full disk or a read-only folder
     log.info("%s: %d images, %d boxes (missing images skipped: %d, negative-size boxes dropped: "
              "%d, zero-size kept: %d, invalid kept: %d, invalid dropped: %d)", args.out_json,
              stats["images"], stats["annotations"], stats["missing"],

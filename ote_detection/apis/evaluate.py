@@ -1,129 +1,92 @@
 """Evaluation entry point behind the work dir's eval.py: snapshots (.pth) and OpenVINO IR (.xml/.bin)."""
 
-import hashlib
-import json
 import logging
-import os
 
-import numpy as np
 import yaml
 
 from ..data.coco import load_coco_files
-from ..engine.inference import TorchPredictor, detect_images
+from ..data.wider import WIDER_GT_FILES, find_wider_gt_dir, find_wider_images_dir  # noqa: F401 (re-exported)
+from ..engine.deploy import common_frame_hw, deployment_input_size, model_stride
+from ..engine.detection_cache import DetectionCache
+from ..engine.predictor import detect_images
 from ..evaluation import WiderFaceGT, evaluate_detections
 from ..evaluation.metrics import format_metrics_table, metrics_to_yaml_entries
+from ..evaluation.size_report import face_size_report, format_size_report, size_report_entries
 from ..utils.complexity import model_complexity
 from ..utils.errors import OteError
-from ..utils.fileio import atomic_path, atomic_write_text, sha256sum
+from ..utils.fileio import atomic_write_text, check_writable_dir, check_writable_file
+from .predictor import is_ir, make_predictor, predictor_variant
 from .task import Task
 
 log = logging.getLogger(__name__)
 
-IR_SUFFIXES = (".xml", ".bin")
-
-
-def is_ir(path):
-    return str(path).lower().endswith(IR_SUFFIXES)
-
-
-def make_predictor(task, weights, precision="f32", threads=None):
-    """(predictor, input_size (w, h)) for a snapshot or an IR."""
-    if is_ir(weights):
-        from ..export.openvino_predictor import OpenVINOPredictor
-        predictor = OpenVINOPredictor(weights, precision=precision, threads=threads)
-        return predictor, predictor.input_size
-    model, input_size = task.load_snapshot(weights)
-    return TorchPredictor(model), input_size
-
-
-class DetectionCache:
-    """Detections per (weights file content, precision, input size, image list), as .npz files."""
-
-    def __init__(self, cache_dir):
-        self.cache_dir = cache_dir
-
-    def key(self, weights, precision, input_size, paths):
-        digest = hashlib.sha256()
-        files = [weights] if not is_ir(weights) else [os.path.splitext(weights)[0] + s for s in IR_SUFFIXES]
-        for f in files:
-            digest.update(sha256sum(f).encode())
-        digest.update(json.dumps([precision if is_ir(weights) else "torch", list(input_size)]).encode())
-        for p in paths:
-            st = os.stat(p)
-            digest.update(f"{os.path.abspath(p)}:{st.st_size}:{st.st_mtime_ns}".encode())
-        return digest.hexdigest()[:32]
-
-    def load(self, key):
-        path = os.path.join(self.cache_dir, key + ".npz")
-        if not self.cache_dir or not os.path.isfile(path):
-            return None
-        with np.load(path) as data:
-            return [data[f"d{i}"] for i in range(len(data.files))]
-
-    def save(self, key, dets):
-        if not self.cache_dir:
-            return
-        os.makedirs(self.cache_dir, exist_ok=True)
-        with atomic_path(os.path.join(self.cache_dir, key + ".npz")) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **{f"d{i}": d for i, d in enumerate(dets)})
-
 
 def _detect_cached(predictor, weights, precision, input_size, paths, keys, cache, batch_size, desc):
-    key = cache.key(weights, precision, input_size, paths) if cache.cache_dir else None
-    cached = cache.load(key) if key else None
-    if cached is not None and len(cached) == len(paths):
+    variant = predictor_variant(predictor, weights, precision)
+    key = cache.key(weights, variant, input_size, paths) if cache.cache_dir else None
+    cached = cache.load(key, expected=len(paths)) if key else None
+    if cached is not None:
         log.info("%s: detections taken from the cache (%s)", desc, cache.cache_dir)
         return dict(zip(keys, cached))
-    dets = detect_images(predictor, paths, input_size, keys, batch_size=batch_size, desc=desc)
+    dets = detect_images(predictor, paths, keys, batch_size=batch_size, desc=desc)
     if key:
         cache.save(key, [dets[k] for k in keys])
     return dets
 
 
-WIDER_GT_FILES = ("wider_face_val.mat", "wider_easy_val.mat", "wider_medium_val.mat", "wider_hard_val.mat")
-
-
-def find_wider_gt_dir(wider_dir, wider_gt_dir=None):
-    """The folder with the official .mat files: given, or where WIDER's archives put them near the images."""
-    if wider_gt_dir:
-        candidates = [wider_gt_dir]
-    else:
-        candidates = [os.path.join(wider_dir, *rel) for rel in
-                      [(), ("..",), ("..", "wider_face_split"), ("..", "..", "wider_face_split"),
-                       ("..", "eval_tools", "ground_truth"), ("..", "..", "eval_tools", "ground_truth")]]
-    for folder in candidates:
-        if all(os.path.isfile(os.path.join(folder, f)) for f in WIDER_GT_FILES):
-            return os.path.normpath(folder)
-    where = wider_gt_dir or f"{wider_dir} or the wider_face_split / eval_tools/ground_truth folders beside it"
-    raise OteError(f"WIDER FACE ground truth ({', '.join(WIDER_GT_FILES)}) not found in {where}; give --wider-gt-dir")
-
-
 def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, save_metrics_to=None,
              wider_dir=None, wider_gt_dir=None, save_pr_curves=None, precision="f32", batch_size=8,
-             cache_dir=None, threads=None):
-    """Compute the template's metrics for a snapshot or an IR; write metrics.yaml; return {key: value}."""
+             cache_dir=None, threads=None, input_size=None, keep_ratio=None, tile=None, size_report_thr=0.5):
+    """Compute the template's metrics for a snapshot or an IR; write metrics.yaml; return {key: value}.
+
+    ``input_size``: run a snapshot at another input size than its own: (w, h), or (w, None) for a width
+    with the height from the test frames' aspect (letterboxed); an IR has its export size. ``tile``:
+    options of tiled inference (see ``make_predictor``). With test annotation files, the recall by face
+    size (``evaluation/size_report.py``) at score ``size_report_thr`` is printed and saved under its own
+    keys; WIDER e/m/h are computed at the evaluated input size."""
     task = Task(template)
     if not test_ann_files and not wider_dir:
         raise OteError("nothing to evaluate on: give --test-ann-files/--test-data-roots or --wider-dir")
-    predictor, input_size = make_predictor(task, load_weights, precision, threads)
-    batch_size = 1 if is_ir(load_weights) else batch_size
-    cache = DetectionCache(cache_dir)
+    # everything that can fail without computing is checked first: outputs writable, the weights
+    # belong to this work dir, the data loads (every image decodes, every annotation fits its image)
+    if save_metrics_to:
+        check_writable_file(save_metrics_to, "--save-metrics-to file")
+    if save_pr_curves:
+        check_writable_dir(save_pr_curves, "--save-pr-curves folder")
+    coco = load_coco_files(test_ann_files, test_data_roots, task.classes) if test_ann_files else None
+    wider_gt = wider_images = None
+    if wider_dir:
+        wider_images = find_wider_images_dir(wider_dir)
+        wider_gt = find_wider_gt_dir(wider_dir, wider_gt_dir)
+    size = None
+    if input_size is not None:
+        if is_ir(load_weights):
+            raise OteError(f"{load_weights}: an IR has the input size it was exported at; export at that size "
+                           f"(export.py --input-size) or evaluate the snapshot")
+        frame_hw = common_frame_hw(coco["images"]) if coco is not None else None
+        size = deployment_input_size(tuple(input_size), frame_hw=frame_hw, stride=model_stride(task.cfg.model))
+        keep_ratio = keep_ratio or input_size[1] is None
+    predictor = make_predictor(task, load_weights, precision, threads, input_size=size, keep_ratio=keep_ratio,
+                               batch_size=batch_size, tile=tile)
+    input_size = predictor.input_size
+    log.info("evaluating at input %dx%d (%s%s)", input_size[0], input_size[1],
+             "letterboxed" if predictor.keep_ratio else "stretched", ", tiled" if tile is not None else "")
+    cache = DetectionCache(cache_dir, template=task.name)
     wanted = [m["key"] for m in task.template["metrics"]]
     metrics = {}
-    if test_ann_files:
-        coco = load_coco_files(test_ann_files, test_data_roots, task.classes)
+    if coco is not None:
         images = coco["images"]
         dets = _detect_cached(predictor, load_weights, precision, input_size, [i["path"] for i in images],
                               [i["id"] for i in images], cache, batch_size, "test set")
         keys = [k for k in ("ap", "ap_64x64") if k in wanted]
         metrics.update(evaluate_detections(coco, dets, keys, pr_curves_dir=save_pr_curves))
+        size_report = face_size_report(coco, dets, score_thr=size_report_thr)
     if wider_dir:
-        gt = WiderFaceGT(find_wider_gt_dir(wider_dir, wider_gt_dir))
-        found = gt.find_images(wider_dir)
+        gt = WiderFaceGT(wider_gt)
+        found = gt.find_images(wider_images)
         if not found:
             raise OteError(f"{wider_dir}: no WIDER FACE val image found (expected <event>/<name>.jpg or <name>.jpg)")
-        log.info("WIDER FACE: %d of %d val images present in %s", len(found), len(gt.image_keys), wider_dir)
+        log.info("WIDER FACE: %d of %d val images present in %s", len(found), len(gt.image_keys), wider_images)
         names = sorted(found)
         dets = _detect_cached(predictor, load_weights, precision, input_size, [found[n] for n in names], names,
                               cache, batch_size, "WIDER val")
@@ -134,7 +97,14 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
         gflops, mparams = model_complexity(task.build_detector(), input_size)
         metrics["complexity"], metrics["size"] = round(gflops, 2), round(mparams, 2)
     entries = metrics_to_yaml_entries(metrics, task.template["metrics"], include_extra=True)
+    entries.append({"key": "input_size", "display_name": "Evaluated input size (w x h)", "unit": "px",
+                    "value": f"{input_size[0]}x{input_size[1]}"})
     print(format_metrics_table(metrics, task.template["metrics"]))
+    if coco is not None:
+        entries += size_report_entries(size_report)
+        metrics.update({e["key"]: e["value"] for e in size_report_entries(size_report)})
+        print(format_size_report(size_report, title=f"Recall at IoU 0.5 by face size (original pixels), input "
+                                                    f"{input_size[0]}x{input_size[1]}"))
     if save_metrics_to:
         atomic_write_text(save_metrics_to, yaml.safe_dump({"metrics": entries}, sort_keys=False))
     return metrics

@@ -1,5 +1,6 @@
 """Instantiate a template in a work dir: its files, the thin scripts, and the pretrained snapshot."""
 
+import ast
 import logging
 import os
 import shutil
@@ -14,6 +15,33 @@ log = logging.getLogger(__name__)
 TEMPLATE_FILES = ("template.yaml",)
 
 
+def copy_config(src, dst, base_dir):
+    """Copy an mmdetection-style config to ``dst``; the files of its ``_base_`` (recursively) go to
+    ``base_dir``, and the copied ``_base_`` entries point there, so the work dir is self-contained."""
+    with open(src, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as exc:
+        raise OteError(f"{src}: cannot be read as a Python config: {exc}") from exc
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_base_" for t in node.targets):
+            value = ast.literal_eval(node.value)
+            bases = [value] if isinstance(value, str) else list(value)
+            for base in bases:
+                base_src = os.path.normpath(os.path.join(os.path.dirname(src), base))
+                if not os.path.isfile(base_src):
+                    raise OteError(f"{src}: _base_ file {base} not found at {base_src}")
+                copy_config(base_src, os.path.join(base_dir, os.path.basename(base)), base_dir)
+            rel = [os.path.relpath(os.path.join(base_dir, os.path.basename(b)), os.path.dirname(dst)) for b in bases]
+            new = repr(rel[0]) if isinstance(value, str) else repr(rel)
+            segment = ast.get_source_segment(text, node.value)
+            text = text.replace(segment, new, 1)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    with open(dst, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def instantiate(template_path, work_dir, load_snapshot=True):
     """Copy the template folder's config files and dependencies into ``work_dir``; returns the list of files."""
     template_path = os.path.abspath(template_path)
@@ -23,7 +51,10 @@ def instantiate(template_path, work_dir, load_snapshot=True):
     written = []
     for name in sorted(os.listdir(src_dir)):
         path = os.path.join(src_dir, name)
-        if os.path.isfile(path) and name.endswith((".yaml", ".py", ".json")):
+        if os.path.isfile(path) and name.endswith(".py"):
+            copy_config(path, os.path.join(work_dir, name), os.path.join(work_dir, "_base_"))
+            written.append(name)
+        elif os.path.isfile(path) and name.endswith((".yaml", ".json")):
             shutil.copyfile(path, os.path.join(work_dir, name))
             written.append(name)
     for dep in template["dependencies"]:

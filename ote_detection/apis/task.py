@@ -2,9 +2,8 @@
 
 import os
 
-from ..config import load_config, load_template, template_config_path
-from ..data.transforms import find_test_input_size
-from ..engine.checkpoint import load_weights
+from ..config import input_size_wh, load_config, load_template, template_config_path
+from ..engine.checkpoint import load_checkpoint_file, load_weights
 from ..models import build_detector
 from ..models.inference import InferenceModel
 from ..utils.errors import OteError
@@ -17,7 +16,6 @@ class Task:
         self.config_path = template_config_path(self.template_path, self.template)
         self.cfg = load_config(self.config_path)
         self.name = self.template["name"]
-        self.input_size = find_test_input_size(self.cfg.test_pipeline)
         self.classes = tuple((self.template.get("dataset_requirements") or {}).get("classes") or ("face",))
 
     @classmethod
@@ -28,6 +26,14 @@ class Task:
             raise OteError(f"{work_dir}: no template.yaml here (run tools/instantiate_template.py first, "
                            f"or pass --template)")
         return cls(path)
+
+    @property
+    def input_size(self):
+        """(w, h) of the config's top-level ``input_size``."""
+        return input_size_wh(self.cfg.input_size)
+
+    def set_input_size(self, size):
+        self.cfg["input_size"] = tuple(int(v) for v in size)
 
     @property
     def basic(self):
@@ -47,8 +53,16 @@ class Task:
 
         The input size is the checkpoint's own (training may override it), else the template's."""
         detector = self.build_detector()
-        ckpt = load_weights(detector, weights, expected_template=self.name)
-        size = tuple((ckpt.get("meta") or {}).get("input_size") or self.input_size)
+        ckpt = load_checkpoint_file(weights)
+        meta = ckpt.get("meta") or {}
+        if meta.get("template") and meta["template"] != self.name:
+            raise OteError(f"{weights}: checkpoint of template '{meta['template']}', not of '{self.name}'")
+        if meta.get("compression"):  # a compress.py checkpoint: rebuild the compressed structure
+            from ..compression import restore_compressed_model
+            detector = restore_compressed_model(detector, ckpt)
+        else:
+            load_weights(detector, weights, expected_template=self.name, ckpt=ckpt)
+        size = tuple(meta.get("input_size") or self.input_size)
         return InferenceModel(detector, self.img_norm_cfg).eval(), size
 
     def build_inference_model(self, weights=None):

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import os
 
 import numpy as np
@@ -9,7 +10,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..utils.errors import OteError
-from .transforms import Compose, read_image, resize_image
+from .checks import check_images as _check_images
+from .transforms import Compose, read_image
 
 log = logging.getLogger(__name__)
 
@@ -34,64 +36,210 @@ def _load_json(path):
     return data
 
 
-def load_coco_files(ann_files, img_roots, classes=("face",)):
+def _finite_number(value):
+    """float(value) for a finite JSON number; None for NaN, infinity, strings, booleans, null."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+_SAID = set()
+
+
+def _say_once(level, msg, *args):
+    """Log a data warning once per process (the same files are loaded by several steps of a run)."""
+    text = msg % args
+    if text not in _SAID:
+        _SAID.add(text)
+        log.log(level, text)
+
+
+def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True, check_images=True):
     """Merge COCO files into one COCO dict with new, unique image and annotation ids.
 
     Every image gets ``path`` (root + file_name). Category ids are remapped to 1..len(classes) by
-    name; annotations of other categories are dropped. Problems are reported with the file name:
-    missing images, bad boxes, no category of ``classes``. Boxes reaching past the image border are
-    clipped (counted, reported once).
+    name; annotations of other categories are dropped (counted, said once). Every field our tools
+    rely on is checked against the data it describes; a problem is one OteError naming the file,
+    with a count and an example:
+
+    * images: ``id`` and ``file_name`` present, ids unique, no image listed twice (in one file or
+      across the merged files: it would count twice in AP), the file exists and its header decodes
+      (``data.checks``: truncated JPEG/PNG are found here, before training), ``width``/``height`` equal
+      the real size (read from the header when absent);
+    * annotations: ids unique, ``image_id`` known, ``category_id`` present and declared in
+      ``categories``, ``bbox`` = 4 finite numbers, no negative size, not entirely outside the image.
+
+    Boxes reaching past the image border are clipped (counted, said once). Boxes of zero width or
+    height (WIDER FACE's own ground truth has 10 of them) are kept, counted and said once: training
+    skips them (``CocoDataset``, w or h < 1, as mmdetection), and COCO AP keeps OTE's semantics for
+    them: OTE evaluated with pycocotools on the annotation file as it is, where a zero-area box with
+    iscrowd 0 is a ground-truth face no detection can match (IoU 0), i.e. a missed face.
+    Exact duplicate boxes are counted and said once (they are in WIDER FACE's val set too).
+    ``require_boxes``: no box of ``classes`` at all is an error (AP would be undefined: nan).
     """
     ann_files, img_roots = split_paths(ann_files), split_paths(img_roots)
+    if not ann_files:
+        raise OteError("no annotation file given")
     if len(ann_files) != len(img_roots):
         raise OteError(f"{len(ann_files)} annotation file(s) but {len(img_roots)} data root(s): give one root per file")
     merged = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)]}
-    clipped = 0
+    clipped, zero_size, other_category, duplicates = 0, [], 0, []
+    seen_paths = {}
     for ann_file, root in zip(ann_files, img_roots):
         data = _load_json(ann_file)
-        cats = {c["id"]: c["name"] for c in data.get("categories", [])}
+        if not os.path.isdir(root):
+            raise OteError(f"{root}: image folder not found (data root of {ann_file})")
+        categories = data.get("categories") or []
+        if not isinstance(categories, list) or not all(isinstance(c, dict) and "id" in c for c in categories):
+            raise OteError(f"{ann_file}: 'categories' must be a list of {{'id', 'name'}} entries")
+        cats = {c["id"]: c.get("name") for c in categories}
         cat_map = {cid: classes.index(name) + 1 for cid, name in cats.items() if name in classes}
         if not cat_map:
             raise OteError(f"{ann_file}: no category named {' or '.join(repr(c) for c in classes)} "
-                           f"(categories: {sorted(cats.values())})")
-        id_map = {}
+                           f"(categories: {sorted(str(v) for v in cats.values())})")
+        if not isinstance(data["images"], list) or not all(isinstance(i, dict) for i in data["images"]):
+            raise OteError(f"{ann_file}: 'images' must be a list of image entries")
+        # images: fields, unique ids, no image twice
+        by_id, dup_ids, dup_files = {}, [], []
         for img in data["images"]:
             for key in ("id", "file_name"):
                 if key not in img:
-                    raise OteError(f"{ann_file}: an image entry has no '{key}'")
-            path = os.path.join(root, img["file_name"])
-            if not os.path.isfile(path):
-                raise OteError(f"{path}: image file not found (listed in {ann_file})")
+                    raise OteError(f"{ann_file}: an image entry has no '{key}' (e.g. {json.dumps(img)[:120]})")
+            if img["id"] in by_id:
+                dup_ids.append(img["id"])
+            by_id[img["id"]] = img
+            path = os.path.join(root, str(img["file_name"]))
+            real = os.path.realpath(path)
+            if real in seen_paths:
+                dup_files.append((img["file_name"], seen_paths[real]))
+            else:
+                seen_paths[real] = (ann_file, img["id"])
+        if dup_ids:
+            raise OteError(f"{ann_file}: {len(dup_ids)} image id(s) used more than once, e.g. {dup_ids[0]}")
+        if dup_files:
+            name, (first_file, first_id) = dup_files[0]
+            where = "" if first_file == ann_file else f" (first in {first_file})"
+            raise OteError(f"{ann_file}: {len(dup_files)} image(s) listed more than once, e.g. {name}{where}: each "
+                           f"would count twice; list every image once")
+        paths = [os.path.join(root, str(img["file_name"])) for img in data["images"]]
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise OteError(f"{missing[0]}: image file not found{more} (listed in {ann_file})")
+        sizes = _check_images(paths, what=ann_file) if check_images else {}
+        id_map, wrong_size = {}, []
+        for img, path in zip(data["images"], paths):
             new = dict(img, id=len(merged["images"]) + 1, path=path, source_id=img["id"], source=ann_file)
-            if "width" not in img or "height" not in img:
-                h, w = read_image(path).shape[:2]
-                new.update(width=w, height=h)
+            real = sizes.get(path)
+            if "width" in img or "height" in img:
+                w, h = _finite_number(img.get("width")), _finite_number(img.get("height"))
+                if w is None or h is None or w <= 0 or h <= 0:
+                    raise OteError(f"{ann_file}: image {img['file_name']} has width/height "
+                                   f"{img.get('width')!r}/{img.get('height')!r}, not positive numbers")
+                if real is not None and (int(w), int(h)) != tuple(real):
+                    wrong_size.append(f"{img['file_name']} ({int(w)}x{int(h)} in the file, {real[0]}x{real[1]} real)")
+            elif real is not None:
+                new.update(width=real[0], height=real[1])
+            else:
+                h_, w_ = read_image(path).shape[:2]
+                new.update(width=w_, height=h_)
             id_map[img["id"]] = new
             merged["images"].append(new)
-        for ann in data.get("annotations", []):
-            if ann.get("category_id") not in cat_map:
+        if wrong_size:
+            raise OteError(f"{ann_file}: {len(wrong_size)} image(s) whose width/height differ from the image file, "
+                           f"e.g. {wrong_size[0]}: the boxes may be of another image size")
+        # annotations
+        anns = data.get("annotations", [])
+        if not isinstance(anns, list) or not all(isinstance(a, dict) for a in anns):
+            raise OteError(f"{ann_file}: 'annotations' must be a list of annotation entries")
+        no_cat = [a.get("id") for a in anns if "category_id" not in a]
+        if no_cat:
+            raise OteError(f"{ann_file}: {len(no_cat)} annotation(s) without category_id, e.g. id {no_cat[0]}")
+        unknown_cat = [a for a in anns if a["category_id"] not in cats]
+        if unknown_cat:
+            raise OteError(f"{ann_file}: {len(unknown_cat)} annotation(s) with a category_id not in 'categories', "
+                           f"e.g. id {unknown_cat[0].get('id')} (category_id {unknown_cat[0]['category_id']!r})")
+        ann_ids = [a["id"] for a in anns if "id" in a]
+        if len(set(map(str, ann_ids))) != len(ann_ids):
+            seen, again = set(), []
+            for i in ann_ids:
+                (again if str(i) in seen else seen).add(str(i)) if False else None
+                if str(i) in seen:
+                    again.append(i)
+                seen.add(str(i))
+            raise OteError(f"{ann_file}: {len(again)} annotation id(s) used more than once, e.g. {again[0]}")
+        bad_box, negative, outside, unknown_img = [], [], [], []
+        boxes_seen = set()
+        for ann in anns:
+            if ann["category_id"] not in cat_map:
+                other_category += 1
                 continue
             img = id_map.get(ann.get("image_id"))
             if img is None:
-                raise OteError(f"{ann_file}: annotation {ann.get('id')} refers to unknown image {ann.get('image_id')}")
-            try:
-                x, y, w, h = (float(v) for v in ann["bbox"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise OteError(f"{ann_file}: annotation {ann.get('id')} has no valid bbox") from exc
-            if w <= 0 or h <= 0:
-                raise OteError(f"{ann_file}: annotation {ann.get('id')} of {img['file_name']} has a bbox of zero or "
-                               f"negative size {[x, y, w, h]}")
+                unknown_img.append(ann)
+                continue
+            box = ann.get("bbox")
+            values = [_finite_number(v) for v in box] if isinstance(box, (list, tuple)) and len(box) == 4 else None
+            if values is None or any(v is None for v in values):
+                bad_box.append(ann)
+                continue
+            x, y, w, h = values
+            if w < 0 or h < 0:
+                negative.append(ann)
+                continue
+            W, H = img["width"], img["height"]
+            if x > W or y > H or x + w < 0 or y + h < 0 or (w > 0 and (x >= W or x + w <= 0)) or (
+                    h > 0 and (y >= H or y + h <= 0)):
+                outside.append(ann)
+                continue
             x1, y1 = max(x, 0.0), max(y, 0.0)
-            x2, y2 = min(x + w, img["width"]), min(y + h, img["height"])
+            x2, y2 = min(x + w, W), min(y + h, H)
             if (x1, y1, x2, y2) != (x, y, x + w, y + h):
                 clipped += 1
-                if x2 <= x1 or y2 <= y1:
-                    raise OteError(f"{ann_file}: annotation {ann.get('id')} of {img['file_name']} lies outside the image")
+            if x2 - x1 <= 0 or y2 - y1 <= 0:
+                zero_size.append(f"{img['file_name']} {[x, y, w, h]}")
+            key = (img["id"], x1, y1, x2, y2)
+            if key in boxes_seen:
+                duplicates.append(f"{img['file_name']} {[x, y, w, h]}")
+            boxes_seen.add(key)
             merged["annotations"].append(dict(
                 ann, id=len(merged["annotations"]) + 1, image_id=img["id"], category_id=cat_map[ann["category_id"]],
-                bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1), iscrowd=int(ann.get("iscrowd", 0))))
+                bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1), iscrowd=int(bool(ann.get("iscrowd", 0)))))
+        if unknown_img:
+            a = unknown_img[0]
+            raise OteError(f"{ann_file}: {len(unknown_img)} annotation(s) refer to unknown images, e.g. annotation "
+                           f"{a.get('id')} -> image {a.get('image_id')}")
+        if bad_box:
+            a = bad_box[0]
+            raise OteError(f"{ann_file}: {len(bad_box)} annotation(s) without a valid bbox (4 finite numbers "
+                           f"[x, y, w, h]), e.g. annotation {a.get('id')}: {json.dumps(a.get('bbox'))}")
+        if negative:
+            a = negative[0]
+            img = id_map[a["image_id"]]
+            raise OteError(f"{ann_file}: {len(negative)} annotation(s) with a bbox of negative size, e.g. annotation "
+                           f"{a.get('id')} of {img['file_name']}: {a['bbox']}")
+        if outside:
+            a = outside[0]
+            img = id_map[a["image_id"]]
+            raise OteError(f"{ann_file}: {len(outside)} annotation(s) lie outside their image, e.g. annotation "
+                           f"{a.get('id')} of {img['file_name']} ({img['width']}x{img['height']}): {a['bbox']}")
     if clipped:
-        log.warning("%d box(es) reached past the image border and were clipped (%s)", clipped, ", ".join(ann_files))
+        _say_once(logging.WARNING, "%d box(es) reached past the image border and were clipped (%s)", clipped,
+                  ", ".join(ann_files))
+    if zero_size:
+        _say_once(logging.WARNING, "%d box(es) of zero width or height, e.g. %s: not used for training; COCO AP "
+                  "counts them as faces no detection can match, as OTE's evaluation did (%s)", len(zero_size),
+                  zero_size[0], ", ".join(ann_files))
+    if duplicates:
+        _say_once(logging.WARNING, "%d box(es) listed twice on the same image, e.g. %s (%s)", len(duplicates),
+                  duplicates[0], ", ".join(ann_files))
+    if other_category:
+        _say_once(logging.INFO, "%d annotation(s) of other categories than %s are not used (%s)", other_category,
+                  "/".join(classes), ", ".join(ann_files))
+    if require_boxes and not merged["annotations"]:
+        raise OteError(f"{', '.join(ann_files)}: no {'/'.join(classes)} box in "
+                       f"{len(merged['images'])} image(s): nothing to train or evaluate on (AP would be undefined)")
     return merged
 
 
@@ -110,11 +258,15 @@ class CocoDataset(Dataset):
         for ann in self.coco["annotations"]:
             by_image[ann["image_id"]].append(ann)
         self.items = []
+        tiny = 0
         for img in self.coco["images"]:
             boxes, labels = [], []
             for ann in by_image[img["id"]]:
                 x, y, w, h = ann["bbox"]
-                if ann.get("ignore", False) or ann["iscrowd"] or w < 1 or h < 1:
+                if w < 1 or h < 1:
+                    tiny += 1
+                    continue
+                if ann.get("ignore", False) or ann["iscrowd"]:
                     continue
                 if min_size is not None and (w < min_size or h < min_size):
                     continue
@@ -123,6 +275,9 @@ class CocoDataset(Dataset):
             if filter_empty_gt and not boxes:
                 continue
             self.items.append((img["path"], np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64)))
+        if tiny:
+            _say_once(logging.WARNING, "%d box(es) narrower or shorter than 1 pixel are not used for training "
+                      "(as mmdetection) (%s)", tiny, ", ".join(split_paths(ann_files)))
         if not self.items:
             raise OteError(f"{', '.join(split_paths(ann_files))}: no image with usable face boxes "
                            f"(min_size={min_size})")
@@ -150,31 +305,19 @@ def collate_train(batch):
     return (torch.stack([b["img"] for b in batch]), [b["gt_bboxes"] for b in batch], [b["gt_labels"] for b in batch])
 
 
-class ImageListDataset(Dataset):
-    """Test-time images: BGR uint8 resized to ``input_size`` (w, h), plus the scale back to the original.
+class FrameDataset(Dataset):
+    """Test-time frames: ``(key, BGR uint8 [H, W, 3])`` at the original size (predictors resize)."""
 
-    Normalisation happens inside the model (see ``InferenceModel``), so PyTorch and OpenVINO get the
-    same input.
-    """
-
-    def __init__(self, paths, input_size, keys=None):
+    def __init__(self, paths, keys=None):
         self.paths = list(paths)
         self.keys = list(keys) if keys is not None else list(range(len(self.paths)))
-        self.input_size = tuple(input_size)
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, index):
-        img = read_image(self.paths[index])
-        h, w = img.shape[:2]
-        resized = resize_image(img, self.input_size)
-        scale = (self.input_size[0] / w, self.input_size[1] / h)
-        return self.keys[index], resized, scale
+        return self.keys[index], read_image(self.paths[index])
 
 
-def collate_test(batch):
-    keys = [b[0] for b in batch]
-    imgs = torch.from_numpy(np.stack([b[1] for b in batch])).permute(0, 3, 1, 2).float()
-    scales = torch.tensor([b[2] for b in batch], dtype=torch.float32)
-    return keys, imgs, scales
+def collate_frames(batch):
+    return [b[0] for b in batch], [b[1] for b in batch]

@@ -250,12 +250,15 @@ class Compose:
         return results
 
 
-def find_test_input_size(test_pipeline):
-    """(width, height) that the test pipeline resizes to."""
-    for t in test_pipeline:
+def with_input_size(pipeline, size):
+    """A copy of ``pipeline`` whose Resize / MultiScaleFlipAug steps resize to ``size`` (w, h): the
+    config's one top-level ``input_size`` (or ``--input-size``) is the only place the size is set."""
+    out = []
+    for t in pipeline:
+        t = dict(t)
+        if t["type"] in ("Resize", "MultiScaleFlipAug"):
+            t["img_scale"] = tuple(size)
         if t["type"] == "MultiScaleFlipAug":
-            scale = t["img_scale"]
-            return tuple(scale[0] if isinstance(scale, list) else scale)
-        if t["type"] == "Resize" and t.get("img_scale"):
-            return tuple(t["img_scale"])
-    raise OteError("model.py: test_pipeline has no Resize or MultiScaleFlipAug with img_scale")
+            t["transforms"] = with_input_size(t["transforms"], size)
+        out.append(t)
+    return out

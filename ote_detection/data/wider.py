@@ -14,7 +14,9 @@ Box handling, as OTE did (openvinotoolkit/training_extensions
 ``datasets.md`` runs as ``wider_to_coco.py``): every box with ``w >= 0`` and ``h >= 0`` is kept
 (also zero-size boxes and boxes flagged ``invalid``), ``area = w * h``, ``iscrowd = 0``; a box
 with a negative size is dropped (OTE printed "Ignored because of invalid size").  Zero-size boxes
-are harmless for training: the COCO loaders skip boxes with ``w < 1`` or ``h < 1``.  The official
+(WIDER FACE's val text has 10) train and evaluate: ``data.coco.load_coco_files`` keeps and counts
+them, training skips boxes with ``w < 1`` or ``h < 1`` (as mmdetection), COCO AP counts them as
+faces no detection can match (pycocotools on the file as it is, as OTE evaluated).  The official
 evaluation never reads this file: it uses the .mat files, where ``invalid`` boxes are in no
 setting's ``gt_list`` (they are ignored).  ``drop_invalid=True`` drops them here too.
 
@@ -29,7 +31,8 @@ from dataclasses import dataclass, field
 
 from ..utils.errors import OteError
 
-__all__ = ["WiderFormatError", "WiderImage", "parse_wider_bbx_gt", "wider_to_coco",
+__all__ = ["WiderFormatError", "WiderImage", "parse_wider_bbx_gt", "wider_to_coco", "find_wider_gt_dir",
+           "find_wider_images_dir", "WIDER_GT_FILES",
            "ATTRIBUTES"]
 
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
@@ -201,3 +204,75 @@ def wider_to_coco(gt_txt: str, images_dir: str, skip_missing: bool = False,
         "categories": [{"id": 1, "name": "face", "supercategory": "face"}],
     }
     return coco, stats
+
+
+# --- WIDER FACE folders -------------------------------------------------------------------------------
+
+WIDER_GT_FILES = ("wider_face_val.mat", "wider_easy_val.mat", "wider_medium_val.mat", "wider_hard_val.mat")
+_GT_SUBDIRS = ((), ("wider_face_split",), ("eval_tools", "ground_truth"), ("ground_truth",))
+_IMAGE_SUBDIRS = (("WIDER_val", "images"), ("images",), ())
+
+
+def _has_images(folder):
+    """True if ``folder`` holds .jpg files directly or one level down (<event>/<name>.jpg)."""
+    try:
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except OSError:
+        return False
+    if any(e.is_file() and e.name.lower().endswith(".jpg") for e in entries):
+        return True
+    for e in entries:
+        if e.is_dir():
+            try:
+                with os.scandir(e.path) as sub:
+                    if any(s.is_file() and s.name.lower().endswith(".jpg") for s in sub):
+                        return True
+            except OSError:
+                continue
+    return False
+
+
+def find_wider_images_dir(wider_dir):
+    """The WIDER FACE val image folder for ``--wider-dir``: the WIDER root (holding WIDER_val/images),
+    WIDER_val (holding images/), or the image folder itself (<event>/<name>.jpg, or flat)."""
+    if not wider_dir or not os.path.isdir(wider_dir):
+        raise OteError(f"{wider_dir}: WIDER FACE folder not found")
+    for rel in _IMAGE_SUBDIRS:
+        folder = os.path.join(wider_dir, *rel)
+        if os.path.isdir(folder) and _has_images(folder):
+            return os.path.normpath(folder)
+    raise OteError(f"{wider_dir}: no WIDER FACE val image found (give the WIDER root, WIDER_val or "
+                   f"WIDER_val/images: <event>/<name>.jpg or <name>.jpg)")
+
+
+def find_wider_gt_dir(wider_dir, wider_gt_dir=None):
+    """The folder with the official .mat files (``WIDER_GT_FILES``).
+
+    Given (``--wider-gt-dir``), or looked for, in this order, in ``wider_dir`` itself, in the image
+    folder found in it, and in each folder above the image folder (up to the WIDER root), each as
+    the folder itself or its ``wider_face_split/``, ``eval_tools/ground_truth/`` or ``ground_truth/``
+    (the places WIDER FACE's archives put them)."""
+    if wider_gt_dir:
+        candidates = [wider_gt_dir]
+    else:
+        bases = [wider_dir]
+        try:
+            images = find_wider_images_dir(wider_dir)
+        except OteError:
+            images = None
+        if images:
+            bases += [images, os.path.dirname(images), os.path.dirname(os.path.dirname(images))]
+        bases.append(os.path.dirname(os.path.abspath(wider_dir)))
+        candidates = []
+        for base in bases:
+            for rel in _GT_SUBDIRS:
+                folder = os.path.normpath(os.path.join(os.path.abspath(base), *rel))
+                if folder not in candidates:
+                    candidates.append(folder)
+    for folder in candidates:
+        if all(os.path.isfile(os.path.join(folder, f)) for f in WIDER_GT_FILES):
+            return os.path.normpath(folder)
+    where = wider_gt_dir or (f"{wider_dir}, its image folder or the wider_face_split / eval_tools/ground_truth "
+                             f"folders in or beside them")
+    raise OteError(f"WIDER FACE ground truth ({', '.join(WIDER_GT_FILES)}) not found in {where}; give --wider-gt-dir")

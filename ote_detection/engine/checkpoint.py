@@ -1,17 +1,36 @@
-"""Checkpoints in mmcv's layout (``meta``, ``state_dict``, ``optimizer``), written atomically."""
+"""Checkpoints in mmcv's layout (``meta``, ``state_dict``, ``optimizer``), written atomically.
 
+Also the rules of a checkpoint folder (``check_checkpoint_dir``): a fresh run never overwrites the
+checkpoints of an earlier run unless asked to (``--overwrite``), and a resumed run never overwrites
+checkpoints of epochs after the one it resumes from.
+"""
+
+import logging
 import os
 import pickle
+import re
+import zipfile
 
 import torch
 
 from ..utils.errors import OteError
-from ..utils.fileio import atomic_torch_save
+from ..utils.fileio import atomic_torch_save, clean_leftovers
+
+log = logging.getLogger(__name__)
+
+RESERVED_KEYS = ("meta", "state_dict", "optimizer")
 
 
-def save_checkpoint(path, model, optimizer=None, meta=None):
+def save_checkpoint(path, model, optimizer=None, meta=None, extra=None):
+    """Write ``{'meta', 'state_dict', 'optimizer'}`` atomically.
+
+    ``extra``: more top-level keys (e.g. ``hooks``: the training hooks' state); the reserved keys
+    meta / state_dict / optimizer cannot be replaced through it."""
     model = getattr(model, "module", model)  # DDP
-    state = {"meta": dict(meta or {}),
+    clash = [k for k in (extra or {}) if k in RESERVED_KEYS]
+    if clash:
+        raise ValueError(f"save_checkpoint: extra key(s) {clash} are reserved")
+    state = {**(extra or {}), "meta": dict(meta or {}),
              "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
@@ -19,23 +38,145 @@ def save_checkpoint(path, model, optimizer=None, meta=None):
 
 
 def load_checkpoint_file(path):
+    """The checkpoint dict of ``path``; any unreadable file is one line naming it. (torch's own message
+    advising weights_only=False is never passed on: a file that is not a checkpoint must not be
+    unpickled with arbitrary code.)"""
     if not os.path.isfile(path):
-        raise OteError(f"{path}: checkpoint not found")
+        raise OteError(f"{path}: checkpoint not found" + (" (it is a folder)" if os.path.isdir(path) else ""))
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        raise OteError(f"{path}: cannot read ({exc.strerror})") from None
+    if not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):  # torch's zip format, or a legacy pickle
+        kind = ("an empty file" if not head else "truncated or damaged" if head[:4] == b"PK\x03\x04"
+                else "a text file" if _is_text(head) else "not a PyTorch file")
+        raise OteError(f"{path}: not a PyTorch checkpoint ({kind})")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OteError(f"{path}: not a readable PyTorch checkpoint ({first})") from exc
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Weights only" in str(exc):
+            raise OteError(f"{path}: not a checkpoint of ours (it holds Python objects other than tensors and "
+                           f"plain values)") from None
+        raise OteError(f"{path}: not a readable PyTorch checkpoint (cannot unpickle it)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            UnicodeDecodeError, zipfile.BadZipFile, MemoryError) as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        if isinstance(exc, OSError) and exc.strerror:
+            first = exc.strerror
+        if isinstance(exc, KeyError) or "magic number" in first or "load key" in first:
+            first = "not a PyTorch file"
+        if "weights_only" in first or "Weights only" in first:
+            first = "holds objects other than tensors"
+        raise OteError(f"{path}: not a readable PyTorch checkpoint ({first[:200]})") from None
     if isinstance(ckpt, dict) and "state_dict" in ckpt:
+        if not isinstance(ckpt["state_dict"], dict):
+            raise OteError(f"{path}: not a model checkpoint (its state_dict is not a mapping)")
+        if not isinstance(ckpt.get("meta") or {}, dict):
+            raise OteError(f"{path}: not a model checkpoint (its meta is not a mapping)")
         return ckpt
     if isinstance(ckpt, dict) and ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
         return {"meta": {}, "state_dict": ckpt}
     raise OteError(f"{path}: not a model checkpoint (no state_dict)")
 
 
-def load_weights(model, path, expected_template=None):
-    """Load a checkpoint's weights; mismatches are reported as one error naming the checkpoint."""
-    ckpt = load_checkpoint_file(path)
+def _is_text(head):
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the end of the sample
+            return False
+    return b"\x00" not in head
+
+
+_EPOCH_RE = re.compile(r"^epoch_(\d+)\.pth$")
+
+
+def run_checkpoints(out_dir):
+    """The checkpoint files of a training run in ``out_dir``: latest.pth, epoch_N.pth, best*.pth."""
+    if not os.path.isdir(out_dir):
+        return []
+    names = [n for n in os.listdir(out_dir)
+             if n == "latest.pth" or _EPOCH_RE.match(n) or (n.startswith("best") and n.endswith(".pth"))]
+    return sorted(os.path.join(out_dir, n) for n in names)
+
+
+def _epoch_of_name(path):
+    m = _EPOCH_RE.match(os.path.basename(path))
+    return int(m.group(1)) if m else None
+
+
+def _describe(paths):
+    names = [os.path.basename(p) for p in paths]
+    epochs = sorted(e for e in (_epoch_of_name(p) for p in paths) if e is not None)
+    parts = [n for n in names if not _EPOCH_RE.match(n)]
+    if epochs:
+        parts.append(f"epoch_{epochs[0]}.pth" if len(epochs) == 1 else f"epoch_{epochs[0]}..{epochs[-1]}.pth")
+    return ", ".join(parts)
+
+
+def _stored_epoch(path):
+    try:
+        return int((load_checkpoint_file(path).get("meta") or {}).get("epoch", 0))
+    except (OteError, TypeError, ValueError):
+        return 1 << 30  # unreadable: counts as later, so it is never overwritten silently
+
+
+def check_checkpoint_dir(out_dir, resume_from=None, start_epoch=0, overwrite=False):
+    """Make sure a training run into ``out_dir`` destroys nothing of an earlier run; returns removed paths.
+
+    * ``out_dir`` is an existing file -> one line.
+    * Fresh run (no ``resume_from``, or one from another folder) into a folder holding checkpoints ->
+      one line naming --resume-from, a new folder and --overwrite. With ``overwrite`` the old run's
+      checkpoints are removed first (said in the log), so no old epoch_N.pth stays mixed in.
+    * Resumed from a checkpoint of ``out_dir`` itself: checkpoints of epochs after ``start_epoch``
+      (they would be overwritten or mixed) -> one line; with ``overwrite`` they are removed (the file
+      resumed from is kept).
+    """
+    out_dir = os.path.abspath(out_dir)
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise OteError(f"{out_dir}: exists and is not a folder (give a folder for --save-checkpoints-to)")
+    existing = run_checkpoints(out_dir)
+    if not existing:
+        return []
+    source = os.path.realpath(resume_from) if resume_from else None
+    if source is not None and os.path.dirname(source) == os.path.realpath(out_dir):
+        doomed = []
+        for p in existing:
+            if os.path.realpath(p) == source:
+                continue
+            epoch = _epoch_of_name(p)
+            if (epoch if epoch is not None else _stored_epoch(p)) > start_epoch:
+                doomed.append(p)
+        if not doomed:
+            return []
+        if not overwrite:
+            raise OteError(f"{out_dir}: resuming from epoch {start_epoch} would overwrite {_describe(doomed)} of "
+                           f"later epochs; resume from the last one, choose a new folder, or add --overwrite to "
+                           f"replace them")
+    else:
+        doomed = [p for p in existing if os.path.realpath(p) != source]
+        if not overwrite:
+            latest = os.path.join(out_dir, "latest.pth")
+            hint = "continue it with --resume-from " + (latest if latest in existing else "one of them")
+            raise OteError(f"{out_dir}: holds the checkpoints of an earlier run ({_describe(existing)}); {hint}, "
+                           f"choose a new folder, or add --overwrite to replace them")
+    for p in doomed:
+        try:
+            os.remove(p)
+        except OSError as exc:
+            raise OteError(f"{p}: cannot remove ({exc.strerror})") from None
+        clean_leftovers(out_dir, os.path.basename(p))
+    log.warning("--overwrite: removed %d checkpoint(s) of the earlier run in %s (%s)", len(doomed), out_dir,
+                _describe(doomed))
+    return doomed
+
+
+def load_weights(model, path, expected_template=None, ckpt=None):
+    """Load a checkpoint's weights (``ckpt``: the file's content when already read); mismatches are
+    reported as one error naming the checkpoint."""
+    ckpt = ckpt if ckpt is not None else load_checkpoint_file(path)
     meta = ckpt.get("meta") or {}
     template = meta.get("template")
     if expected_template and template and template != expected_template:

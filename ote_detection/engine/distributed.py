@@ -1,5 +1,7 @@
 """torch.distributed set-up: one process per device (NCCL on GPUs, gloo on CPU), spawned or from torchrun."""
 
+import datetime
+import logging
 import os
 import socket
 
@@ -18,15 +20,22 @@ def launched_by_torchrun():
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
 
 
+def collective_timeout():
+    """How long a collective waits for the other processes before the job fails (default 10 minutes;
+    OTE_DIST_TIMEOUT_S overrides): a dead or stuck peer ends the job instead of hanging it."""
+    return datetime.timedelta(seconds=float(os.environ.get("OTE_DIST_TIMEOUT_S", 600)))
+
+
 def init_process(rank, world_size, use_cuda, init_method=None):
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
         local_rank = int(os.environ.get("LOCAL_RANK", rank))
         torch.cuda.set_device(local_rank)
     if init_method:
-        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
+        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
+                                timeout=collective_timeout())
     else:  # torchrun's environment
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=collective_timeout())
 
 
 def is_main():
@@ -56,6 +65,8 @@ def cleanup():
 
 
 def _spawned(rank, fn, world_size, use_cuda, init_method, args):
+    # spawned processes start with no logging set up: the main rank reports like a single process
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
     init_process(rank, world_size, use_cuda, init_method)
     try:
         fn(*args)
@@ -64,7 +75,11 @@ def _spawned(rank, fn, world_size, use_cuda, init_method, args):
 
 
 def launch(fn, num_processes, use_cuda, args=()):
-    """Run ``fn(*args)`` in ``num_processes`` DDP processes on this machine (or in this one if 1)."""
+    """Run ``fn(*args)`` in ``num_processes`` DDP processes on this machine (or in this one if 1).
+
+    When a process raises, ``torch.multiprocessing.spawn`` ends the others and re-raises its error here
+    (the CLI prints an OteError of a worker as its one line); collectives time out after
+    ``collective_timeout()``, so a peer that died without raising cannot hang the job."""
     if launched_by_torchrun():
         init_process(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), use_cuda)
         try:

@@ -1,12 +1,12 @@
-"""The training loop: epochs of SGD with the template's schedule, validation and atomic checkpoints.
+"""The training loop: epochs over a DataLoader, with hooks (``engine/hooks.py``) for everything else.
 
-The same loop runs in one process (CPU or one GPU) and in each DDP process; compression
-fine-tuning reuses it with a wrapped model.
+The same loop runs in one process (CPU or one GPU) and in each DDP process. Checkpoints, validation,
+tensorboard, the LR schedule and compression schedules are hooks; the loop itself only runs the
+forward (under autocast with ``amp``), the backward and the optimizer step.
 """
 
 import logging
 import math
-import os
 import random
 import time
 
@@ -19,8 +19,6 @@ from tqdm import tqdm
 from ..data.coco import collate_train
 from ..utils.errors import OteError
 from . import distributed as dist_utils
-from .checkpoint import save_checkpoint
-from .lr_schedule import StepLrSchedule
 
 log = logging.getLogger(__name__)
 
@@ -37,127 +35,154 @@ def _worker_init(worker_id):
     np.random.seed(seed)
 
 
-class Trainer:
-    """Trains ``model`` (a SingleStageDetector) on ``dataset``.
+def build_train_loader(dataset, batch_size, workers, seed=0, pin_memory=False):
+    """The training DataLoader: shuffled (a DistributedSampler under DDP, seeded), ``collate_train``
+    batches of (imgs [B, 3, H, W], list of boxes [G, 4], list of labels [G])."""
+    if dist_utils.world_size() > 1:
+        sampler = DistributedSampler(dataset, shuffle=True, seed=seed)
+    else:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=collate_train, worker_init_fn=_worker_init, persistent_workers=workers > 0,
+                      pin_memory=pin_memory)
 
-    ``validate(model) -> dict`` is called on the main process after each epoch; ``checkpoint_meta``
-    is stored in every checkpoint; ``start_epoch`` and ``optimizer_state`` come from ``--resume-from``.
+
+def amp_dtype(device):
+    """The autocast dtype for ``--amp`` on ``device``: bf16 on CPUs with AMX or AVX512-BF16 and on CUDA
+    GPUs that support it, fp16 (with a GradScaler) on older GPUs; None where mixed precision does not pay."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    cpu = getattr(torch, "cpu", None)
+    has_bf16 = any(getattr(cpu, name, lambda: False)() for name in
+                   ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return torch.bfloat16 if has_bf16 else None
+
+
+class Trainer:
+    """Runs ``model`` (a detector: ``forward(img, gt_bboxes, gt_labels) -> dict of losses``) over ``loader``.
+
+    Attributes the hooks read: ``model`` (unwrapped), ``net`` (DDP-wrapped or ``model``), ``optimizer``,
+    ``loader``, ``epoch``, ``iter`` (global, 0-based), ``start_epoch``, ``max_epochs``,
+    ``iters_per_epoch``, ``storage`` (see ``engine/hooks.py``), ``device``, ``history`` (per-epoch
+    records of the main process).
     """
 
-    def __init__(self, model, dataset, *, optimizer_cfg, lr_config, total_epochs, batch_size, workers,
-                 out_dir, validate=None, checkpoint_meta=None, start_epoch=0, optimizer_state=None,
-                 tensorboard_dir=None, grad_clip=None, device="cpu", log_interval=10, seed=0, progress=True):
-        self.device = device
-        self.model = model.to(device)
-        self.dataset = dataset
-        self.total_epochs = total_epochs
-        self.start_epoch = start_epoch
-        self.out_dir = out_dir
-        self.validate = validate
-        self.meta = dict(checkpoint_meta or {})
+    def __init__(self, model, loader, optimizer, *, max_epochs, start_epoch=0, device="cpu", amp=False,
+                 channels_last=None, grad_clip=None, progress=True):
+        self.device = torch.device(device)
+        self.channels_last = (self.device.type == "cpu" or amp) if channels_last is None else channels_last
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format)
+        self.loader = loader
+        self.optimizer = optimizer
+        self.max_epochs = int(max_epochs)
+        self.start_epoch = int(start_epoch)
+        self.epoch = self.start_epoch
+        self.iters_per_epoch = len(loader)
+        self.iter = self.start_epoch * self.iters_per_epoch
         self.grad_clip = grad_clip
-        self.log_interval = log_interval
+        # amp: True picks the device's dtype (amp_dtype); a torch dtype forces it
+        self.autocast_dtype = amp if isinstance(amp, torch.dtype) else (amp_dtype(self.device) if amp else None)
+        if amp and self.autocast_dtype is None:
+            log.warning("--amp: this CPU has no bf16 support (AMX or AVX512-BF16); training runs in fp32")
+        self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
         self.progress = progress and dist_utils.is_main()
-        opt_cfg = dict(optimizer_cfg)
-        opt_type = opt_cfg.pop("type", "SGD")
-        if opt_type != "SGD":
-            raise OteError(f"model.py: optimizer '{opt_type}' is not supported (only SGD)")
-        self.optimizer = torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad], **opt_cfg)
-        if optimizer_state:
-            self.optimizer.load_state_dict(optimizer_state)
-        lr_cfg = dict(lr_config)
-        self.schedule = StepLrSchedule(opt_cfg["lr"], **lr_cfg)
-        self.world = dist_utils.world_size()
-        if self.world > 1:
-            self.sampler = DistributedSampler(dataset, shuffle=True, seed=seed)
-        else:
-            generator = torch.Generator().manual_seed(seed)
-            self.sampler = RandomSampler(dataset, generator=generator)
-        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
-                                 collate_fn=collate_train, worker_init_fn=_worker_init,
-                                 persistent_workers=workers > 0, pin_memory=device != "cpu")
-        self.iters_per_epoch = len(self.loader)
-        self.writer = None
-        if tensorboard_dir and dist_utils.is_main():
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(tensorboard_dir)
+        self.hooks = []
+        self.storage = {}
         self.history = []
+        if dist_utils.world_size() > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        else:
+            self.net = self.model
 
-    def _ddp_model(self):
-        if self.world > 1:
-            ids = [torch.cuda.current_device()] if self.device != "cpu" else None
-            return DistributedDataParallel(self.model, device_ids=ids)
-        return self.model
+    def register_hooks(self, hooks):
+        for hook in hooks:
+            if hook is not None:
+                hook.trainer = self
+                self.hooks.append(hook)
 
-    def run(self):
-        if self.start_epoch >= self.total_epochs:
+    def hook(self, kind):
+        """The first registered hook of class ``kind`` (or None)."""
+        return next((h for h in self.hooks if isinstance(h, kind)), None)
+
+    def _call(self, name, *args):
+        for hook in self.hooks:
+            getattr(hook, name)(*args)
+
+    def train(self):
+        if self.start_epoch >= self.max_epochs:
             log.info("nothing to train: the checkpoint is at epoch %d and --epochs is %d", self.start_epoch,
-                     self.total_epochs)
+                     self.max_epochs)
             return self.history
-        net = self._ddp_model()
-        for epoch in range(self.start_epoch, self.total_epochs):
-            stats = self._train_epoch(net, epoch)
-            record = {"epoch": epoch + 1, **stats}
-            if dist_utils.is_main():
-                meta = dict(self.meta, epoch=epoch + 1, iter=(epoch + 1) * self.iters_per_epoch)
-                if self.validate is not None:
-                    record.update(self.validate(self.model))
-                    self.model.train()
-                meta["metrics"] = {k: float(v) for k, v in record.items() if k != "epoch"}
-                save_checkpoint(os.path.join(self.out_dir, f"epoch_{epoch + 1}.pth"), self.model, self.optimizer, meta)
-                save_checkpoint(os.path.join(self.out_dir, "latest.pth"), self.model, self.optimizer, meta)
-                if self.writer:
-                    for key, value in record.items():
-                        if key != "epoch":
-                            self.writer.add_scalar(f"epoch/{key}", value, epoch + 1)
-                    self.writer.flush()
-                log.info("epoch %d/%d: %s", epoch + 1, self.total_epochs,
-                         ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"))
-            self.history.append(record)
-            dist_utils.barrier()
-        if self.writer:
-            self.writer.close()
+        try:
+            self._call("before_train")
+            for self.epoch in range(self.start_epoch, self.max_epochs):
+                self._call("before_epoch")
+                self.storage["epoch"] = self._train_epoch()
+                self._call("after_epoch")
+                if dist_utils.is_main():
+                    self.history.append(dict(epoch=self.epoch + 1, **self.storage["epoch"]))
+                dist_utils.barrier()
+        finally:
+            self._call("after_train")
         return self.history
 
-    def _train_epoch(self, net, epoch):
-        net.train()
-        if isinstance(self.sampler, DistributedSampler):
-            self.sampler.set_epoch(epoch)
-        sums = {}
-        count = 0
-        start = time.time()
-        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.total_epochs}", disable=not self.progress, leave=False)
-        for i, (imgs, boxes, labels) in enumerate(bar):
-            global_iter = epoch * self.iters_per_epoch + i
-            lr = self.schedule.lr(epoch, global_iter)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            imgs = imgs.to(self.device, non_blocking=True)
-            boxes = [b.to(self.device) for b in boxes]
-            labels = [lb.to(self.device) for lb in labels]
-            losses = net(imgs, boxes, labels)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise OteError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, iteration {i + 1} "
-                               f"(try a lower --base-learning-rate)")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), **self.grad_clip)
-            self.optimizer.step()
-            values = {k: v.item() for k, v in losses.items()}
-            values["loss"] = loss.item()
+    def _train_epoch(self):
+        self.net.train()
+        sampler = getattr(self.loader, "sampler", None)
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(self.epoch)
+        sums, count, start = {}, 0, time.time()
+        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.max_epochs}", disable=not self.progress,
+                   leave=False)
+        for i, batch in enumerate(bar):
+            self.iter = self.epoch * self.iters_per_epoch + i
+            self._call("before_iter")
+            lr = self.optimizer.param_groups[0]["lr"]
+            values = self.run_step(batch)
+            self.storage["losses"], self.storage["lr"] = values, lr
+            self._call("after_iter")
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
             bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2g}")
-            if self.writer and global_iter % self.log_interval == 0:
-                for k, v in values.items():
-                    self.writer.add_scalar(f"train/{k}", v, global_iter)
-                self.writer.add_scalar("train/lr", lr, global_iter)
         stats = {k: dist_utils.all_reduce_mean(v / max(count, 1)) for k, v in sums.items()}
-        stats["lr"] = lr if count else self.schedule.lr(epoch, epoch * self.iters_per_epoch)
+        stats["lr"] = self.optimizer.param_groups[0]["lr"]
         stats["epoch_time_s"] = time.time() - start
         if not math.isfinite(stats.get("loss", 0.0)):
-            raise OteError(f"training diverged at epoch {epoch + 1}")
+            raise OteError(f"training diverged at epoch {self.epoch + 1} (try a lower --base-learning-rate)")
         return stats
+
+    def run_step(self, batch):
+        """One iteration: forward (autocast with ``amp``; losses in fp32), hooks' extra loss terms,
+        backward, gradient clipping, optimizer step. Returns the float losses, ``loss`` = their sum."""
+        imgs, boxes, labels = batch
+        imgs = imgs.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        boxes = [b.to(self.device) for b in boxes]
+        labels = [lb.to(self.device) for lb in labels]
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            losses = self.net(imgs, boxes, labels)
+        self._call("after_loss", losses)
+        loss = sum(v.float() for v in losses.values())
+        if not torch.isfinite(loss):
+            raise OteError(f"training diverged: loss is {loss.item()} at epoch {self.epoch + 1}, iteration "
+                           f"{self.iter - self.epoch * self.iters_per_epoch + 1} (try a lower --base-learning-rate)")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), **self.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        values = {k: v.item() for k, v in losses.items()}
+        values["loss"] = loss.item()
+        return values

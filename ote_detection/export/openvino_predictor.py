@@ -1,4 +1,4 @@
-"""Running an SSD OpenVINO IR (ours, or Open Model Zoo's face detectors) like TorchPredictor."""
+"""Running an OpenVINO IR (ours, or Open Model Zoo's face detectors) as a frame predictor."""
 
 import os
 
@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou as tv_box_iou
 
+from ..engine.predictor import FramePredictor
 from ..utils.errors import OteError
 
 PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16", "default": None}
@@ -56,36 +57,62 @@ def detection_output_node(model):
     return None
 
 
-class OpenVINOPredictor:
-    """``__call__(imgs [B, 3, H, W] BGR 0..255, scales [B, 2] = input/original (x, y))`` -> list of [N, 6]
-    float32 arrays (x1, y1, x2, y2, score, label) in original pixels, best score first.
+def output_contract(model):
+    """Which of the two Open Model Zoo detection-output contracts an IR has: ``"ssd"`` (one output,
+    DetectionOutput's [1, 1, N, 7]) or ``"boxes_labels"`` (``boxes`` [N, 5] and ``labels`` [N]);
+    None when it has neither."""
+    names = [set(o.get_names()) for o in model.outputs]
+    if len(model.outputs) == 1:
+        shape = model.outputs[0].get_partial_shape()
+        if shape.rank.is_static and shape.rank.get_length() == 4 and shape[3].is_static and shape[3].get_length() == 7:
+            return "ssd"
+    if len(model.outputs) == 2 and any("boxes" in n for n in names) and any("labels" in n for n in names):
+        return "boxes_labels"
+    return None
 
-    The IR must have one [1, 3, H, W] input and one output of DetectionOutput's [1, 1, N, 7] format
-    (normalised coordinates). Labels are mapped to our class indices: an IR whose background is class
-    0 (``background_label_id == 0``) gives face as 1, which becomes 0. Boxes are clipped to the image,
-    as the PyTorch model's decoding does (OMZ IRs do not clip).
+
+class OpenVINOPredictor(FramePredictor):
+    """An OpenVINO IR (ours, or Open Model Zoo's face detectors) as a frame predictor (see
+    ``engine/predictor.py``): original BGR frames in, [N, 6] (x1, y1, x2, y2, score, label) in frame
+    pixels out.
+
+    The IR has one [1, 3, H, W] input (BGR 0..255) and either output contract of ``output_contract``:
+
+    * ``detection_out`` [1, 1, N, 7] (image_id, label, confidence, x_min, y_min, x_max, y_max, normalised
+      to [0, 1]; rows after image_id -1 are padding). Labels are mapped to our class indices: an IR whose
+      background is class 0 (``background_label_id == 0``) gives face as 1, which becomes 0. Boxes are
+      clipped to the image, as the PyTorch model's decoding does (OMZ IRs do not clip).
+    * ``boxes`` [N, 5] (x1, y1, x2, y2, score in input pixels) and ``labels`` [N] (face-detection-0205/0206);
+      rows with score 0 are padding.
+
+    ``.compiled`` (the CompiledModel), ``preprocess`` and ``decode_outputs`` let a caller run it with
+    ``openvino.AsyncInferQueue``.
     """
 
-    def __init__(self, weights, precision="f32", threads=None, device="CPU"):
+    batch_size = 1
+
+    def __init__(self, weights, precision="f32", threads=None, device="CPU", keep_ratio=False):
         import openvino as ov
         if precision not in PRECISIONS:
             raise OteError(f"unknown precision '{precision}' (one of {', '.join(PRECISIONS)})")
         self.core = ov.Core()
         self.xml, self.bin = find_ir_pair(weights)
         model = read_ir(self.xml, self.core)
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise OteError(f"{self.xml}: expected an IR with one input and one output, found "
-                           f"{len(model.inputs)} and {len(model.outputs)}")
+        if len(model.inputs) != 1:
+            raise OteError(f"{self.xml}: expected an IR with one input, found {len(model.inputs)}")
         shape = model.inputs[0].get_partial_shape()
         if shape.rank.is_dynamic or shape.rank.get_length() != 4 or not shape.is_static:
             raise OteError(f"{self.xml}: input shape {shape} is not a static [1, 3, H, W]")
         n, c, h, w = (int(d) for d in shape.to_shape())
         if n != 1 or c != 3:
             raise OteError(f"{self.xml}: input shape [{n}, {c}, {h}, {w}] is not [1, 3, H, W]")
-        out_shape = model.outputs[0].get_partial_shape()
-        if out_shape.rank.is_dynamic or out_shape.rank.get_length() != 4 or out_shape[3].get_length() != 7:
-            raise OteError(f"{self.xml}: output shape {out_shape} is not DetectionOutput's [1, 1, N, 7]")
+        self.contract = output_contract(model)
+        if self.contract is None:
+            found = ", ".join(f"{o.get_any_name()} {o.get_partial_shape()}" for o in model.outputs)
+            raise OteError(f"{self.xml}: outputs ({found}) are neither DetectionOutput's [1, 1, N, 7] nor "
+                           f"'boxes' [N, 5] + 'labels' [N]")
         self.input_size = (w, h)
+        self.keep_ratio = keep_ratio
         det = detection_output_node(model)
         self.background_label_id = int(det.get_attributes()["background_label_id"]) if det is not None else -1
         self.label_offset = 1 if self.background_label_id == 0 else 0
@@ -101,31 +128,39 @@ class OpenVINOPredictor:
         except RuntimeError as exc:
             raise OteError(f"{self.xml}: OpenVINO cannot compile it on {device} ({_ov_message(exc)})") from exc
         self.request = self.compiled.create_infer_request()
+        if self.contract == "boxes_labels":
+            names = [o.get_names() for o in self.compiled.outputs]
+            self._boxes_index = next(i for i, n in enumerate(names) if any("boxes" in x for x in n))
         self.input_name = model.inputs[0].get_any_name()
 
-    def infer_raw(self, img):
-        """One image [1, 3, H, W] float32 -> the IR's [N, 7] output rows up to the end marker."""
-        out = self.request.infer({0: np.ascontiguousarray(img, dtype=np.float32)})
-        rows = np.asarray(next(iter(out.values()))).reshape(-1, 7)
-        end = np.nonzero(rows[:, 0] < 0)[0]
-        return rows[: end[0]] if end.size else rows
+    def infer(self, img):
+        """One network input [1, 3, H, W] float32 -> the IR's output arrays, in ``compiled.outputs`` order."""
+        self.request.infer({0: np.ascontiguousarray(img, dtype=np.float32)})
+        return [self.request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
 
-    def __call__(self, imgs, scales):
-        imgs = imgs.cpu().numpy() if hasattr(imgs, "cpu") else np.asarray(imgs)
-        scales = scales.cpu().numpy() if hasattr(scales, "cpu") else np.asarray(scales)
+    def decode_outputs(self, outputs):
+        """The IR's output arrays -> float32 [N, 6] (x1, y1, x2, y2, score, label) in network pixels."""
         width, height = self.input_size
-        if imgs.ndim != 4 or imgs.shape[1:] != (3, height, width):
-            raise OteError(f"{self.xml}: expects images of [3, {height}, {width}], got {list(imgs.shape[1:])}")
-        results = []
-        for img, scale in zip(imgs, scales):
-            rows = self.infer_raw(img[None])
+        if self.contract == "ssd":
+            rows = np.asarray(outputs[0]).reshape(-1, 7)
+            end = np.nonzero(rows[:, 0] < 0)[0]
+            rows = rows[: end[0]] if end.size else rows
             boxes = rows[:, 3:7] * np.array([width, height, width, height], np.float32)
-            boxes = np.clip(boxes, 0, [width, height, width, height])
-            boxes = boxes / np.tile(np.asarray(scale, np.float32), 2)
-            det = np.concatenate([boxes, rows[:, 2:3], rows[:, 1:2] - self.label_offset], axis=1).astype(np.float32)
-            det = det[np.argsort(-det[:, 4], kind="stable")]
-            results.append(det)
-        return results
+            scores, labels = rows[:, 2:3], rows[:, 1:2] - self.label_offset
+        else:
+            boxes_scores = np.asarray(outputs[self._boxes_index], np.float32).reshape(-1, 5)
+            labels = np.asarray(outputs[1 - self._boxes_index]).reshape(-1, 1).astype(np.float32)
+            keep = boxes_scores[:, 4] > 0
+            boxes, scores, labels = boxes_scores[keep, :4], boxes_scores[keep, 4:5], labels[keep]
+        boxes = np.clip(boxes, 0, [width, height, width, height])
+        return np.concatenate([boxes, scores, labels], axis=1).astype(np.float32)
+
+    def infer_batch(self, batch):
+        width, height = self.input_size
+        batch = batch.cpu().numpy() if hasattr(batch, "cpu") else np.asarray(batch)
+        if batch.ndim != 4 or batch.shape[1:] != (3, height, width):
+            raise OteError(f"{self.xml}: expects images of [3, {height}, {width}], got {list(batch.shape[1:])}")
+        return [self.decode_outputs(self.infer(img[None])) for img in batch]
 
 
 def box_iou(a, b):

@@ -1,6 +1,6 @@
 """Model building from an mmdetection-style ``model`` config."""
 
-from . import anchors, assigners, backbones, box_coder, detectors, heads  # noqa: F401  (register types)
+from . import anchors, assigners, backbones, box_coder, detectors, heads, necks  # noqa: F401  (register types)
 from ..registry import DETECTORS
 
 

@@ -1,4 +1,4 @@
-"""Detectors: backbone -> (neck) -> head."""
+"""Detectors: backbone -> (neck) -> head, for every head family (SSD, FCOS, ATSS)."""
 
 import torch
 import torch.nn as nn
@@ -7,10 +7,17 @@ from ..registry import BACKBONES, DETECTORS, HEADS, NECKS
 
 
 @DETECTORS.register()
+@DETECTORS.register("FCOS")
+@DETECTORS.register("ATSS")
 class SingleStageDetector(nn.Module):
-    """``forward(img)`` gives the head's raw per-level outputs (what export converts);
-    ``forward(img, gt_bboxes, gt_labels)`` gives the loss dict (so DDP wraps the training step);
-    ``predict(img, scale_factors)`` gives per-image detections in original-image pixels."""
+    """Backbone, optional neck and a dense head that follows ``models/heads/base.py``'s contract.
+
+    * ``forward(img)``: the head's raw per-level outputs (what export converts);
+    * ``forward(img, gt_bboxes, gt_labels)``: the loss dict (so DDP wraps the whole training step);
+    * ``predict(img)``: per image a [N, 6] tensor (x1, y1, x2, y2, score, label) in input pixels.
+
+    ``img`` is [B, 3, H, W], normalised as the config's ``img_norm_cfg`` says.
+    """
 
     def __init__(self, backbone, bbox_head, neck=None, train_cfg=None, test_cfg=None, pretrained=None):
         super().__init__()
@@ -23,21 +30,14 @@ class SingleStageDetector(nn.Module):
         return self.neck(feats) if self.neck is not None else feats
 
     def forward(self, img, gt_bboxes=None, gt_labels=None):
-        outputs = self.bbox_head(self.extract_feat(img))
+        outs = self.bbox_head(self.extract_feat(img))
         if gt_bboxes is None:
-            return outputs
-        return self.bbox_head.loss(*outputs, gt_bboxes, gt_labels)
+            return outs
+        # target assignment and losses in fp32, also under autocast
+        with torch.autocast(img.device.type, enabled=False):
+            outs = tuple([o.float() for o in level] for level in outs)
+            return self.bbox_head.loss(outs, gt_bboxes, gt_labels)
 
     @torch.no_grad()
-    def predict(self, img, scale_factors=None):
-        """img [B, 3, H, W] (normalised); scale_factors [B, 2] (input/original, x and y) or None.
-        Returns a list of [N, 6] tensors: x1, y1, x2, y2, score, label."""
-        cls_scores, bbox_preds = self.forward(img)
-        scores, boxes = self.bbox_head.decode(cls_scores, bbox_preds, img.shape[-2:])
-        results = []
-        for i in range(img.shape[0]):
-            det = self.bbox_head.nms(scores[i], boxes[i])
-            if scale_factors is not None:
-                det[:, :4] /= scale_factors[i].repeat(2).to(det)
-            results.append(det)
-        return results
+    def predict(self, img):
+        return self.bbox_head.predict(self.forward(img), tuple(img.shape[-2:]))

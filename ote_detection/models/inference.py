@@ -22,5 +22,6 @@ class InferenceModel(nn.Module):
         return self.detector(self.normalize(bgr))
 
     @torch.no_grad()
-    def predict(self, bgr, scale_factors=None):
-        return self.detector.predict(self.normalize(bgr), scale_factors)
+    def predict(self, bgr):
+        """bgr [B, 3, H, W] float 0..255 -> list of B [N, 6] (x1, y1, x2, y2, score, label) in input pixels."""
+        return self.detector.predict(self.normalize(bgr))

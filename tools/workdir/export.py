@@ -11,6 +11,7 @@ import argparse
 import os
 
 from ote_detection.apis.export import export
+from ote_detection.utils.cli import existing_file, input_size_or_width, output_dir
 from ote_detection.utils.errors import run_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -18,13 +19,22 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--load-weights", required=True, help="snapshot (.pth) to export")
-    p.add_argument("--save-model-to", required=True, help="output folder: model.xml, model.bin, export_info.yaml "
-                   "(written to a temporary folder first, then moved there)")
+    p.add_argument("--load-weights", required=True, type=existing_file, help="snapshot (.pth) to export")
+    p.add_argument("--save-model-to", required=True, type=output_dir, help="output folder: model.xml, model.bin, "
+                   "export_info.yaml (with the files' sha256). The new set is written to a temporary folder beside it "
+                   "and swapped in at once: readers see the old set or the new one, never a mix")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (the network without the SSD "
                    "post-processing: softmax scores and box deltas)")
+    p.add_argument("--input-size", type=input_size_or_width,
+                   help="export for this input size instead of the snapshot's own (any snapshot, imported ones "
+                        "included; SSD priors are regenerated for it): W, WxH, or Wx (width W, the height from "
+                        "--aspect rounded up to the model's stride; the IR is then meant for letterboxed frames, which "
+                        "eval.py and visualize.py do by themselves)")
+    p.add_argument("--aspect", default="16:9",
+                   help="frame aspect ratio W:H for --input-size Wx (default: %(default)s, i.e. 1280x -> 1280x736)")
     a = p.parse_args(argv)
-    export(os.path.join(HERE, "template.yaml"), a.load_weights, a.save_model_to, onnx=a.onnx)
+    export(os.path.join(HERE, "template.yaml"), a.load_weights, a.save_model_to, onnx=a.onnx, input_size=a.input_size,
+           aspect=a.aspect)
 
 
 if __name__ == "__main__":

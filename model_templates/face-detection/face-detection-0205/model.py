@@ -5,7 +5,6 @@
 # which commit and file each one was read from. ote-face's config loader exec()s this
 # file and uses its top-level names; the data paths are placeholders that the work-dir
 # scripts replace with the command-line annotation files and image roots.
-# NOTE: the FCOS detector / FPN neck / FCOS head are not built by ote-face yet.
 
 input_size = 416
 width_mult = 1.0
@@ -47,30 +46,14 @@ model = dict(
             type='CrossEntropyLoss',
             use_sigmoid=True,
             loss_weight=1.0)),
-    # The original keeps the SSD-style train_cfg here (FCOS assigns its targets by
-    # regression ranges, so the assigner entry is not used by the FCOS head).
-    train_cfg=dict(
-        assigner=dict(
-            type='MaxIoUAssigner',
-            pos_iou_thr=0.4,
-            neg_iou_thr=0.4,
-            min_pos_iou=0.0,
-            ignore_iof_thr=-1,
-            gt_max_assign_all=False),
-        smoothl1_beta=1.0,
-        use_giou=False,
-        use_focal=False,
-        allowed_border=-1,
-        pos_weight=-1,
-        neg_pos_ratio=3,
-        debug=False),
+    # OTE's file also has the SSD templates' train_cfg here (MaxIoUAssigner, smoothl1_beta, ...):
+    # the FCOS head reads none of it (it assigns targets by regression ranges), so it is left out
+    # (docs/templates.md lists the values).
     test_cfg=dict(
         nms=dict(type='nms', iou_threshold=0.45),
         min_bbox_size=0,
         score_thr=0.02,
         max_per_img=200))
-
-cudnn_benchmark = True
 
 # ---- data -------------------------------------------------------------------
 dataset_type = 'CocoDataset'
@@ -146,19 +129,11 @@ lr_config = dict(
     warmup_iters=1200,
     warmup_ratio=1.0 / 3,
     step=[40, 55, 65])
-total_epochs = 70
 
 # ---- runtime ------------------------------------------------------------------
-checkpoint_config = dict(interval=1)
 log_config = dict(
     interval=100,
     hooks=[
         dict(type='TextLoggerHook'),
         dict(type='TensorboardLoggerHook'),
     ])
-dist_params = dict(backend='nccl')
-log_level = 'INFO'
-work_dir = 'outputs/face-detection-0205'
-load_from = None
-resume_from = None
-workflow = [('train', 1)]

@@ -5,7 +5,6 @@
 # which commit and file each one was read from. ote-face's config loader exec()s this
 # file and uses its top-level names; the data paths are placeholders that the work-dir
 # scripts replace with the command-line annotation files and image roots.
-# NOTE: the ATSS detector / RSSH-FPN neck / ATSS head are not built by ote-face yet.
 
 input_size = 640
 width_mult = 1.0
@@ -61,15 +60,12 @@ model = dict(
     train_cfg=dict(
         assigner=dict(type='ATSSAssigner', topk=9),
         allowed_border=-1,
-        pos_weight=-1,
-        debug=False),
+        pos_weight=-1),
     test_cfg=dict(
         nms=dict(type='nms', iou_threshold=0.5),
         min_bbox_size=0,
         score_thr=0.02,
         max_per_img=750))
-
-cudnn_benchmark = True
 
 # ---- data -------------------------------------------------------------------
 dataset_type = 'CocoDataset'
@@ -147,19 +143,11 @@ lr_config = dict(
     warmup_iters=1200,
     warmup_ratio=1.0 / 3,
     step=[40, 55, 65])
-total_epochs = 70
 
 # ---- runtime ------------------------------------------------------------------
-checkpoint_config = dict(interval=1)
 log_config = dict(
     interval=10,
     hooks=[
         dict(type='TextLoggerHook'),
         dict(type='TensorboardLoggerHook'),
     ])
-dist_params = dict(backend='nccl')
-log_level = 'INFO'
-work_dir = 'outputs/face-detection-0206'
-load_from = None
-resume_from = None
-workflow = [('train', 1)]

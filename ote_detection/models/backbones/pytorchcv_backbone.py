@@ -5,10 +5,16 @@ order, the outputs of ``out_indices`` are returned, and the stages after the las
 dropped. We keep the same module names (``backbone.features.<stage>...``) so OTE snapshots load.
 """
 
+import contextlib
+import io
 import logging
+import os
+import socket
+from urllib.parse import urlparse
 
 import torch.nn as nn
 from pytorchcv.model_provider import _models as PYTORCHCV_MODELS
+from pytorchcv.models.common import model_store
 
 from ...registry import BACKBONES
 from ...utils.errors import OteError
@@ -34,12 +40,25 @@ class PytorchcvBackbone(nn.Module):
             self.features.add_module(name, stage)
 
     def load_imagenet_weights(self):
-        """Load pytorchcv's ImageNet weights (downloaded and cached by pytorchcv); False when unavailable."""
+        """Load pytorchcv's ImageNet weights (downloaded and cached by pytorchcv); False when unavailable.
+
+        Offline, this says so in one log line: the download is not attempted when the download host cannot
+        be reached, and pytorchcv's own progress and retry messages are silenced during an attempt."""
+        name = self.model_name
+        cached = _cached_weights(name)
+        if cached is None:
+            host = urlparse(model_store.imgclsmob_repo_url).hostname
+            if not _reachable(host):
+                log.warning("ImageNet weights of %s not loaded: %s cannot be reached (offline?); the backbone "
+                            "starts from random initialisation", name, host)
+                return False
         try:
-            classifier = PYTORCHCV_MODELS[self.model_name](pretrained=True)
-        except Exception as exc:  # offline, or the download site is unreachable
-            log.warning("ImageNet weights of %s could not be loaded (%s: %s); the backbone starts from random "
-                        "initialisation", self.model_name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            with contextlib.redirect_stdout(io.StringIO()), _quiet_logging():
+                classifier = PYTORCHCV_MODELS[name](pretrained=True)
+        except Exception as exc:  # the download failed or the file is damaged
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            log.warning("ImageNet weights of %s not loaded (%s: %s); the backbone starts from random "
+                        "initialisation", name, type(exc).__name__, detail)
             return False
         own = self.state_dict()
         weights = {k: v for k, v in classifier.state_dict().items() if k in own}
@@ -68,6 +87,35 @@ class PytorchcvBackbone(nn.Module):
         return self
 
 
+def _cached_weights(name, root=os.path.join("~", ".torch", "models")):
+    """The path of pytorchcv's cached weight file of ``name`` (its default cache), or None."""
+    try:
+        error, sha1_hash, _ = model_store.get_model_name_suffix_data(name)
+    except Exception:  # no pretrained weights known for this name
+        return None
+    path = os.path.join(os.path.expanduser(root), f"{name}-{error}-{sha1_hash[:8]}.pth")
+    return path if os.path.exists(path) else None
+
+
+def _reachable(host, port=443, timeout=5.0):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    """pytorchcv logs to the root logger ("Model file not found. Downloading ..."): silence it meanwhile."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
 def _register(name):
     def build(**kwargs):
         return PytorchcvBackbone(name, **kwargs)
@@ -76,6 +124,7 @@ def _register(name):
 
 
 for _name in ("mobilenetv2_w1", "mobilenetv2_wd2", "mobilenetv2_w3d4", "shufflenetv2_w1", "shufflenetv2_wd2",
-              "shufflenetv2_w3d2", "shufflenetv2_w2", "resnet50", "resnet101", "resnet152"):
+              "shufflenetv2_w3d2", "shufflenetv2_w2", "resnet50", "resnet101", "resnet152", "resnet50b",
+              "resnet101b", "resnet152b"):
     if _name in PYTORCHCV_MODELS:
         _register(_name)

@@ -2,10 +2,10 @@
 
 import torch
 import torch.nn as nn
-from torchvision.ops import batched_nms
 
 from ...registry import ANCHOR_GENERATORS, ASSIGNERS, BBOX_CODERS, HEADS
 from ..losses import hard_negative_mined_ce, smooth_l1_sum
+from .base import BaseDenseHead
 
 
 def _prediction_conv(in_channels, out_channels, depthwise, activation):
@@ -21,8 +21,11 @@ def _prediction_conv(in_channels, out_channels, depthwise, activation):
 
 
 @HEADS.register()
-class SSDHead(nn.Module):
+class SSDHead(BaseDenseHead):
     """Per level: a box-regression and a classification branch (softmax over classes + background).
+
+    ``outs`` = ``(cls_scores, bbox_preds)``: per level [B, A_l * (C + 1), H, W] logits (background
+    last) and [B, A_l * 4] deltas of the box coder, anchors of one cell contiguous.
 
     With ``loss_balancing`` the classification loss is weighted by a learnt log-variance
     ``loss_weights[0]`` (``exp(-w) * L + w / 2``). OTE's head also created ``loss_weights[1]`` for
@@ -33,8 +36,7 @@ class SSDHead(nn.Module):
     def __init__(self, num_classes, in_channels, anchor_generator, bbox_coder, depthwise_heads=False,
                  depthwise_heads_activations="relu6", loss_balancing=False, reg_decoded_bbox=False,
                  train_cfg=None, test_cfg=None):
-        super().__init__()
-        self.num_classes = num_classes
+        super().__init__(num_classes, train_cfg, test_cfg)
         self.cls_out_channels = num_classes + 1
         self.anchor_generator = ANCHOR_GENERATORS.build(anchor_generator)
         self.bbox_coder = BBOX_CODERS.build(bbox_coder)
@@ -50,8 +52,6 @@ class SSDHead(nn.Module):
         self.loss_balancing = loss_balancing
         if loss_balancing:
             self.loss_weights = nn.Parameter(torch.zeros(2))
-        self.train_cfg = train_cfg or {}
-        self.test_cfg = test_cfg or {}
         self.assigner = ASSIGNERS.build(self.train_cfg["assigner"]) if "assigner" in self.train_cfg else None
         self._anchor_cache = {}
         self.init_weights()
@@ -82,7 +82,8 @@ class SSDHead(nn.Module):
         return logits, deltas
 
     # -- training ----------------------------------------------------------------------------------
-    def loss(self, cls_scores, bbox_preds, gt_bboxes, gt_labels):
+    def loss(self, outs, gt_bboxes, gt_labels):
+        cls_scores, bbox_preds = outs
         logits, deltas = self.flatten_outputs(cls_scores, bbox_preds)
         anchors = self.anchors([s.shape[-2:] for s in cls_scores], logits.device)
         batch, num_anchors = logits.shape[:2]
@@ -111,34 +112,23 @@ class SSDHead(nn.Module):
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox}
 
     # -- inference ---------------------------------------------------------------------------------
-    def decode(self, cls_scores, bbox_preds, input_shape):
-        """Scores [B, A, C] (softmax, background dropped) and boxes [B, A, 4] in input pixels, clipped."""
-        logits, deltas = self.flatten_outputs(cls_scores, bbox_preds)
-        anchors = self.anchors([s.shape[-2:] for s in cls_scores], logits.device)
+    def decode(self, outs, input_hw):
+        """Boxes [B, A, 4] in input pixels, clipped, and scores [B, A, C] (softmax, background dropped)."""
+        logits, deltas = self.flatten_outputs(*outs)
+        anchors = self.anchors(self.featmap_sizes(outs), logits.device)
         scores = logits.softmax(dim=-1)[..., : self.num_classes]
-        boxes = self.bbox_coder.decode(anchors[None], deltas, max_shape=input_shape)
-        return scores, boxes
+        boxes = self.bbox_coder.decode(anchors[None], deltas, max_shape=input_hw)
+        return boxes, scores
 
-    def nms(self, scores, boxes):
-        """One image: scores [A, C], boxes [A, 4] -> detections [N, 6] (x1, y1, x2, y2, score, label)."""
-        cfg = self.test_cfg
-        score_thr = cfg.get("score_thr", 0.0)
-        pre = cfg.get("nms_pre_classwise", -1)
-        num_classes = scores.shape[1]
-        all_scores, all_boxes, all_labels = [], [], []
-        for c in range(num_classes):  # classes, not boxes: one iteration for faces
-            s = scores[:, c]
-            keep = s > score_thr
-            s, b = s[keep], boxes[keep]
-            if 0 < pre < s.numel():
-                s, idx = s.topk(pre)
-                b = b[idx]
-            all_scores.append(s)
-            all_boxes.append(b)
-            all_labels.append(torch.full_like(s, c, dtype=torch.long))
-        s, b, labels = torch.cat(all_scores), torch.cat(all_boxes), torch.cat(all_labels)
-        keep = batched_nms(b, s, labels, cfg.get("nms", {}).get("iou_threshold", 0.45))
-        max_per_img = cfg.get("max_per_img", -1)
-        if max_per_img > 0:
-            keep = keep[:max_per_img]
-        return torch.cat([b[keep], s[keep, None], labels[keep, None].float()], dim=1)
+    # -- export (the "ssd" adapter: OpenVINO DetectionOutput) -----------------------------------------
+    export_family = "ssd"
+
+    def export_raw(self, outs):
+        """(scores [B, A * (C + 1)] softmax with background last, deltas [B, A * 4]) in anchor order."""
+        logits, deltas = self.flatten_outputs(*outs)
+        batch = logits.shape[0]
+        return logits.softmax(dim=-1).reshape(batch, -1), deltas.reshape(batch, -1)
+
+    def prior_boxes(self, featmap_sizes):
+        """All anchors [A, 4] (x1, y1, x2, y2) in input pixels, in the order of ``export_raw``."""
+        return self.anchor_generator.grid_anchors(featmap_sizes, "cpu")

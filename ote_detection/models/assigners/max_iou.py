@@ -1,9 +1,9 @@
-"""Anchor-to-ground-truth assignment."""
+"""mmdetection's MaxIoUAssigner (the SSD templates)."""
 
 import torch
 from torchvision.ops import box_iou
 
-from ..registry import ASSIGNERS
+from ...registry import ASSIGNERS
 
 
 @ASSIGNERS.register()

@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Compression figures: AP and IR latency before and after INT8 (QAT and PTQ), filter pruning, large inputs.
+
+Starting point per model: the Open Model Zoo FP16 IR's weights imported into the template's PyTorch
+model (BatchNorm statistics calibrated on the airport frames, as tools/import_openvino_weights.py
+--calibrate-bn does). Then, in --work (kept, so a rerun skips finished stages):
+
+* ``fp32``: export.py of the snapshot (FP32 IR);
+* ``qat``: compress.py --nncf-quantization (the template's compression_config: 2 epochs, lr 0.00025
+  fixed, range init on 10 images, BN adaptation on 30) trained on --train (default wider_train10),
+  exported to an INT8 IR (FakeQuantize);
+* ``ptq``: compress.py --nncf-quantization --ptq (NNCF accuracy control, max drop 1 AP point on the
+  validation set --ptq-val, default airport);
+* ``omz-int8`` / ``omz-fp16``: Open Model Zoo's own IRs of the same model.
+
+AP (COCO AP@[.5:.95], %) of every IR on airport and wider_val5 (OpenVINO, f32 hint); latency: one
+synchronous request, batch 1, a real airport frame, median of --runs (>= 50) interleaved runs, for 1
+and 2 threads, at the f32 precision hint and at the CPU default (bf16 on AMX CPUs). Ratios are FP32 IR
+/ INT8 IR at the same threads and precision setting (> 1: INT8 faster).
+
+Pruning (0200): compress.py --nncf-pruning with the config's schedule shortened (--pruning-epochs,
+pruning_steps = epochs - 1), params/GFLOPs of the pruned network vs the original, AP of its IR and its
+latency. Large input (0200): FP32 and QAT INT8 IR exported at --large-input (default 960x544), AP on
+airport and latency.
+
+    python benchmarks/bench_compression.py [--models face-detection-0200,face-detection-0204] [--runs 50]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(ROOT, ".torch_extensions"))
+
+from ote_detection.apis.compress import compress  # noqa: E402
+from ote_detection.apis.evaluate import evaluate  # noqa: E402
+from ote_detection.apis.export import export  # noqa: E402
+from ote_detection.apis.import_weights import import_openvino_weights  # noqa: E402
+from ote_detection.export.openvino_predictor import OpenVINOPredictor  # noqa: E402
+
+DATA = {
+    "airport": (os.path.join(SHARED, "data", "airport", "annotation_faces_train.json"),
+                os.path.join(SHARED, "data", "airport")),
+    "wider_val5": (os.path.join(SHARED, "data", "wider_val5", "annotations_coco.json"),
+                   os.path.join(SHARED, "data", "wider_val5")),
+    "wider_train10": (os.path.join(SHARED, "data", "wider_train10", "annotations_coco.json"),
+                      os.path.join(SHARED, "data", "wider_train10")),
+}
+
+
+def template(name):
+    return os.path.join(ROOT, "model_templates", "face-detection", name, "template.yaml")
+
+
+def omz_ir(name, precision):
+    return os.path.join(SHARED, "models", "omz", name, precision, name + ".xml")
+
+
+def stage(path, fn, log):
+    """Run ``fn`` unless ``path`` exists (a finished stage of an earlier run); returns seconds or None."""
+    if os.path.exists(path):
+        return None
+    start = time.time()
+    fn()
+    seconds = time.time() - start
+    log[os.path.basename(os.path.dirname(path)) or path] = round(seconds, 1)
+    return seconds
+
+
+def ap_of(name, weights, sets):
+    out = {}
+    for key in sets:
+        ann, root = DATA[key]
+        out[key] = evaluate(template(name), weights, test_ann_files=ann, test_data_roots=root, precision="f32",
+                            batch_size=1)["ap"]
+    return out
+
+
+def test_image(size):
+    import cv2
+    img = cv2.imread(os.path.join(SHARED, "data", "airport", "train", "image_000000.jpg"))
+    img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(img.transpose(2, 0, 1)[None].astype(np.float32))
+
+
+def latency(irs, runs, threads, precision, warmup=5):
+    """Median ms per IR (same input size), runs interleaved so that outside load hits all alike."""
+    preds = [OpenVINOPredictor(x, precision=precision, threads=threads) for x in irs]
+    used = preds[0].compiled.get_property("INFERENCE_PRECISION_HINT")
+    used = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
+    img = test_image(preds[0].input_size)
+    for p in preds:
+        for _ in range(warmup):
+            p.infer(img)
+    times = [[] for _ in preds]
+    for _ in range(runs):
+        for i, p in enumerate(preds):
+            t = time.perf_counter()
+            p.infer(img)
+            times[i].append((time.perf_counter() - t) * 1000)
+    return [statistics.median(t) for t in times], used
+
+
+def latency_table(title, labels, irs, runs, results):
+    print(f"\n{title}: median ms of {runs} runs, batch 1 (ratio = {labels[0]} / each)")
+    print(f"{'threads':>7s} {'precision':>12s} " + " ".join(f"{lb:>10s}" for lb in labels) + "   ratios")
+    rows = []
+    for threads in (1, 2):
+        for precision in ("f32", "default"):
+            ms, used = latency(irs, runs, threads, precision)
+            label = precision if precision != "default" else f"def={used}"
+            ratios = [ms[0] / m for m in ms[1:]]
+            print(f"{threads:7d} {label:>12s} " + " ".join(f"{m:10.2f}" for m in ms) + "   "
+                  + " ".join(f"{r:.2f}x" for r in ratios), flush=True)
+            rows.append({"threads": threads, "precision": label, "ms": dict(zip(labels, ms))})
+    results.setdefault("latency", {})[title] = rows
+
+
+def short_pruning_config(work, epochs):
+    with open(os.path.join(ROOT, "model_templates", "face-detection", "face-detection-0200",
+                           "compression_config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    params = cfg["nncf_pruning"]["nncf_config"]["compression"][0]["params"]
+    params["pruning_steps"] = max(1, epochs - 1)
+    cfg["nncf_pruning"]["lr_config"]["warmup_iters"] = 5
+    path = os.path.join(work, "compression_config_pruning.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(cfg, f)
+    return path
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="face-detection-0200,face-detection-0204")
+    p.add_argument("--work", default=os.path.join(ROOT, "outputs", "bench_compression"),
+                   help="folder for snapshots, checkpoints and IRs (finished stages are reused)")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--train", default="wider_train10", choices=sorted(DATA), help="training set of QAT/pruning")
+    p.add_argument("--ptq-val", default="airport", choices=sorted(DATA), help="accuracy-control set of PTQ")
+    p.add_argument("--pruning-epochs", type=int, default=4, help="epochs of the shortened pruning run (0: skip)")
+    p.add_argument("--large-input", default="960x544", help="input size of the large-input comparison ('' to skip)")
+    a = p.parse_args()
+    if a.runs < 50:
+        sys.exit("--runs must be at least 50")
+    import openvino as ov
+    import torch
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    print(f"OpenVINO {ov.get_version()}, CPU: {ov.Core().get_property('CPU', 'FULL_DEVICE_NAME')}, "
+          f"{os.cpu_count()} logical CPUs", flush=True)
+    results = {"seconds": {}}
+    train_ann, train_root = DATA[a.train]
+    for name in a.models.split(","):
+        work = os.path.join(a.work, name)
+        os.makedirs(work, exist_ok=True)
+        snap = os.path.join(work, "snapshot.pth")
+        secs = results["seconds"].setdefault(name, {})
+        stage(snap, lambda: import_openvino_weights(template(name), omz_ir(name, "FP16"), snap, verify=False,
+                                                    calibration_images=DATA["airport"][1]), secs)
+        fp32 = os.path.join(work, "fp32", "model.xml")
+        stage(fp32, lambda: export(template(name), snap, os.path.dirname(fp32)), secs)
+        qat_ckpt = os.path.join(work, "qat", "latest.pth")
+        stage(qat_ckpt, lambda: compress(template(name), train_ann, train_root, os.path.dirname(qat_ckpt),
+                                         nncf_quantization=True, load_weights=snap, progress=False, workers=0,
+                                         overwrite=True), secs)
+        qat = os.path.join(work, "qat_ir", "model.xml")
+        stage(qat, lambda: export(template(name), qat_ckpt, os.path.dirname(qat)), secs)
+        ptq = os.path.join(work, "ptq", "model.xml")
+        val_ann, val_root = DATA[a.ptq_val]
+        stage(ptq, lambda: compress(template(name), train_ann, train_root, os.path.dirname(ptq),
+                                    nncf_quantization=True, load_weights=snap, ptq=True, max_drop=1.0,
+                                    val_ann_files=val_ann, val_data_roots=val_root), secs)
+        irs = {"fp32": fp32, "qat-int8": qat, "ptq-int8": ptq, "omz-int8": omz_ir(name, "FP16-INT8"),
+               "omz-fp16": omz_ir(name, "FP16")}
+        aps = {k: ap_of(name, v, ("airport", "wider_val5")) for k, v in irs.items()}
+        results.setdefault("ap", {})[name] = aps
+        print(f"\n{name}: COCO AP (%), OpenVINO f32 hint; stage seconds {secs}")
+        print(f"{'IR':>10s} {'airport':>8s} {'wider5':>8s}")
+        for k, v in aps.items():
+            print(f"{k:>10s} {v['airport']:8.2f} {v['wider_val5']:8.2f}", flush=True)
+        latency_table(name, ["fp32", "qat-int8", "ptq-int8", "omz-int8"],
+                      [irs[k] for k in ("fp32", "qat-int8", "ptq-int8", "omz-int8")], a.runs, results)
+
+        if name.endswith("0200") and a.large_input:
+            size = tuple(int(v) for v in a.large_input.split("x"))
+            big_fp32 = os.path.join(work, f"fp32_{a.large_input}", "model.xml")
+            big_qat = os.path.join(work, f"qat_{a.large_input}", "model.xml")
+            stage(big_fp32, lambda: export(template(name), snap, os.path.dirname(big_fp32), input_size=size), secs)
+            stage(big_qat, lambda: export(template(name), qat_ckpt, os.path.dirname(big_qat), input_size=size), secs)
+            big = {k: ap_of(name, v, ("airport",))["airport"] for k, v in (("fp32", big_fp32), ("qat-int8", big_qat))}
+            results["ap"][f"{name}@{a.large_input}"] = big
+            print(f"\n{name} at {a.large_input}: AP airport fp32 {big['fp32']:.2f}, qat-int8 {big['qat-int8']:.2f}")
+            latency_table(f"{name}@{a.large_input}", ["fp32", "qat-int8"], [big_fp32, big_qat], a.runs, results)
+
+        if name.endswith("0200") and a.pruning_epochs > 0:
+            from ote_detection.apis.task import Task
+            from ote_detection.engine.checkpoint import load_checkpoint_file
+            from ote_detection.compression import restore_compressed_model
+            from ote_detection.utils.complexity import model_complexity
+            pr_ckpt = os.path.join(work, "pruned", "latest.pth")
+            config = short_pruning_config(work, a.pruning_epochs)
+            stage(pr_ckpt, lambda: compress(template(name), train_ann, train_root, os.path.dirname(pr_ckpt),
+                                            nncf_pruning=True, load_weights=snap, epochs=a.pruning_epochs,
+                                            compression_config=config, progress=False, workers=0,
+                                            overwrite=True), secs)
+            pr_ir = os.path.join(work, "pruned_ir", "model.xml")
+            stage(pr_ir, lambda: export(template(name), pr_ckpt, os.path.dirname(pr_ir)), secs)
+            task = Task(template(name))
+            g0, p0 = model_complexity(task.build_detector(), task.input_size)
+            pruned = restore_compressed_model(task.build_detector(), load_checkpoint_file(pr_ckpt))
+            g1, p1 = model_complexity(pruned, task.input_size)
+            pr_ap = ap_of(name, pr_ir, ("airport", "wider_val5"))
+            results["pruning"] = {"original": {"gflops": g0, "mparams": p0},
+                                  "pruned": {"gflops": g1, "mparams": p1, "ap": pr_ap},
+                                  "epochs": a.pruning_epochs}
+            print(f"\npruning ({a.pruning_epochs} epochs on {a.train}, target 30% of the filters): "
+                  f"{p0:.3f} -> {p1:.3f} Mp, {g0:.3f} -> {g1:.3f} GFLOPs; AP airport {pr_ap['airport']:.2f}, "
+                  f"wider5 {pr_ap['wider_val5']:.2f} (FP32 {aps['fp32']['airport']:.2f} / "
+                  f"{aps['fp32']['wider_val5']:.2f})")
+            latency_table(f"{name} pruned", ["fp32", "pruned"], [fp32, pr_ir], a.runs, results)
+    with open(os.path.join(a.work, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+    print(f"\nresults: {os.path.join(a.work, 'results.json')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Compression entry point behind the work dir's compress.py.
+
+Quantization-aware training, magnitude sparsity and filter pruning fine-tune a trained snapshot through
+``apis.train.train`` with a ``compression.CompressionPlugin``; the settings (learning rate, schedule,
+epochs, NNCF parameters, ignored scopes) are the template's ``compression_config.json``. The
+checkpoints (``latest.pth``, ``epoch_N.pth``) carry the compressed structure in ``meta['compression']``,
+so eval.py and export.py read them like any snapshot.
+
+``ptq=True`` (with quantization only) instead quantizes the OpenVINO IR after training-free calibration,
+with NNCF's accuracy control on the validation files (``compression.ptq``).
+"""
+
+import logging
+import os
+
+from ..compression.config import PARTS, enabled_parts, load_compression_settings
+from ..engine.checkpoint import load_checkpoint_file
+from ..utils.errors import OteError
+from .task import Task
+
+log = logging.getLogger(__name__)
+
+
+def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *, nncf_quantization=None,
+             nncf_sparsity=None, nncf_pruning=None, load_weights=None, resume_from=None, ptq=False, max_drop=1.0,
+             compression_config=None, **train_kwargs):
+    """Compress the template's model. ``nncf_*``: True/False, or None for the template's
+    ``optimisations.<part>.default``. ``train_kwargs``: ``apis.train.TrainOptions`` fields (val files,
+    epochs, batch size, learning rate, gpu_num, input size, ...); ``epochs`` / ``base_learning_rate``
+    left None take the compression config's ``total_epochs`` / ``optimizer.lr``.
+
+    Returns the training history, or with ``ptq`` a dict of the PTQ results."""
+    task = Task(template)
+    flags = {"nncf_quantization": nncf_quantization, "nncf_sparsity": nncf_sparsity, "nncf_pruning": nncf_pruning}
+    parts = enabled_parts(task.template, flags)
+    settings = load_compression_settings(task.template_path, task.template, parts, compression_config)
+    if not load_weights and not resume_from:
+        raise OteError("compression starts from trained weights: give --load-weights SNAPSHOT "
+                       "(or --resume-from a compress.py checkpoint)")
+    if load_weights and resume_from:
+        raise OteError("give either --resume-from or --load-weights, not both")
+    if load_weights and (load_checkpoint_file(load_weights).get("meta") or {}).get("compression"):
+        raise OteError(f"{load_weights}: already a compressed checkpoint; continue it with --resume-from")
+    if resume_from:
+        meta = load_checkpoint_file(resume_from).get("meta") or {}
+        stored = (meta.get("compression") or {}).get("parts")
+        if stored is not None and list(stored) != list(settings.parts):
+            raise OteError(f"{resume_from}: compressed with {', '.join(stored)}, not "
+                           f"{', '.join(settings.parts)}; give the same --nncf-* flags to resume")
+    log.info("compression: %s (settings of %s)", ", ".join(settings.parts), settings.path)
+    if ptq:
+        if settings.parts != ["nncf_quantization"]:
+            raise OteError("--ptq is post-training quantization: use it with --nncf-quantization alone")
+        if resume_from:
+            raise OteError("--ptq starts from --load-weights, not --resume-from")
+        from ..compression.ptq import post_training_quantization
+        return post_training_quantization(task, load_weights, train_ann_files, train_data_roots, save_checkpoints_to,
+                                          val_ann_files=train_kwargs.get("val_ann_files"),
+                                          val_data_roots=train_kwargs.get("val_data_roots"), max_drop=max_drop,
+                                          input_size=train_kwargs.get("input_size"), settings=settings)
+    from ..compression.plugin import CompressionPlugin
+    from .train import train
+    plugin = CompressionPlugin(settings)
+    os.makedirs(save_checkpoints_to, exist_ok=True)
+    return train(task.template_path, train_ann_files, train_data_roots, save_checkpoints_to, plugin=plugin,
+                 load_weights=load_weights, resume_from=resume_from, **train_kwargs)
+
+
+__all__ = ["compress", "PARTS"]

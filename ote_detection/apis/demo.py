@@ -1,0 +1,412 @@
+"""The demo (work dir ``visualize.py``): live face detection on a camera, a video, an image or a folder.
+
+``run_demo`` opens the input (``data.frames.open_source``), builds a ``FramePredictor`` for a snapshot or
+an IR (``apis.predictor.make_predictor``), and runs ``run_frames``:
+
+* **OpenVINO IR, asynchronous** (default): a reader thread decodes and preprocesses frames into a bounded
+  queue; the main thread starts ``jobs`` inference requests on an ``openvino.AsyncInferQueue`` over
+  ``predictor.compiled`` (each result decoded in OpenVINO's callback with ``predictor.decode_outputs``),
+  and draws, writes and shows finished frames **in input order** while the next ones are decoded and
+  inferred. ``sync=True`` runs the plain loop instead (read, preprocess, infer, draw, write, one frame at
+  a time): the baseline of ``benchmarks/bench_demo.py``.
+* **Snapshot (.pth)**: PyTorch inference in the main thread, frames decoded ahead by the reader thread.
+
+Each frame shows its boxes with scores >= ``score_thr`` and two FPS figures: the model's (1 / the mean
+time of an inference request, from its start to its result, as OpenVINO times it) and end to end (frames
+out per second of wall time, over the last 30 frames). With several requests in flight, the model's time
+of a frame is the time it added to the time the inference engine was busy (the union of the requests'
+intervals): the model FPS is the rate the engine sustains, not lowered by requests waiting in its queue.
+A window is opened when there is a display and OpenCV has a GUI (``q`` or ``Esc`` quits; images and
+folders wait for a key per image); otherwise the annotated frames go to ``output`` (a video file or a
+folder). Ctrl-C stops a camera (or any input) cleanly: what was written is kept and the summary printed.
+"""
+
+import collections
+import os
+import queue
+import sys
+import threading
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.drawing import draw_detections, draw_text_lines
+from ..data.frames import open_sink, open_source
+from ..utils.errors import OteError
+from .predictor import is_ir, make_predictor
+from .task import Task
+
+__all__ = ["run_demo", "run_frames", "DemoStats", "gui_available", "display_available", "NO_GUI_HINT"]
+
+WINDOW = "ote-face demo (q or Esc quits)"
+NO_GUI_HINT = ("this OpenCV build has no GUI (opencv-python-headless); for a window install opencv-python "
+               "instead: pip uninstall -y opencv-python-headless && pip install opencv-python")
+_END = object()
+
+
+# ------------------------------------------------------------------------------------------ display
+
+def gui_available():
+    """Whether this OpenCV build has HighGUI windows (the headless wheels say 'GUI: NONE')."""
+    import cv2
+    for line in cv2.getBuildInformation().splitlines():
+        key, _, value = line.strip().partition(":")
+        if key.strip() == "GUI":
+            return value.strip().upper() not in ("NONE", "NO", "")
+    return hasattr(cv2, "imshow")
+
+
+def display_available():
+    """Whether a window can be shown: always on Windows and macOS, with DISPLAY or WAYLAND_DISPLAY on Linux."""
+    if sys.platform.startswith(("win", "darwin")):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def resolve_show(show, output, log=print):
+    """Whether to open a window. ``show``: True (--show), False (--no-show) or None (when possible).
+    Without a window the frames must go somewhere: ``output`` or an explicit --no-show."""
+    gui, display = gui_available(), display_available()
+    why = NO_GUI_HINT if not gui else (None if display else "no display here (DISPLAY is not set)")
+    if show is False:
+        return False
+    if why is None:
+        return True
+    if show:
+        if output is None:
+            raise OteError(f"--show: {why}; give --output out.mp4 (or a folder) to write the annotated frames")
+        log(f"--show: {why}; writing to {output} only")
+        return False
+    if output is None:
+        raise OteError(f"no window can be opened: {why}. Give --output out.mp4 (or a folder) to write the "
+                       "annotated frames, or --no-show to only measure the speed")
+    return False
+
+
+# ------------------------------------------------------------------------------------------ statistics
+
+class DemoStats:
+    """Frame count, model latency and end-to-end rate (overall, and over the last ``window`` frames)."""
+
+    def __init__(self, window=30):
+        self.frames = 0
+        self.boxes = 0
+        self.model_time = 0.0
+        self.start = time.perf_counter()
+        self.end = self.start
+        self.recent_latency = collections.deque(maxlen=window)
+        self.recent_out = collections.deque(maxlen=window + 1)
+        self.stopped_early = False
+
+    def add(self, latency, boxes):
+        now = time.perf_counter()
+        self.frames += 1
+        self.boxes += boxes
+        self.model_time += latency
+        self.end = now
+        self.recent_latency.append(latency)
+        self.recent_out.append(now)
+
+    @property
+    def model_fps(self):
+        return self.frames / self.model_time if self.model_time > 0 else 0.0
+
+    @property
+    def model_ms(self):
+        return 1000 * self.model_time / self.frames if self.frames else 0.0
+
+    @property
+    def e2e_fps(self):
+        elapsed = self.end - self.start
+        return self.frames / elapsed if elapsed > 0 else 0.0
+
+    def overlay_lines(self):
+        lat = sum(self.recent_latency) / len(self.recent_latency) if self.recent_latency else 0.0
+        if len(self.recent_out) == self.recent_out.maxlen:  # the last `window` frames
+            span, count = self.recent_out[-1] - self.recent_out[0], len(self.recent_out) - 1
+        else:  # from the start
+            span, count = (self.recent_out[-1] - self.start if self.recent_out else 0.0), len(self.recent_out)
+        e2e = count / span if span > 0 else 0.0
+        model = f"model: {1000 * lat:.1f} ms ({1 / lat:.1f} FPS)" if lat > 0 else "model: -"
+        return [model, f"end to end: {e2e:.1f} FPS" if e2e > 0 else "end to end: -"]
+
+    def summary(self):
+        plural = "s" if self.frames != 1 else ""
+        return (f"{self.frames} frame{plural}, {self.boxes} boxes drawn; model {self.model_ms:.1f} ms/frame "
+                f"({self.model_fps:.1f} FPS), end to end {self.e2e_fps:.1f} FPS")
+
+
+# ------------------------------------------------------------------------------------------ inference
+
+def supports_async(predictor):
+    return hasattr(predictor, "compiled") and hasattr(predictor, "decode_outputs")
+
+
+class SyncRunner:
+    """Inference in the calling thread: ``submit`` computes the result at once."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+        self.results = {}
+
+    def submit(self, index, tensor):
+        t0 = time.perf_counter()
+        det = self.predictor.infer_batch(tensor[None])[0]
+        self.results[index] = (det, time.perf_counter() - t0)
+
+    def pop(self, index, block):
+        return self.results.pop(index, None)
+
+    def wait_all(self):
+        pass
+
+
+class AsyncRunner:
+    """``jobs`` OpenVINO infer requests in flight (``AsyncInferQueue``); results keyed by frame index."""
+
+    def __init__(self, predictor, jobs):
+        import openvino as ov
+        self.predictor = predictor
+        self.n_outputs = len(predictor.compiled.outputs)
+        self.queue = ov.AsyncInferQueue(predictor.compiled, int(jobs))
+        self.queue.set_callback(self._done)
+        self.results = {}
+        self.last_done = 0.0
+        self.cond = threading.Condition()
+
+    def _done(self, request, userdata):
+        index, t0 = userdata
+        now = time.perf_counter()
+        try:  # OpenVINO's own end time (taken before this Python callback waits for the GIL)
+            now = min(now, t0 + float(request.latency) / 1000)
+        except (AttributeError, TypeError, ValueError):
+            pass
+        # the time this request added to the inference engine's busy time (the union of the requests'
+        # start..end intervals, callbacks coming in end order): with several requests queued on one CPU
+        # stream, a request's own start..end also counts the time it waited for the one before
+        latency = max(0.0, now - max(t0, self.last_done))
+        self.last_done = max(self.last_done, now)
+        try:
+            outputs = [request.get_output_tensor(i).data for i in range(self.n_outputs)]
+            det = np.array(self.predictor.decode_outputs(outputs), np.float32, copy=True)
+        except Exception as exc:  # re-raised in the main thread
+            det = exc
+        with self.cond:
+            self.results[index] = (det, latency)
+            self.cond.notify_all()
+
+    def submit(self, index, tensor):
+        array = tensor.numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
+        self.queue.get_idle_request_id()  # waits for a free request, so that t0 is the start of inference
+        self.queue.start_async({0: np.ascontiguousarray(array[None], np.float32)}, (index, time.perf_counter()))
+
+    def pop(self, index, block):
+        with self.cond:
+            if block:
+                self.cond.wait_for(lambda: index in self.results)
+            return self.results.pop(index, None)
+
+    def wait_all(self):
+        self.queue.wait_all()
+
+
+class _Reader(threading.Thread):
+    """Decodes and preprocesses frames ahead of inference into a bounded queue (in order)."""
+
+    def __init__(self, source, preprocess, depth, max_frames=None):
+        super().__init__(daemon=True, name="demo-reader")
+        self.source, self.preprocess, self.max_frames = source, preprocess, max_frames
+        self.items = queue.Queue(maxsize=max(1, depth))
+        self.stop = threading.Event()
+
+    def _put(self, item):
+        while not self.stop.is_set():
+            try:
+                self.items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self):
+        try:
+            for frame in self.source:
+                if self.stop.is_set() or not self._put((frame, *self.preprocess(frame.image))):
+                    break
+                if self.max_frames and frame.index + 1 >= self.max_frames:
+                    break
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self._put(exc)
+        self._put(_END)
+
+    def __iter__(self):
+        while True:
+            item = self.items.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self):
+        self.stop.set()
+        self.join(timeout=5)
+
+
+def _sequential(source, preprocess, max_frames):
+    for frame in source:
+        yield (frame, *preprocess(frame.image))
+        if max_frames and frame.index + 1 >= max_frames:
+            return
+
+
+def run_frames(predictor, source, sink=None, show=False, score_thr=0.5, class_names=None, jobs=2, sync=False,
+               max_frames=None, progress=True, overlay=True):
+    """Detect, draw and write/show every frame of ``source``; returns ``DemoStats``.
+
+    ``jobs``: OpenVINO requests in flight (IR only); ``sync``: the plain one-frame-at-a-time loop;
+    ``max_frames``: stop after that many frames; ``overlay``: draw the FPS lines."""
+    import cv2
+    use_async = supports_async(predictor) and not sync
+    runner = AsyncRunner(predictor, jobs) if use_async else SyncRunner(predictor)
+    wait_per_image = show and source.kind in ("image", "folder")
+    total = source.total if not max_frames else min(source.total or max_frames, max_frames)
+    bar = tqdm(total=total, unit="frame", disable=not progress or (show and source.kind == "camera"),
+               dynamic_ncols=True, leave=False)
+    reader = None if sync else _Reader(source, predictor.preprocess, depth=max(2, jobs + 1), max_frames=max_frames)
+    items = _sequential(source, predictor.preprocess, max_frames) if sync else reader
+    stats = DemoStats()
+    pending = collections.deque()
+    quit_requested = False
+
+    def emit(block):
+        nonlocal quit_requested
+        while pending:
+            frame, scale = pending[0]
+            result = runner.pop(frame.index, block)
+            if result is None:
+                return
+            pending.popleft()
+            det_net, latency = result
+            if isinstance(det_net, BaseException):
+                raise det_net
+            image = frame.image
+            det = predictor.postprocess(det_net, scale, image.shape[:2])
+            drawn = draw_detections(image, det, score_thr, class_names)
+            stats.add(latency, drawn)
+            if overlay:
+                draw_text_lines(image, stats.overlay_lines())
+            if sink is not None:
+                sink.write(frame.name, image)
+            bar.update(1)
+            if show and not quit_requested:
+                cv2.imshow(WINDOW, image)
+                key = cv2.waitKey(0 if wait_per_image else 1) & 0xFF
+                if key in (ord("q"), ord("Q"), 27) or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
+                    quit_requested = True
+
+    # one warm-up inference: the first request of a freshly compiled model is slower than the others
+    width, height = predictor.input_size
+    predictor.infer_batch(torch.zeros(1, 3, height, width))
+    ok = False
+    try:
+        if reader is not None:
+            reader.start()
+        stats.start = time.perf_counter()
+        try:
+            for frame, tensor, scale in items:
+                runner.submit(frame.index, tensor)
+                pending.append((frame, scale))
+                emit(block=False)
+                if quit_requested:
+                    stats.stopped_early = True
+                    break
+            runner.wait_all()
+            emit(block=True)
+        except KeyboardInterrupt:
+            stats.stopped_early = True
+            runner.wait_all()
+            pending.clear()
+        if show and source.kind == "image" and not quit_requested:
+            cv2.waitKey(0)
+        ok = True
+    finally:
+        if reader is not None:
+            reader.close()
+        bar.close()
+        source.close()
+        if sink is not None:
+            (sink.close if ok else sink.abort)()
+        if show:
+            cv2.destroyAllWindows()
+    return stats
+
+
+# ------------------------------------------------------------------------------------------ the app
+
+def describe_predictor(predictor, weights, use_async, jobs):
+    w, h = predictor.input_size
+    fit = "letterboxed (--keep-ratio)" if predictor.keep_ratio else "stretched"
+    if hasattr(predictor, "compiled"):
+        try:
+            prec = str(predictor.compiled.get_property("INFERENCE_PRECISION_HINT")).replace("<Type: '", "")
+            prec = {"float32'>": "f32", "bf16'>": "bf16", "float16'>": "f16"}.get(prec, prec.rstrip("'>"))
+        except Exception:  # noqa: BLE001 - only a label
+            prec = getattr(predictor, "precision", "?")
+        mode = f"{jobs} async requests" if use_async else "synchronous"
+        return f"{weights}: OpenVINO CPU, {prec}, input {w}x{h} {fit}, {mode}"
+    return f"{weights}: PyTorch fp32 ({torch.get_num_threads()} threads), input {w}x{h} {fit}"
+
+
+def run_demo(template, load_weights, video, output=None, show=None, score_thr=0.5, precision="default",
+             threads=None, jobs=2, sync=False, keep_ratio=None, input_size=None, max_frames=None, overlay=True,
+             tile=None, log=print):
+    """Run the demo; returns ``DemoStats``.
+
+    ``template``: the work dir's template.yaml; ``load_weights``: a snapshot (.pth) or an IR (.xml/.bin:
+    ours, or an Open Model Zoo face detector); ``video``: camera index, video file or URL, image, or folder
+    of images; ``output``: video file (.mp4, .avi, .mkv, .mov), image file (single image input) or folder
+    for the annotated frames; ``show``: True / False / None = a window when there is a display and a GUI;
+    ``precision`` (IR only): f32, bf16, f16 or default (the CPU's own: bf16 on CPUs with AMX, f32
+    otherwise), the demo being about speed; ``threads``: OpenVINO / torch threads (default: all);
+    ``jobs``: OpenVINO requests in flight; ``sync``: the plain synchronous loop (for comparison);
+    ``keep_ratio``: letterbox frames into the input instead of stretching them; ``input_size`` (w, h):
+    the snapshot's inference size (IR: fixed by the IR); ``max_frames``: stop after that many frames."""
+    if not 0 <= score_thr <= 1:
+        raise OteError(f"--score-thr {score_thr}: must be between 0 and 1")
+    if int(jobs) < 1:
+        raise OteError(f"--jobs {jobs}: must be 1 or more")
+    if input_size is not None and is_ir(load_weights):
+        raise OteError(f"{load_weights}: --input-size is for snapshots; an IR has its own input size "
+                       "(export it at another size with export.py --input-size)")
+    if not os.path.isfile(load_weights):
+        raise OteError(f"{load_weights}: file not found")
+    show = resolve_show(show, output, log)
+    task = Task(template)
+    source = open_source(video)
+    sink = None
+    try:
+        if threads and not is_ir(load_weights):
+            torch.set_num_threads(int(threads))
+        predictor = make_predictor(task, load_weights, precision=precision, threads=threads,
+                                   input_size=tuple(input_size) if input_size else None,
+                                   keep_ratio=keep_ratio, batch_size=1, tile=tile)
+        use_async = supports_async(predictor) and not sync
+        log(describe_predictor(predictor, load_weights, use_async, jobs))
+        if output is not None:
+            sink = open_sink(output, source)
+        what = {"camera": f"camera {source.spec}", "stream": str(source.spec)}.get(source.kind, str(source.spec))
+        log(f"input: {what} ({source.kind}{f', {source.total} frames' if source.total else ''})"
+            + ("; Ctrl-C stops" if source.kind in ("camera", "stream") and not show else ""))
+    except BaseException:
+        source.close()
+        raise
+    stats = run_frames(predictor, source, sink, show=show, score_thr=score_thr, class_names=task.classes,
+                       jobs=jobs, sync=sync, max_frames=max_frames, overlay=overlay)
+    line = ("stopped early: " if stats.stopped_early else "done: ") + stats.summary()
+    if sink is not None and sink.count:
+        line += f"; wrote {sink.describe()}"
+    log(line)
+    return stats

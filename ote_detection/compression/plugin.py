@@ -1,0 +1,225 @@
+"""``CompressionPlugin``: compression as a training plugin (see ``engine/plugin.py``), and the rebuild of a
+compressed checkpoint's model.
+
+Order of the algorithms (OTE merged the NNCF configs of all enabled parts into one compressed model;
+with NNCF 3.x and torch-pruning they are applied one after the other):
+
+1. filter pruning changes the network's shapes, so it comes first; with quantization it runs its whole
+   schedule on the float model, and quantization starts at the epoch where the pruning target is reached
+   (``pruning_steps``, at the latest the last epoch): fake-quantizers are then set up for the final
+   shapes;
+2. sparsity masks (``nncf.prune``) go in at the start and keep following their schedule;
+3. quantization (``nncf.quantize``) comes last, on top of the masks, so that it calibrates the sparse
+   weights; the exported IR then has FakeQuantize ops after the masked weights.
+
+Checkpoint meta ``compression``: the parts, the merged settings, the schedule state, NNCF's own
+serialised config (``nncf.torch.get_config``: which hooks sit where) and the pruned layer shapes;
+``restore_compressed_model`` rebuilds the structure from it and loads the state_dict.
+"""
+
+import json
+import logging
+
+import torch
+
+from ..engine.hooks import HookBase
+from ..engine.plugin import TrainingPlugin
+from ..utils.errors import OteError
+from .config import ALGORITHM_OF_PART, apply_to_model_config
+from .pruning import PruningHook, conv_shapes, pruning_schedule, pruning_ratio, refresh_trainer, resize_to_shapes
+from .quantization import collect_batches, collect_images, is_nncf_model, quantization_params, quantize_model
+from .sparsity import SparsityHook, apply_sparsity, sparsity_level, sparsity_schedule
+
+log = logging.getLogger(__name__)
+
+
+def _plain(obj):
+    """JSON round trip: enums -> their values, tuples -> lists (checkpoints load with weights_only)."""
+    return json.loads(json.dumps(obj, default=lambda o: getattr(o, "value", str(o))))
+
+
+def _set_option(options, key, value):
+    if isinstance(options, dict):
+        options[key] = value
+    else:
+        setattr(options, key, value)
+
+
+def _get_option(options, key):
+    return options.get(key) if isinstance(options, dict) else getattr(options, key, None)
+
+
+class CompressionPlugin(TrainingPlugin):
+    """Compression of the enabled parts of ``settings`` (``config.CompressionSettings``)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.parts = list(settings.parts)
+        algos = settings.algorithms
+        self.quantization = algos.get("quantization")
+        self.sparsity = algos.get("magnitude_sparsity")
+        self.pruning = algos.get("filter_pruning")
+        self.sparsity_schedule = sparsity_schedule(self.sparsity) if self.sparsity else None
+        self.pruning_schedule = pruning_schedule(self.pruning) if self.pruning else None
+        self.ignored_scopes = list((self.pruning or {}).get("ignored_scopes") or [])
+        self.state = {}
+        self._meta = {"compression": {}}
+        self._model = None
+        self._input_size = None
+        self._init_loader = None
+
+    # -- TrainingPlugin ----------------------------------------------------------------------------
+    def configure(self, cfg, options):
+        apply_to_model_config(cfg, self.settings)
+        if _get_option(options, "epochs") is None and self.settings.total_epochs:
+            _set_option(options, "epochs", int(self.settings.total_epochs))
+
+    def prepare_model(self, detector, ctx):
+        self._input_size = tuple(ctx.input_size)
+        self._init_loader = ctx.init_loader
+        resume = ctx.resume_checkpoint
+        if resume is not None and (resume.get("meta") or {}).get("compression"):
+            model = restore_compressed_model(detector, resume)
+            self.state = dict(resume["meta"]["compression"].get("state") or {})
+            model.to(ctx.device)
+        else:
+            model = detector
+            if self.sparsity:
+                level = sparsity_level(self.sparsity_schedule, 0)
+                model = apply_sparsity(model, self.example_input(ctx.device), level)
+                self.state["sparsity_level"] = level
+            if self.quantization and self.quantization_start_epoch(None) == 0:
+                model = self._quantize(model, ctx.device)
+        self._model = model
+        self.update_meta()
+        return model
+
+    def hooks(self):
+        hooks = []
+        if self.pruning:
+            hooks.append(PruningHook(self))
+        if self.sparsity:
+            hooks.append(SparsityHook(self))
+        if self.quantization:
+            hooks.append(QuantizationHook(self))
+        hooks.append(CompressionStateHook(self))
+        return hooks
+
+    def checkpoint_meta(self):
+        # the same dict object every time: update_meta() changes it in place when the structure changes
+        return self._meta
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def example_input(self, device="cpu"):
+        width, height = self._input_size
+        return torch.zeros(1, 3, height, width, device=device)
+
+    def quantization_start_epoch(self, max_epochs):
+        """0 without pruning; with pruning the epoch where its schedule reaches the target."""
+        if not self.pruning:
+            return 0
+        start = int(self.pruning_schedule[2])
+        return start if max_epochs is None else min(start, max(int(max_epochs) - 1, 0))
+
+    def _quantize(self, model, device):
+        num_init, num_bn = quantization_params(self.quantization)
+        loader = self._init_loader()
+        init_images = collect_images(loader, num_init)
+        bn_batches = collect_batches(loader, num_bn) if num_bn else []
+        if not init_images:
+            raise OteError("quantization: the training set gave no image for range initialisation")
+        model = quantize_model(model, init_images, bn_batches, device=device)
+        self.state["quantized"] = True
+        return model
+
+    def update_meta(self, model=None):
+        model = model if model is not None else self._model
+        comp = self._meta["compression"]
+        comp.clear()
+        comp.update(_plain({
+            "parts": self.parts,
+            "algorithms": [ALGORITHM_OF_PART[p] for p in self.parts],
+            "settings": self.settings.to_dict(),
+            "state": self.state,
+            "input_size": list(self._input_size) if self._input_size else None,
+        }))
+        if model is not None and is_nncf_model(model):
+            from .env import import_nncf
+            nncf = import_nncf()
+            comp["nncf"] = _plain(nncf.torch.get_config(model))
+        if model is not None and self.pruning:
+            comp["shapes"] = conv_shapes(model)
+        return comp
+
+
+class QuantizationHook(HookBase):
+    """Quantizes the (pruned) model at the start of the epoch given by ``quantization_start_epoch``."""
+
+    def __init__(self, plugin):
+        self.plugin = plugin
+
+    def before_epoch(self):
+        t = self.trainer
+        if self.plugin.state.get("quantized"):
+            return
+        if t.epoch < self.plugin.quantization_start_epoch(t.max_epochs):
+            return
+        log.info("quantization: from epoch %d, on the pruned network", t.epoch + 1)
+        model = self.plugin._quantize(t.model, t.device)
+        t.model = model
+        self.plugin._model = model
+        refresh_trainer(t)
+        self.plugin.update_meta()
+
+
+class CompressionStateHook(HookBase):
+    """Keeps the plugin's model reference and schedule state in step with the trainer and in the
+    checkpoint's ``hooks`` (so that ``--resume-from`` continues the schedule)."""
+
+    def __init__(self, plugin):
+        self.plugin = plugin
+
+    @property
+    def name(self):
+        return "CompressionState"
+
+    def before_epoch(self):
+        self.plugin._model = self.trainer.model
+        self.plugin.update_meta()
+
+    def state_dict(self):
+        return _plain(self.plugin.state)
+
+    def load_state_dict(self, state):
+        self.plugin.state.update(state or {})
+
+
+def is_compressed_checkpoint(ckpt):
+    return bool((ckpt.get("meta") or {}).get("compression"))
+
+
+def restore_compressed_model(detector, ckpt):
+    """``detector`` (freshly built, uncompressed) rebuilt with the compressed structure of ``ckpt`` (pruned
+    layer shapes, NNCF hooks) and the checkpoint's weights loaded; returns the model to use."""
+    comp = (ckpt.get("meta") or {}).get("compression") or {}
+    try:
+        if comp.get("shapes"):
+            resize_to_shapes(detector, comp["shapes"])
+        model = detector
+        if comp.get("nncf"):
+            from .env import import_nncf
+            nncf = import_nncf()
+            model = nncf.torch.load_from_config(detector, comp["nncf"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise OteError(f"compressed checkpoint does not fit this model ({exc})") from exc
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in ckpt["state_dict"].items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        first = (wrong or missing or unexpected)[0]
+        raise OteError(f"compressed checkpoint does not fit this model ({len(missing)} missing, {len(unexpected)} "
+                       f"unexpected, {len(wrong)} wrong-shape key(s), e.g. {first})")
+    model.load_state_dict(state)
+    return model

@@ -1,0 +1,122 @@
+"""Post-training 8-bit quantization of the OpenVINO IR with accuracy control (``compress.py --ptq``).
+
+The trained snapshot is converted to the FP32 IR (as export.py does), then
+``nncf.quantize_with_accuracy_control`` (NNCF, OpenVINO backend) quantizes it, calibrating on the
+training images, and measures the COCO AP on the validation files with the INT8 and the FP32 model;
+while the drop exceeds ``max_drop`` AP points it returns the most harmful layers to floating point.
+Ours: the image feeding (the same resize as eval.py), the metric function and the output files.
+"""
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+
+import cv2
+import numpy as np
+import yaml
+
+from ..data.coco import load_coco_files
+from ..engine.predictor import FramePredictor
+from ..evaluation import evaluate_detections
+from ..export.openvino_export import convert_to_openvino, save_openvino
+from ..utils.errors import OteError
+from .env import import_nncf
+from .quantization import quantization_params
+
+log = logging.getLogger(__name__)
+
+
+class _Resizer(FramePredictor):
+    """Only FramePredictor's preprocessing (the resize eval.py applies), for a given input size."""
+
+    def __init__(self, input_size):
+        self.input_size = tuple(input_size)
+
+
+def _load_items(coco, resizer):
+    items = []
+    for img in coco["images"]:
+        frame = cv2.imread(img["path"])
+        if frame is None:
+            raise OteError(f"{img['path']}: cannot read image")
+        tensor, scale = resizer.preprocess(frame)
+        items.append((img["id"], tensor.numpy()[None], scale, frame.shape[:2]))
+    return items
+
+
+def decode_detection_out(rows, input_size, scale, frame_hw):
+    """DetectionOutput rows [1, 1, N, 7] -> [N, 5] (x1, y1, x2, y2, score) in frame pixels."""
+    width, height = input_size
+    rows = np.asarray(rows).reshape(-1, 7)
+    end = np.nonzero(rows[:, 0] < 0)[0]
+    rows = rows[: end[0]] if end.size else rows
+    boxes = rows[:, 3:7] * np.array([width, height, width, height], np.float32)
+    det = np.concatenate([boxes, rows[:, 2:3]], axis=1).astype(np.float32)
+    det = FramePredictor.postprocess(np.concatenate([det, np.zeros((len(det), 1), np.float32)], 1), scale, frame_hw)
+    return det[:, :5]
+
+
+def ir_average_precision(compiled, items, coco, input_size):
+    """COCO AP (%) of an OpenVINO compiled model on preprocessed ``items``."""
+    request = compiled.create_infer_request()
+    dets = {}
+    for key, tensor, scale, frame_hw in items:
+        request.infer({0: tensor})
+        dets[key] = decode_detection_out(request.get_output_tensor(0).data, input_size, scale, frame_hw)
+    return float(evaluate_detections(coco, dets, ["ap"])["ap"])
+
+
+def post_training_quantization(task, load_weights, train_ann_files, train_data_roots, out_dir, val_ann_files=None,
+                               val_data_roots=None, max_drop=1.0, input_size=None, settings=None, subset_size=300):
+    """Write the INT8 IR (``model.xml``/``.bin``) and ``ptq_info.yaml`` to ``out_dir``; returns the info dict."""
+    import openvino as ov
+    nncf = import_nncf()
+    if not val_ann_files:
+        raise OteError("--ptq needs --val-ann-files/--val-data-roots: the accuracy of the quantized model is "
+                       "measured on them")
+    model, snapshot_size = task.load_snapshot(load_weights)
+    size = tuple(input_size or snapshot_size)
+    train_coco = load_coco_files(train_ann_files, train_data_roots, task.classes)
+    val_coco = load_coco_files(val_ann_files, val_data_roots, task.classes)
+    start = time.time()
+    fp32, _ = convert_to_openvino(model, size)
+    resizer = _Resizer(size)
+    calib = _load_items(train_coco, resizer)
+    val = _load_items(val_coco, resizer)
+    num_init = quantization_params((settings.algorithms if settings else {}).get("quantization") or {})[0]
+    subset = max(1, min(len(calib), max(num_init, subset_size)))
+
+    def validate(compiled, _items):
+        return ir_average_precision(compiled, val, val_coco, size)
+
+    log.info("PTQ: calibration on %d training image(s), accuracy control on %d validation image(s), max drop %.2f "
+             "AP points", subset, len(val), max_drop)
+    quantized = nncf.quantize_with_accuracy_control(
+        fp32, nncf.Dataset(calib, lambda item: item[1]), nncf.Dataset(val, lambda item: item[1]),
+        validation_fn=validate, max_drop=float(max_drop), drop_type=nncf.DropType.ABSOLUTE,
+        preset=nncf.QuantizationPreset.MIXED, subset_size=subset)
+    elapsed = time.time() - start
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    ap_fp32 = ir_average_precision(core.compile_model(fp32, "CPU", config), val, val_coco, size)
+    ap_int8 = ir_average_precision(core.compile_model(quantized, "CPU", config), val, val_coco, size)
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".ptq.", dir=out_dir)
+    try:
+        save_openvino(quantized, os.path.join(tmp, "model.xml"))
+        info = {"template": task.name, "source_snapshot": os.path.abspath(load_weights), "input_size": list(size),
+                "method": "nncf.quantize_with_accuracy_control (OpenVINO backend, preset mixed)",
+                "max_drop_ap_points": float(max_drop), "calibration_images": subset,
+                "validation_images": len(val), "ap_fp32_ir": ap_fp32, "ap_int8_ir": ap_int8,
+                "seconds": round(elapsed, 1)}
+        with open(os.path.join(tmp, "ptq_info.yaml"), "w", encoding="utf-8") as f:
+            yaml.safe_dump(info, f, sort_keys=False)
+        for name in ("model.bin", "ptq_info.yaml", "model.xml"):  # .bin before .xml
+            os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("PTQ: AP %.2f (FP32 IR) -> %.2f (INT8 IR) in %.0f s; wrote %s", ap_fp32, ap_int8, elapsed,
+             os.path.join(out_dir, "model.xml"))
+    return info

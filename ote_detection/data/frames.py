@@ -1,0 +1,372 @@
+"""Frame sources and sinks of the demo: a camera, a video file or stream, an image, or a folder of images in;
+an annotated video, one image or a folder of images out.
+
+``open_source(spec)`` checks the input at once (the camera opens, the video's first frame decodes, the
+folder holds images) and fails with one line (``OteError``) otherwise. A source iterates over ``Frame``
+(index, name, BGR uint8 image); ``kind`` is 'camera', 'video', 'image' or 'folder'; ``total`` the number
+of frames when known (a video's count is the container's, which may be approximate); ``fps`` the
+video's or camera's rate when known.
+
+``open_sink(output, source)`` writes annotated frames: ``*.mp4`` / ``*.avi`` / ``*.mkv`` / ``*.mov``
+a video (written to a temporary file beside it and moved into place when closed: a failed run leaves
+an existing file as it was), an image suffix for a single-image source one image, anything else a
+folder of images named after the source's frames.
+"""
+
+import contextlib
+import os
+import re
+import tempfile
+
+import cv2
+import numpy as np
+
+from ..utils.errors import OteError
+from ..utils.fileio import file_mode
+from .transforms import read_image
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_EXTS = {".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+DEFAULT_VIDEO_FPS = 25.0
+IMAGES_VIDEO_FPS = 5.0  # a folder of images written as a video: a slide show
+
+__all__ = ["Frame", "open_source", "open_sink", "IMAGE_EXTS", "VIDEO_EXTS", "quiet_opencv", "count_video_frames",
+           "write_video"]
+
+
+class Frame:
+    __slots__ = ("index", "name", "image")
+
+    def __init__(self, index, name, image):
+        self.index, self.name, self.image = index, name, image
+
+
+# FFmpeg's own messages (e.g. "moov atom not found", decoding errors of a damaged frame) go straight to
+# stderr at the level fixed when OpenCV first initialises FFmpeg: quiet unless the user asks for them.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull():
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (an embedded interpreter)
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def quiet_opencv():
+    """Silence OpenCV's (and FFmpeg's) own log lines while probing a device or file: a failure is then
+    reported as our one line instead of backend warnings."""
+    try:
+        from cv2.utils import logging as cvlog
+        old = cvlog.getLogLevel()
+        cvlog.setLogLevel(cvlog.LOG_LEVEL_SILENT)
+    except (ImportError, AttributeError):  # an OpenCV build without cv2.utils.logging
+        cvlog = None
+    try:
+        with _stderr_to_devnull():
+            yield
+    finally:
+        if cvlog is not None:
+            cvlog.setLogLevel(old)
+
+
+def _natural_key(name):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+class _Source:
+    kind = None
+    total = None
+    fps = None
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class CaptureSource(_Source):
+    """A camera (index), a stream URL or a video file, read with cv2.VideoCapture."""
+
+    def __init__(self, spec, kind):
+        super().__init__(spec)
+        self.kind = kind
+        what = f"camera {spec}" if kind == "camera" else str(spec)
+        with quiet_opencv():
+            self.cap = cv2.VideoCapture(spec)
+            ok = self.cap.isOpened()
+            first = self.cap.read()[1] if ok else None
+        if first is None:
+            self.cap.release()
+            if kind == "camera":
+                raise OteError(f"camera {spec}: cannot be opened (no camera with this index, it is in use, "
+                               "or access is denied)")
+            if kind == "stream":
+                raise OteError(f"{spec}: cannot open the stream (wrong address, or unreachable)")
+            raise OteError(f"{what}: cannot be read as a video (not a video file, empty, or a codec this "
+                           "OpenCV build lacks)")
+        self._first = first
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else None
+        if kind == "video":
+            count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            self.total = count if count > 0 else None
+        self.stem = "camera" if kind == "camera" else "frame"
+
+    def __iter__(self):
+        index, frame = 0, self._first
+        self._first = None
+        while frame is not None:
+            yield Frame(index, f"{self.stem}_{index:06d}.jpg", frame)
+            index += 1
+            ok, frame = self.cap.read()
+            if not ok:
+                frame = None
+
+    def close(self):
+        self.cap.release()
+
+
+class ImageSource(_Source):
+    """One image file, or the images of a folder (not recursive, natural name order)."""
+
+    def __init__(self, spec, paths, kind):
+        super().__init__(spec)
+        self.kind = kind
+        self.paths = paths
+        self.total = len(paths)
+        # decode the first image now: a bad file fails before the model is loaded
+        self._first = read_image(paths[0])
+
+    def __iter__(self):
+        for index, path in enumerate(self.paths):
+            image = self._first if index == 0 and self._first is not None else read_image(path)
+            self._first = None
+            yield Frame(index, os.path.basename(path), image)
+
+
+def open_source(spec):
+    """A frame source for ``spec``: a camera index ('0'), a stream URL, a video file, an image file or a
+    folder of images. Raises OteError with one line when it cannot be read."""
+    spec = str(spec).strip()
+    if re.fullmatch(r"\d+", spec):
+        return CaptureSource(int(spec), "camera")
+    if "://" in spec:
+        return CaptureSource(spec, "stream")
+    if not os.path.exists(spec):
+        raise OteError(f"{spec}: no such file or folder (--video takes a camera index, a video file, an image "
+                       "or a folder of images)")
+    if os.path.isdir(spec):
+        names = sorted((n for n in os.listdir(spec) if n.lower().endswith(IMAGE_EXTS)
+                        and os.path.isfile(os.path.join(spec, n))), key=_natural_key)
+        if not names:
+            raise OteError(f"{spec}: folder has no images ({', '.join(IMAGE_EXTS)})")
+        return ImageSource(spec, [os.path.join(spec, n) for n in names], "folder")
+    if not os.access(spec, os.R_OK):
+        raise OteError(f"{spec}: not readable (permission denied)")
+    if spec.lower().endswith(IMAGE_EXTS):
+        return ImageSource(spec, [spec], "image")
+    return CaptureSource(spec, "video")
+
+
+def write_video(path, images, fps=DEFAULT_VIDEO_FPS, size=None):
+    """Write BGR ``images`` (resized to ``size`` (w, h), default the first image's) as a video file
+    (codec by suffix: mp4v for .mp4); returns ``path``. Used to make test and benchmark videos."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in VIDEO_EXTS:
+        raise OteError(f"{path}: not a video suffix ({', '.join(VIDEO_EXTS)})")
+    writer = None
+    try:
+        for image in images:
+            if size is None:
+                size = (image.shape[1], image.shape[0])
+            if writer is None:
+                writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*VIDEO_EXTS[ext]), float(fps), tuple(size))
+                if not writer.isOpened():
+                    raise OteError(f"{path}: OpenCV cannot write {VIDEO_EXTS[ext]} video here")
+            if (image.shape[1], image.shape[0]) != tuple(size):
+                image = cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA)
+            writer.write(image)
+    finally:
+        if writer is not None:
+            writer.release()
+    return path
+
+
+def count_video_frames(path):
+    """Number of frames a video file really decodes to (reads them all)."""
+    with quiet_opencv():
+        cap = cv2.VideoCapture(os.fspath(path))
+    count = 0
+    try:
+        while cap.read()[0]:
+            count += 1
+    finally:
+        cap.release()
+    return count
+
+
+# ----------------------------------------------------------------------------------------------- sinks
+
+class VideoSink:
+    """Frames into a video file (all frames at the first frame's size), moved into place on close."""
+
+    kind = "video"
+
+    def __init__(self, path, fps):
+        self.path = os.fspath(path)
+        self.fps = float(fps)
+        self.ext = os.path.splitext(self.path)[1].lower()
+        self.writer = None
+        self.size = None
+        self.count = 0
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".", suffix=self.ext,
+                                        dir=directory)
+        os.close(fd)
+        os.chmod(self.tmp, file_mode())  # an ordinary file of the user, not mkstemp's 0600
+
+    def write(self, name, image):
+        h, w = image.shape[:2]
+        if self.writer is None:
+            self.size = (w, h)
+            with quiet_opencv():
+                self.writer = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*VIDEO_EXTS[self.ext]), self.fps,
+                                              self.size)
+            if not self.writer.isOpened():
+                self.abort()
+                raise OteError(f"{self.path}: OpenCV cannot write this video format here "
+                               f"({VIDEO_EXTS[self.ext]} in {self.ext}); try .mp4, .avi or a folder")
+        if (w, h) != self.size:  # images of mixed sizes: letterbox into the first one's size
+            scale = min(self.size[0] / w, self.size[1] / h)
+            nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+            canvas = np.zeros((self.size[1], self.size[0], 3), np.uint8)
+            canvas[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+            image = canvas
+        self.writer.write(image)
+        self.count += 1
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+        if self.count:
+            os.replace(self.tmp, self.path)
+        elif os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+    def abort(self):
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+    def describe(self):
+        return f"{self.path} ({self.count} frames, {self.fps:g} FPS)"
+
+
+def _write_image(path, image):
+    ext = os.path.splitext(path)[1].lower() or ".png"
+    ok, data = cv2.imencode(ext, image)
+    if not ok:
+        raise OteError(f"{path}: OpenCV cannot encode {ext} images")
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    os.chmod(tmp, file_mode())
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.tobytes())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class ImageFolderSink:
+    """Each frame as an image in a folder, named after the source frame (``suffix`` forces a format,
+    e.g. '.png', lossless)."""
+
+    kind = "folder"
+
+    def __init__(self, path, suffix=None):
+        self.path = os.fspath(path)
+        self.suffix = suffix
+        self.count = 0
+        os.makedirs(self.path, exist_ok=True)
+
+    def write(self, name, image):
+        if self.suffix:
+            name = os.path.splitext(name)[0] + self.suffix
+        _write_image(os.path.join(self.path, name), image)
+        self.count += 1
+
+    def close(self):
+        pass
+
+    abort = close
+
+    def describe(self):
+        return f"{self.path}{os.sep} ({self.count} images)"
+
+
+class ImageFileSink:
+    """The single frame of an image source as one image file."""
+
+    kind = "image"
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.count = 0
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+
+    def write(self, name, image):
+        if self.count:
+            raise OteError(f"{self.path}: an image file holds one frame; give a folder or a video for more")
+        _write_image(self.path, image)
+        self.count += 1
+
+    def close(self):
+        pass
+
+    abort = close
+
+    def describe(self):
+        return self.path
+
+
+def open_sink(output, source, image_suffix=None):
+    """Where annotated frames go: a video for a video suffix, one image for an image suffix (single-image
+    sources only), else a folder of images."""
+    output = os.fspath(output)
+    ext = os.path.splitext(output)[1].lower()
+    if ext in VIDEO_EXTS:
+        fps = source.fps or (IMAGES_VIDEO_FPS if source.kind in ("image", "folder") else DEFAULT_VIDEO_FPS)
+        return VideoSink(output, fps)
+    if ext in IMAGE_EXTS and not os.path.isdir(output):
+        if source.kind != "image":
+            raise OteError(f"{output}: an image file holds one frame, but {source.spec} gives several; "
+                           "give a folder or a video file (.mp4, .avi)")
+        return ImageFileSink(output)
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise OteError(f"{output}: exists and is not a folder, a video (.mp4, .avi, .mkv, .mov) or an image")
+    return ImageFolderSink(output, image_suffix)

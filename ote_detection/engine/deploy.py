@@ -1,0 +1,132 @@
+"""Deployment input size: run a model at another input size than the one it was trained at.
+
+A detector trained at 256x256 finds faces of 12-50 px in a 1920x1080 frame far better when it sees the
+frame at, say, 1280x736 (the weights do not depend on the input size: SSD priors, FCOS/ATSS points are
+regenerated for the feature-map sizes). ``deployment_input_size`` turns what the user gives into (w, h):
+
+* ``None``: the default (the snapshot's own input size, or the template's);
+* ``W`` or ``(W, W)``: a square input; ``(W, H)``: exactly that;
+* ``(W, None)`` ("``--input-size 1280x``"): width ``W``, the height from the frames' aspect ratio
+  (``frame_hw``), or from ``aspect`` (e.g. ``"16:9"``) where there are no frames (export), **rounded up**
+  to a multiple of the model's stride. Rounding up, not to the nearest: the frame letterboxed into the
+  input (``keep_ratio``) then keeps the full width, and the few rows of padding at the bottom cost less
+  than scaling the whole frame down (1280x for 1920x1080 gives 1280x736, 960x gives 960x544, 640x gives
+  640x384). The width is used as given.
+
+With the aspect kept, the frame should be letterboxed (``FramePredictor(keep_ratio=True)``), which
+maps boxes back to the frame's pixels; a stretched frame of about the same aspect works too.
+"""
+
+import math
+from fractions import Fraction
+
+from ..utils.errors import OteError
+
+DEFAULT_ASPECT = (16, 9)
+DEFAULT_STRIDE = 32
+
+__all__ = ["deployment_input_size", "parse_aspect", "model_stride", "DEFAULT_ASPECT"]
+
+
+def parse_aspect(aspect):
+    """``'16:9'``, ``'16/9'``, ``'1.777'``, ``(16, 9)`` or a number -> width / height as a float > 0."""
+    if aspect is None:
+        return DEFAULT_ASPECT[0] / DEFAULT_ASPECT[1]
+    try:
+        if isinstance(aspect, (tuple, list)):
+            w, h = (float(v) for v in aspect)
+            value = w / h
+        elif isinstance(aspect, str):
+            text = aspect.strip().replace("/", ":")
+            if ":" in text:
+                w, h = (float(v) for v in text.split(":"))
+                value = w / h
+            else:
+                value = float(Fraction(text))
+        else:
+            value = float(aspect)
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
+        raise OteError(f"aspect ratio {aspect!r} is not W:H (e.g. 16:9) or a number") from exc
+    if not math.isfinite(value) or value <= 0:
+        raise OteError(f"aspect ratio {aspect!r} is not positive")
+    return value
+
+
+def _stride_of(head):
+    for owner in (getattr(head, "anchor_generator", None), getattr(head, "prior_generator", None), head):
+        strides = getattr(owner, "strides", None)
+        if strides:
+            flat = [s[0] if isinstance(s, (tuple, list)) else s for s in strides]
+            return int(max(flat))
+    return None
+
+
+def model_stride(model, default=DEFAULT_STRIDE):
+    """The largest stride of the head (32 for our SSDs; the top FPN level for FCOS/ATSS).
+
+    ``model``: a detector, an ``InferenceModel`` or anything with ``.detector.bbox_head`` / ``.bbox_head``,
+    or a model config dict (``cfg.model``: ``bbox_head.anchor_generator.strides`` or ``bbox_head.strides``).
+    """
+    if isinstance(model, dict):
+        head = model.get("bbox_head") or {}
+        for owner in (head.get("anchor_generator") or {}, head.get("prior_generator") or {}, head):
+            strides = owner.get("strides")
+            if strides:
+                return int(max(s[0] if isinstance(s, (tuple, list)) else s for s in strides))
+        return int(default)
+    detector = getattr(model, "detector", model)
+    head = getattr(detector, "bbox_head", None)
+    stride = _stride_of(head) if head is not None else None
+    return int(stride or default)
+
+
+def deployment_input_size(spec, frame_hw=None, aspect=None, stride=DEFAULT_STRIDE, default=None):
+    """The network input (w, h) for ``spec``.
+
+    Args:
+        spec: None, an int ``W``, or a pair ``(W, H)`` / ``(W, None)`` (e.g. ``cli.InputSize``).
+        frame_hw: (height, width) of the frames (all frames of a set share it, as a video's do);
+            used for ``(W, None)``; wins over ``aspect``.
+        aspect: width / height where there are no frames (``'16:9'``, a number or a pair); default 16:9.
+        stride: the model's largest stride; the derived height is rounded up to a multiple of it.
+        default: returned for ``spec=None`` (the snapshot's own input size).
+    """
+    if spec is None:
+        if default is None:
+            raise OteError("no input size given and no default")
+        return tuple(int(v) for v in default)
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        width, height = int(spec), int(spec)
+    else:
+        try:
+            width, height = spec
+        except (TypeError, ValueError) as exc:
+            raise OteError(f"input size {spec!r} is not W, (W, H) or (W, None)") from exc
+        width = int(width)
+        if height is not None:
+            height = int(height)
+    if width <= 0 or (height is not None and height <= 0):
+        raise OteError(f"input size {spec!r} is not positive")
+    if height is None:
+        stride = max(1, int(stride))
+        if frame_hw is not None:
+            fh, fw = (float(v) for v in frame_hw[:2])
+            if fh <= 0 or fw <= 0:
+                raise OteError(f"frame size {frame_hw!r} is not positive")
+            ratio = fw / fh
+        else:
+            ratio = parse_aspect(aspect)
+        height = max(stride, int(math.ceil(width / ratio / stride - 1e-9)) * stride)
+    return width, height
+
+
+def common_frame_hw(images):
+    """(h, w) shared by the most COCO ``images`` entries (with width/height), for ``deployment_input_size``."""
+    counts = {}
+    for img in images:
+        if img.get("height") and img.get("width"):
+            hw = (int(img["height"]), int(img["width"]))
+            counts[hw] = counts.get(hw, 0) + 1
+    if not counts:
+        return None
+    return max(counts.items(), key=lambda kv: kv[1])[0]

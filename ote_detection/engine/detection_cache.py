@@ -1,0 +1,98 @@
+"""A disposable cache of detections per (weights content, precision, input size, image list).
+
+Every entry is a .npz of float32 arrays [N, K]. The cache is never trusted: an entry that cannot be
+read (truncated, not a zip, wrong arrays, another count of images) is removed and recomputed with a
+warning, never a traceback; a cache folder that cannot be written only costs the caching (warning).
+The key covers the content of the weights (sha256 of the .pth, or of the IR's .xml and .bin), the
+template name, the precision, the input size, a format version and each image's path, size and
+modification time, so entries of other models, templates or images are never picked up.
+"""
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import zipfile
+
+import numpy as np
+
+from ..utils.errors import OteError
+from ..utils.fileio import atomic_path, sha256sum
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DetectionCache", "is_ir"]
+
+IR_SUFFIXES = (".xml", ".bin")
+FORMAT_VERSION = 2
+
+
+def is_ir(path):
+    return str(path).lower().endswith(IR_SUFFIXES)
+
+
+class DetectionCache:
+    """``key(...)`` -> ``load(key)`` (list of arrays, or None) / ``save(key, dets)``. ``cache_dir`` None: off."""
+
+    def __init__(self, cache_dir, template=None):
+        self.cache_dir = cache_dir or None
+        self.template = template
+
+    def key(self, weights, variant, input_size, paths):
+        """``variant``: how the detections were made besides weights and size (precision, resizing, tiling)."""
+        digest = hashlib.sha256()
+        files = [weights] if not is_ir(weights) else [os.path.splitext(weights)[0] + s for s in IR_SUFFIXES]
+        for f in files:
+            digest.update(sha256sum(f).encode())
+        digest.update(json.dumps([FORMAT_VERSION, self.template, variant,
+                                  list(input_size) if input_size is not None else None]).encode())
+        for p in paths:
+            st = os.stat(p)
+            digest.update(f"{os.path.abspath(p)}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return digest.hexdigest()[:32]
+
+    def _path(self, key):
+        return os.path.join(self.cache_dir, key + ".npz")
+
+    def _drop(self, path, why):
+        log.warning("detection cache: %s is unreadable (%s); recomputing", path, why)
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+    def load(self, key, expected=None):
+        """The cached list of arrays, or None (absent, unreadable: removed with a warning, or not
+        ``expected`` entries long)."""
+        if not self.cache_dir or key is None:
+            return None
+        path = self._path(key)
+        if not os.path.isfile(path):
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                names = [f"d{i}" for i in range(len(data.files))]
+                if sorted(names) != sorted(data.files):
+                    raise ValueError("unexpected arrays")
+                dets = [np.asarray(data[n]) for n in names]
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, RuntimeError) as exc:
+            self._drop(path, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            return None
+        if expected is not None and len(dets) != expected:
+            self._drop(path, f"{len(dets)} entries, expected {expected}")
+            return None
+        for d in dets:
+            if d.ndim != 2 or not np.issubdtype(d.dtype, np.floating) or not np.all(np.isfinite(d)):
+                self._drop(path, f"an entry of shape {d.shape} / {d.dtype} is not a finite [N, K] float array")
+                return None
+        return dets
+
+    def save(self, key, dets):
+        if not self.cache_dir or key is None:
+            return
+        try:
+            os.makedirs(self.cache_dir, exist_ok=True)
+            with atomic_path(self._path(key)) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, **{f"d{i}": np.asarray(d, dtype=np.float32) for i, d in enumerate(dets)})
+        except (OSError, OteError) as exc:
+            log.warning("detection cache: not saved (%s)", exc)

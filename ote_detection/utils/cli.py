@@ -1,0 +1,176 @@
+"""argparse ``type=`` functions: every numeric, size and path argument is checked when parsed.
+
+A bad value ends in argparse's own one line (``prog: error: argument --epochs: ...``) and exit
+code 2, before anything is loaded. The values are used as given: 0 stays 0 (never replaced by a
+default because it is falsy).
+"""
+
+import argparse
+import math
+import os
+from typing import NamedTuple, Optional
+
+__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "InputSize",
+           "input_size", "input_size_or_width", "seed", "existing_file", "existing_dir", "output_dir", "output_file"]
+
+
+def _number(text, kind):
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text):
+    value = _number(text, int)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive integer (1 or more)")
+    return value
+
+
+def non_negative_int(text):
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
+    return value
+
+
+def positive_float(text):
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be greater than 0")
+    return value
+
+
+def non_negative_float(text):
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
+    return value
+
+
+class InputSize(NamedTuple):
+    """Network input size; ``height`` is None for 'Wx' (keep the aspect ratio, width given)."""
+    width: int
+    height: Optional[int]
+
+
+MIN_SIDE, MAX_SIDE = 32, 8192
+
+
+def _side(part, text):
+    try:
+        value = int(part)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: give W or WxH in pixels, e.g. 128 or 160x128") \
+            from None
+    if value < MIN_SIDE or value > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"{text!r}: each side must be between {MIN_SIDE} and {MAX_SIDE} pixels")
+    return value
+
+
+def _parse_size(text, allow_width_only):
+    t = str(text).strip().lower()
+    if allow_width_only and t.endswith("x") and t.count("x") == 1:
+        return InputSize(_side(t[:-1], text), None)
+    parts = t.split("x")
+    if len(parts) == 1:
+        side = _side(parts[0], text)
+        return InputSize(side, side)
+    if len(parts) == 2:
+        return InputSize(_side(parts[0], text), _side(parts[1], text))
+    raise argparse.ArgumentTypeError(f"{text!r} is not a size: give W or WxH in pixels, e.g. 128 or 160x128")
+
+
+def input_size(text):
+    """'128' -> (128, 128); '160x128' -> (160, 128) (width x height). Each side 32..8192."""
+    return _parse_size(text, allow_width_only=False)
+
+
+def input_size_or_width(text):
+    """As ``input_size``, and also 'Wx' -> (W, None): width given, height from the frames' aspect ratio."""
+    return _parse_size(text, allow_width_only=True)
+
+
+def seed(text):
+    value = _number(text, int)
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be between 0 and 2**32 - 1")
+    return value
+
+
+def existing_file(text):
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"{text}: file not found")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text}: is a folder, not a file")
+    if not os.access(text, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{text}: not readable")
+    return text
+
+
+def existing_dir(text):
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text}: " + ("is a file, not a folder" if os.path.exists(text)
+                                                        else "folder not found"))
+    return text
+
+
+def _first_existing_parent(path):
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def output_dir(text):
+    """A folder to write into: existing folder, or creatable (nearest existing parent is a folder)."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text}: exists and is not a folder")
+    base = _first_existing_parent(text)
+    if not os.path.isdir(base):
+        raise argparse.ArgumentTypeError(f"{text}: cannot be created, {base} is a file")
+    return text
+
+
+def output_file(text):
+    """A file to write: not a folder; its nearest existing parent is a folder."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file name")
+    base = _first_existing_parent(os.path.dirname(os.path.abspath(text)))
+    if not os.path.isdir(base):
+        raise argparse.ArgumentTypeError(f"{text}: cannot be created, {base} is a file")
+    return text
+
+
+def fraction(text):
+    """A number in [0, 1)."""
+    value = _number(text, float)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not in [0, 1)")
+    return value
+
+
+def add_tiling_args(parser):
+    """``--tile``, ``--tile-overlap``, ``--tile-scale``: the tiled inference of ``engine/tiling.py``
+    (eval.py and visualize.py offer the same options)."""
+    parser.add_argument("--tile", action="store_true",
+                        help="tiled inference: a full-frame pass plus overlapping tiles cut from the frame at the "
+                             "network's input size, merged with NMS; finds small faces of big frames at the cost of "
+                             "one network run per tile")
+    parser.add_argument("--tile-overlap", type=fraction, default=0.25,
+                        help="least overlap of neighbouring tiles, as a share of the tile (default: %(default)s)")
+    parser.add_argument("--tile-scale", type=positive_float, default=1.0,
+                        help="network pixels per frame pixel inside a tile (default 1: tiles at the frame's own "
+                             "resolution; 0.5: tiles twice the input size, shrunk)")
+
+
+def tiling_options(args):
+    """The ``tile`` argument of ``apis.predictor.make_predictor`` for parsed ``add_tiling_args`` flags."""
+    return dict(overlap=args.tile_overlap, tile_scale=args.tile_scale) if args.tile else None

@@ -1,0 +1,189 @@
+"""compress.py: NNCF quantization (QAT) to an INT8 IR, NNCF magnitude sparsity, torch-pruning filter pruning.
+
+Real NNCF, real OpenVINO, real images, tiny settings (64-256 px, 2 images, 1-2 epochs). Starting weights:
+the Open Model Zoo 0200 IR imported into a snapshot (quantizing an untrained model diverges).
+NNCF compiles a C++ extension on first use: run_tests.sh keeps it in .torch_extensions.
+"""
+
+import copy
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, copy_airport_subset, run_tool, template_path
+from test_omz_import import imported_snapshot, real_images
+
+os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(REPO, ".torch_extensions"))
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CONFIG = os.path.join(REPO, "model_templates", "face-detection", "face-detection-0200", "compression_config.json")
+
+
+def _compress(work_dir, data, out, *flags):
+    ann, root = data
+    env_args = ["--train-ann-files", ann, "--train-data-roots", root, "--save-checkpoints-to", str(out),
+                "--batch-size", "2", "--workers", "0", "--input-size", "64"]
+    return run_tool([os.path.join(str(work_dir), "compress.py"), *env_args, *flags], cwd=str(work_dir))
+
+
+def _tiny_config(tmp_path, **changes):
+    """The template's compression config with some parts changed (short schedules for tests)."""
+    with open(CONFIG, encoding="utf-8") as f:
+        cfg = json.load(f)
+    for part, fn in changes.items():
+        fn(cfg[part])
+    path = tmp_path / "compression_config.json"
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def airport2(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("airport2"))
+    ann, _ = copy_airport_subset(root, n=2)
+    return ann, root
+
+
+def test_no_algorithm_is_one_line_error(work_dir_0200, airport2, tmp_path):
+    r = _compress(work_dir_0200, airport2, tmp_path / "out", "--load-weights", "x.pth")
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "no compression algorithm enabled" in lines[0], r.stderr
+    r = _compress(work_dir_0200, airport2, tmp_path / "out", "--nncf-sparsity", "--nncf-pruning",
+                  "--load-weights", "x.pth")
+    assert r.returncode == 2 and "not supported" in r.stderr
+
+
+def test_quantized_ir_runs_int8_close_to_fp32():
+    """QAT model of 0200 (NNCF range init on real images) -> IR with FakeQuantize; its convolutions run
+    in u8 on the CPU and its detections on a real frame are those of the FP32 model, within a tolerance."""
+    import openvino as ov
+    from ote_detection.apis.task import Task
+    from ote_detection.compression.quantization import is_nncf_model, quantize_model
+    from ote_detection.engine.checkpoint import load_weights
+    from ote_detection.engine.predictor import TorchPredictor
+    from ote_detection.export.openvino_export import convert_to_openvino, save_openvino
+    from ote_detection.export.openvino_predictor import OpenVINOPredictor, match_detections
+    from ote_detection.models.inference import InferenceModel
+
+    snapshot, _ = imported_snapshot()
+    task = Task(template_path())
+    det = task.build_detector()
+    load_weights(det, snapshot)
+    det.eval()
+    size = (256, 256)
+    frames = [cv2.imread(p) for p in real_images(n_airport=3, n_wider=2)]
+    fp32 = TorchPredictor(InferenceModel(det, task.img_norm_cfg), size)
+    calib = [(fp32.preprocess(f)[0].flip(0) / 255)[None] for f in frames[1:]]  # RGB 0..1, as the model takes
+    q = quantize_model(copy.deepcopy(det), calib)
+    assert is_nncf_model(q) and not is_nncf_model(det)
+    model, _ = convert_to_openvino(InferenceModel(q, task.img_norm_cfg).eval(), size)
+    assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops()) >= 60
+    xml = os.path.join(os.path.dirname(snapshot), "int8", "model.xml")
+    save_openvino(model, xml)
+    pred = OpenVINOPredictor(xml, precision="f32", threads=1)
+    precisions = [op.get_rt_info()["runtimePrecision"].astype(str) for op in pred.compiled.get_runtime_model().get_ops()
+                  if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
+    assert precisions and all(p in ("u8", "i8") for p in precisions), precisions
+    ref = fp32.predict_frames(frames[:1])[0]
+    out = pred.predict_frames(frames[:1])[0]
+    assert out.shape[1] == 6 and len(ref) and len(out)
+    m = match_detections(ref, out, min_score=0.5)
+    # the FP32 model's confident faces are found by the INT8 IR at nearly the same place and score
+    assert m["matched"] >= 1 and not m["unmatched_a"], m
+    assert m["min_iou"] > 0.7 and m["max_score_diff"] < 0.3, m
+    assert not isinstance(ov, type(None))
+
+
+def test_compress_quantization_checkpoint_resumes_and_evaluates(work_dir_0200, airport2, tmp_path):
+    from ote_detection.apis.evaluate import evaluate
+    from ote_detection.compression import restore_compressed_model
+    from ote_detection.engine.checkpoint import load_checkpoint_file
+    snapshot, _ = imported_snapshot()
+    out = tmp_path / "q"
+    r = _compress(work_dir_0200, airport2, out, "--nncf-quantization", "--load-weights", snapshot, "--epochs", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = load_checkpoint_file(str(out / "latest.pth"))
+    comp = ckpt["meta"]["compression"]
+    assert comp["parts"] == ["nncf_quantization"] and comp["state"]["quantized"] and comp["nncf"]
+    assert ckpt["meta"]["epoch"] == 1 and ckpt["meta"]["input_size"] == [64, 64]
+    assert any("__nncf_hooks" in k for k in ckpt["state_dict"])
+    # the config's learning rate (0.00025, fixed policy: OTE's _delete_ of model.py's lr_config)
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.00025)
+    r = _compress(work_dir_0200, airport2, out, "--nncf-quantization", "--resume-from", str(out / "latest.pth"),
+                  "--epochs", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    resumed = load_checkpoint_file(str(out / "latest.pth"))
+    assert resumed["meta"]["epoch"] == 2 and resumed["meta"]["compression"]["nncf"] == comp["nncf"]
+    from ote_detection.apis.task import Task
+    model = restore_compressed_model(Task(template_path()).build_detector(), resumed)
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, 64, 64))
+    ann, root = airport2
+    metrics = evaluate(str(work_dir_0200 / "template.yaml"), str(out / "latest.pth"), test_ann_files=ann,
+                       test_data_roots=root)
+    for key in ("ap", "ap_64x64", "size", "complexity"):
+        assert key in metrics
+
+
+def test_sparsity_reaches_configured_level_at_configured_step(work_dir_0200, airport2, tmp_path):
+    from ote_detection.engine.checkpoint import load_checkpoint_file
+    snapshot, _ = imported_snapshot()
+
+    def short(part):
+        part["nncf_config"]["compression"][0]["params"].update(multistep_sparsity_levels=[0.2, 0.5],
+                                                               multistep_steps=[1])
+    config = _tiny_config(tmp_path, nncf_sparsity=short)
+    out = tmp_path / "s"
+    r = _compress(work_dir_0200, airport2, out, "--nncf-sparsity", "--load-weights", snapshot, "--epochs", "2",
+                  "--compression-config", config)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for epoch, level in ((1, 0.2), (2, 0.5)):
+        ckpt = load_checkpoint_file(str(out / f"epoch_{epoch}.pth"))
+        assert ckpt["meta"]["compression"]["state"]["sparsity_level"] == level
+        masks = [v for k, v in ckpt["state_dict"].items() if k.endswith("binary_mask")]
+        assert len(masks) >= 60  # every convolution weight
+        zeros = sum(int((~m.bool()).sum()) for m in masks) / sum(m.numel() for m in masks)
+        assert zeros == pytest.approx(level, abs=0.01)
+
+
+def test_pruning_removes_filters_and_the_pruned_model_exports_and_runs(work_dir_0200, airport2, tmp_path):
+    from ote_detection.apis.export import export
+    from ote_detection.apis.task import Task
+    from ote_detection.engine.checkpoint import load_checkpoint_file
+    from ote_detection.export.openvino_predictor import OpenVINOPredictor
+    snapshot, _ = imported_snapshot()
+
+    def short(part):
+        part["nncf_config"]["compression"][0]["params"].update(pruning_init=0.1, pruning_target=0.3, pruning_steps=1)
+    config = _tiny_config(tmp_path, nncf_pruning=short)
+    out = tmp_path / "p"
+    r = _compress(work_dir_0200, airport2, out, "--nncf-pruning", "--load-weights", snapshot, "--epochs", "2",
+                  "--compression-config", config)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = load_checkpoint_file(str(out / "latest.pth"))
+    shapes = ckpt["meta"]["compression"]["shapes"]
+    assert ckpt["meta"]["compression"]["state"]["pruning_ratio"] == pytest.approx(0.3)
+    original = Task(template_path()).build_detector()
+    orig = {n: m.out_channels for n, m in original.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    # the expansion convolutions of the inverted residual blocks: 30% of their filters are gone
+    expansion = [n for n in orig if n.startswith("backbone") and n.endswith("conv1.conv") and "unit" in n]
+    kept = sum(shapes[n][1] for n in expansion) / sum(orig[n] for n in expansion)
+    assert kept == pytest.approx(0.7, abs=0.03)
+    # the head's depthwise convolutions (OTE's ignored scopes) and the prediction convolutions keep theirs
+    for n in orig:
+        if n.startswith("bbox_head"):
+            assert shapes[n][1] == orig[n], n
+    params = sum(v.numel() for k, v in ckpt["state_dict"].items() if not k.endswith(("running_mean", "running_var",
+                                                                                      "num_batches_tracked")))
+    assert params < 0.8 * sum(p.numel() for p in original.parameters())
+    xml = export(str(work_dir_0200 / "template.yaml"), str(out / "latest.pth"), str(tmp_path / "export"))
+    pred = OpenVINOPredictor(xml, precision="f32", threads=1)
+    dets = pred.predict_frames([cv2.imread(real_images(n_airport=1, n_wider=0)[0])])[0]
+    assert dets.ndim == 2 and dets.shape[1] == 6 and np.isfinite(dets).all()

@@ -1,0 +1,230 @@
+"""visualize.py (the demo) run headless on real airport frames: images, a folder, a generated video; an
+Open Model Zoo IR (real faces) and a random snapshot; synchronous vs asynchronous inference; bad inputs."""
+
+import importlib.util
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import AIRPORT_ROOT, REPO, need_shared, run_tool, template_path
+
+OMZ_0200 = ("models", "omz", "face-detection-0200", "FP16", "face-detection-0200.xml")
+THR = 0.6  # the OMZ IR's scores come in steps of 0.1: no detection sits on this threshold
+
+
+def airport_frames(n, size=None):
+    from ote_detection.data.transforms import read_image
+    need_shared("data", "airport")
+    folder = os.path.join(AIRPORT_ROOT, "val")
+    names = sorted(os.listdir(folder))[:n]
+    frames = [read_image(os.path.join(folder, name)) for name in names]
+    if size:
+        frames = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]
+    return names, frames
+
+
+@pytest.fixture(scope="module")
+def omz_ir():
+    return need_shared(*OMZ_0200)
+
+
+@pytest.fixture(scope="module")
+def png_folder(tmp_path_factory):
+    """3 airport frames as PNG: the annotated outputs are then lossless, and drawn pixels exact."""
+    names, frames = airport_frames(3)
+    folder = tmp_path_factory.mktemp("png_in")
+    for name, frame in zip(names, frames):
+        cv2.imwrite(str(folder / name.replace(".jpg", ".png")), frame)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def video6(tmp_path_factory):
+    """6 airport frames at 960x540 as an mp4v video (what a user's recording looks like to OpenCV)."""
+    from ote_detection.data.frames import count_video_frames, write_video
+    _, frames = airport_frames(6, (960, 540))
+    path = write_video(tmp_path_factory.mktemp("video") / "airport6.mp4", frames, fps=10)
+    assert count_video_frames(path) == 6
+    return path
+
+
+def read_folder(folder):
+    return {n: cv2.imread(os.path.join(folder, n)) for n in sorted(os.listdir(folder))}
+
+
+def edge_fraction(img, box, color):
+    """Fraction of the points along the box's bottom and left edges where a pixel within 1 px is ``color``."""
+    h, w = img.shape[:2]
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box[:4])
+    hits, total = 0, 0
+    for x in range(x1 + 3, x2 - 2):
+        band = img[max(0, y2 - 1):min(h, y2 + 2), min(w - 1, x)]
+        hits += bool((band == color).all(axis=1).any())
+        total += 1
+    for y in range(y1 + 3, y2 - 2):
+        band = img[min(h - 1, y), max(0, x1 - 1):min(w, x1 + 2)]
+        hits += bool((band == color).all(axis=1).any())
+        total += 1
+    return hits / max(total, 1)
+
+
+def test_ir_on_image_folder_draws_boxes_where_faces_are(work_dir_0200, omz_ir, png_folder, tmp_path):
+    """Subprocess, OMZ 0200 IR, f32: one annotated PNG per input, the box colour on the border of every
+    detection (computed here with the same predictor), not there in the input."""
+    from ote_detection.apis.predictor import make_predictor
+    from ote_detection.apis.task import Task
+    from ote_detection.data.drawing import BOX_COLOR
+    out = tmp_path / "annotated"
+    r = run_tool([str(work_dir_0200 / "visualize.py"), "--load-weights", omz_ir, "--video", str(png_folder),
+                  "--output", str(out), "--precision", "f32", "--threads", "1", "--score-thr", str(THR),
+                  "--no-fps"])
+    assert r.returncode == 0, r.stderr
+    assert "done: 3 frames" in r.stdout and "FPS" in r.stdout, r.stdout
+    outputs, inputs = read_folder(out), read_folder(png_folder)
+    assert sorted(outputs) == sorted(inputs)
+    predictor = make_predictor(Task(template_path()), omz_ir, precision="f32", threads=1)
+    boxes = 0
+    for name, frame in inputs.items():
+        assert outputs[name].shape == frame.shape
+        det = predictor.predict_frames([frame])[0]
+        for d in det[det[:, 4] >= THR]:
+            boxes += 1
+            assert edge_fraction(outputs[name], d, BOX_COLOR) > 0.9, (name, d)
+            assert edge_fraction(frame, d, BOX_COLOR) < 0.1
+        assert not np.array_equal(outputs[name], frame) or not (det[:, 4] >= THR).any()
+    assert boxes >= 3, "the OMZ IR finds faces on these airport frames"
+    assert f"{boxes} boxes drawn" in r.stdout
+
+
+def test_ir_on_video_writes_every_frame(work_dir_0200, omz_ir, video6, tmp_path):
+    """Subprocess, asynchronous OpenVINO on a 6-frame video -> an mp4 with 6 frames of the input's size."""
+    from ote_detection.data.frames import count_video_frames
+    out = tmp_path / "out.mp4"
+    r = run_tool([str(work_dir_0200 / "visualize.py"), "--load-weights", omz_ir.replace(".xml", ".bin"),
+                  "--video", str(video6), "--output", str(out), "--threads", "1", "--jobs", "3"])
+    assert r.returncode == 0, r.stderr
+    assert "3 async requests" in r.stdout and "done: 6 frames" in r.stdout, r.stdout
+    assert count_video_frames(out) == 6
+    cap = cv2.VideoCapture(str(out))
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (960, 540)
+    cap.release()
+    assert not [n for n in os.listdir(tmp_path) if n != "out.mp4"], "no temporary file left behind"
+
+
+def test_snapshot_on_video(work_dir_0200, video6, tmp_path):
+    """Subprocess, a random-initialised snapshot (PyTorch, 128x128): one annotated image per video frame."""
+    from ote_detection.apis.task import Task
+    from ote_detection.engine.checkpoint import save_checkpoint
+    task = Task(template_path())
+    ckpt = tmp_path / "random.pth"
+    save_checkpoint(str(ckpt), task.build_detector(), meta=dict(task.checkpoint_meta(), input_size=[128, 128]))
+    out = tmp_path / "frames"
+    r = run_tool([str(work_dir_0200 / "visualize.py"), "--load-weights", str(ckpt), "--video", str(video6),
+                  "--output", str(out), "--threads", "1", "--keep-ratio"])
+    assert r.returncode == 0, r.stderr
+    assert "PyTorch" in r.stdout and "128x128 letterboxed" in r.stdout and "done: 6 frames" in r.stdout, r.stdout
+    names = sorted(os.listdir(out))
+    assert names == [f"frame_{i:06d}.jpg" for i in range(6)]
+    assert cv2.imread(str(out / names[0])).shape == (540, 960, 3)
+
+
+def test_async_keeps_order_and_equals_sync(omz_ir, video6, tmp_path, one_torch_thread):
+    """In process: the asynchronous pipeline (3 requests, reader thread) gives the synchronous loop's
+    frames, in the same order, pixel for pixel."""
+    from ote_detection.apis.demo import run_frames
+    from ote_detection.apis.predictor import make_predictor
+    from ote_detection.apis.task import Task
+    from ote_detection.data.frames import open_sink, open_source
+    predictor = make_predictor(Task(template_path()), omz_ir, precision="f32", threads=1)
+    results = {}
+    for mode, sync in (("sync", True), ("async", False)):
+        source = open_source(str(video6))
+        sink = open_sink(tmp_path / mode, source, image_suffix=".png")
+        stats = run_frames(predictor, source, sink, score_thr=0.3, jobs=3, sync=sync, overlay=False,
+                           progress=False)
+        assert stats.frames == 6 and stats.model_fps > 0 and stats.e2e_fps > 0
+        results[mode] = (read_folder(tmp_path / mode), stats.boxes)
+    assert results["sync"][1] == results["async"][1] > 0
+    sync_frames, async_frames = results["sync"][0], results["async"][0]
+    assert list(sync_frames) == list(async_frames) == [f"frame_{i:06d}.png" for i in range(6)]
+    for name in sync_frames:
+        assert np.array_equal(sync_frames[name], async_frames[name]), name
+    # the frames differ from each other (a mixed-up order would show above)
+    assert not np.array_equal(sync_frames["frame_000000.png"], sync_frames["frame_000001.png"])
+
+
+def load_visualize():
+    spec = importlib.util.spec_from_file_location("visualize_under_test",
+                                                  os.path.join(REPO, "tools", "workdir", "visualize.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.HERE = os.path.dirname(template_path())
+    return module
+
+
+def run_in_process(argv, capfd):
+    from ote_detection.utils.errors import run_cli
+    with pytest.raises(SystemExit) as exc:
+        run_cli(load_visualize().main, argv)
+    out, err = capfd.readouterr()
+    return exc.value.code, out, err
+
+
+@pytest.fixture(scope="module")
+def headless():
+    from ote_detection.apis.demo import display_available, gui_available
+    if gui_available() and display_available():
+        pytest.skip("a display and a GUI OpenCV are present: the headless behaviour is not what runs here")
+
+
+@pytest.mark.parametrize("case", ["camera", "unreadable_video", "empty_folder", "missing", "no_window",
+                                  "show_without_gui"])
+def test_bad_input_one_line_exit_2(case, omz_ir, tmp_path, capfd, headless):
+    """Bad input ends with exactly one line on stderr (no OpenCV or FFmpeg warnings) and exit code 2,
+    before any frame is processed."""
+    video, extra, expect = "0", ["--output", str(tmp_path / "out.mp4")], None
+    if case == "camera":
+        video, expect = "9", "camera 9: cannot be opened"
+    elif case == "unreadable_video":
+        video = str(tmp_path / "broken.mp4")
+        with open(video, "wb") as f:
+            f.write(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+        expect = "broken.mp4: cannot be read as a video"
+    elif case == "empty_folder":
+        video = str(tmp_path / "empty")
+        os.makedirs(video)
+        open(os.path.join(video, "notes.txt"), "w").close()
+        expect = "empty: folder has no images"
+    elif case == "missing":
+        video, expect = str(tmp_path / "nope.mp4"), "nope.mp4: no such file or folder"
+    elif case == "no_window":
+        extra, expect = [], "no window can be opened"
+    elif case == "show_without_gui":
+        extra, expect = ["--show"], "--show: "
+    code, out, err = run_in_process(["--load-weights", omz_ir, "--video", video, *extra], capfd)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], err
+    assert not os.path.exists(tmp_path / "out.mp4")
+
+
+def test_show_without_gui_falls_back_to_output(omz_ir, png_folder, tmp_path, capfd, headless):
+    image = str(sorted(png_folder.iterdir())[0])
+    out = tmp_path / "one.png"
+    code, out_text, err = run_in_process(["--load-weights", omz_ir, "--video", image, "--show", "--output", str(out),
+                                          "--threads", "1"], capfd)
+    assert code == 0, err
+    assert "--show: " in out_text and "opencv-python" in out_text and "done: 1 frame," in out_text
+    assert cv2.imread(str(out)).shape == cv2.imread(image).shape
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit) as exc:
+        load_visualize().main(["--help"])
+    assert exc.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("--") and len(stripped.split()) <= 2:
+            assert i + 1 < len(lines) and lines[i + 1].startswith(" " * 10), f"{stripped} has no help"

@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Choose a deployment input size: export a snapshot to OpenVINO IR at several input sizes and measure each
+on a validation set (COCO AP, AP50, recall of faces < 32 px, latency per frame with 1 thread and all
+threads). The smallest size whose AP50 is within --tolerance of the best is marked.
+
+Sizes: W (square), WxH, or Wx (width W, height from the validation frames' aspect ratio, rounded up to the
+model's stride; the frames are letterboxed, so the aspect is kept). Example:
+
+  python tools/choose_input_size.py model_templates/face-detection/face-detection-0200/template.yaml \\
+      snapshot.pth --val-ann-files airport.json --val-data-roots airport/ --sizes 256,640x,960x,1280x
+"""
+
+import argparse
+
+from ote_detection.utils.cli import existing_file, output_dir, positive_float, positive_int
+from ote_detection.utils.errors import run_cli
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("template", type=existing_file, help="template.yaml of the model (a work dir's or the repository's)")
+    p.add_argument("weights", type=existing_file, help="PyTorch snapshot (.pth) to export at each size "
+                   "(e.g. made by tools/import_openvino_weights.py from an Open Model Zoo IR)")
+    p.add_argument("--val-ann-files", required=True, help="COCO annotation file(s) of the validation set, comma-separated")
+    p.add_argument("--val-data-roots", required=True, help="image root(s) of those files, comma-separated")
+    p.add_argument("--sizes", default="256,640x,960x,1280x",
+                   help="comma-separated input sizes to try: W, WxH or Wx (default: %(default)s)")
+    p.add_argument("--precision", default="default", choices=["default", "f32", "bf16", "f16"],
+                   help="OpenVINO inference precision (default: OpenVINO's own: f32 on CPUs without AMX/AVX512-BF16, bf16 "
+                   "on CPUs with AMX; f32 forces FP32 everywhere)")
+    p.add_argument("--stretch", action="store_true", help="stretch frames to the input size instead of letterboxing "
+                   "them (the aspect ratio is then not kept)")
+    p.add_argument("--int8-calibration", metavar="IMAGES", help="folder or COCO json of images: also measure a "
+                   "post-training INT8 IR per size (nncf.quantize on the OpenVINO model, calibrated on these)")
+    p.add_argument("--calibration-images", type=positive_int, default=10,
+                   help="number of calibration images used (default: %(default)s)")
+    p.add_argument("--score-thr", type=positive_float, default=0.5,
+                   help="operating score threshold of the small-face recall (default: %(default)s)")
+    p.add_argument("--tolerance", type=positive_float, default=1.0,
+                   help="AP50 points below the best that still count as as good (default: %(default)s)")
+    p.add_argument("--repeats", type=positive_int, default=1, help="timing passes over the frames (median taken)")
+    p.add_argument("--no-all-threads", action="store_true", help="time with 1 thread only")
+    p.add_argument("--save-irs-to", type=output_dir, help="keep the IRs in this folder (one sub-folder per size)")
+    a = p.parse_args(argv)
+
+    from ote_detection.apis.choose_input_size import choose_input_size, format_sweep
+    rows, choice = choose_input_size(a.template, a.weights, a.val_ann_files, a.val_data_roots, a.sizes,
+                                     precision=a.precision, keep_ratio=not a.stretch,
+                                     int8_calibration=a.int8_calibration, calibration_images=a.calibration_images,
+                                     save_irs_to=a.save_irs_to, score_thr=a.score_thr, tolerance=a.tolerance,
+                                     repeats=a.repeats, all_threads=not a.no_all_threads)
+    print(format_sweep(rows, choice, a.score_thr,
+                       title=f"OpenVINO CPU, precision hint: {a.precision}; "
+                             f"{'stretched' if a.stretch else 'letterboxed (aspect kept)'} frames"))
+    if choice is not None:
+        w, h = rows[choice]["size"]
+        print(f"choice: --input-size {w}x{h} ({rows[choice]['precision']})")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

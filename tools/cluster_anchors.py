@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Re-cluster the SSD anchors of a work dir's model.py for a custom data set and input size.
+
+k-means with the distance 1 - IoU over the training faces' (w, h) (boxes compared centred), the faces
+scaled to the chosen input size as the network sees them; as many clusters as the template has anchors
+(face-detection-0200: 4 on the stride-16 level + 5 on the stride-32 level), sorted by area, the smallest
+to the finest level. Prints the anchor coverage before and after (share of faces whose best anchor has
+IoU >= the assigner's pos_iou_thr) and, with --write, rewrites the widths=/heights= of the anchor
+generator in model.py (the first original kept as model.py.orig). Anchor sizes change no parameter shape:
+snapshots of the template still load with train.py --load-weights.
+
+  python tools/cluster_anchors.py /tmp/my_model/model.py --train-ann-files train.json \\
+      --train-data-roots images/ --input-size 1280x736 --write
+"""
+
+import argparse
+import logging
+import os
+
+from ote_detection.utils.cli import existing_file, input_size_or_width, non_negative_float, positive_int
+from ote_detection.utils.errors import OteError, run_cli
+
+log = logging.getLogger("cluster_anchors")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model_py", type=existing_file, help="the work dir's model.py (or a template's, read-only without --write)")
+    p.add_argument("--train-ann-files", required=True, help="COCO annotation file(s), comma-separated")
+    p.add_argument("--train-data-roots", default=None, help="image root(s), comma-separated (only to check the "
+                   "files; sizes are read from the json)")
+    p.add_argument("--input-size", type=input_size_or_width, default=None,
+                   help="network input the anchors are for: W, WxH or Wx (height from the images' aspect); "
+                   "default: model.py's input_size")
+    p.add_argument("--keep-ratio", action="store_true", help="faces scaled as a letterboxed frame (one factor) "
+                   "instead of stretched to the input as in training")
+    p.add_argument("--min-size", type=non_negative_float, default=None,
+                   help="leave out faces smaller than this (original pixels, sqrt(w*h)); default: the config's "
+                   "data.train min_size, else 0")
+    p.add_argument("--restarts", type=positive_int, default=5, help="k-means restarts (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--write", action="store_true", help="write the new anchors into model_py (backup model.py.orig)")
+    a = p.parse_args(argv)
+
+    from ote_detection.config import load_config
+    from ote_detection.data.coco import load_coco_files
+    from ote_detection.engine.deploy import common_frame_hw, deployment_input_size
+    from ote_detection.models.anchor_clustering import (anchor_coverage, box_sizes, filter_min_size, flat_anchors,
+                                                        format_anchors, kmeans_anchors, rewrite_model_py, split_levels,
+                                                        template_anchors, config_min_size, config_input_size)
+
+    cfg = load_config(a.model_py)
+    try:
+        widths, heights, strides, pos_thr = template_anchors(cfg)
+    except ValueError as exc:
+        raise OteError(f"{a.model_py}: {exc}") from exc
+    files = [s for s in a.train_ann_files.split(",") if s]
+    for f in files:
+        if not os.path.isfile(f):
+            raise OteError(f"{f}: annotation file not found")
+    if a.train_data_roots:
+        coco = load_coco_files(files, a.train_data_roots)
+    else:
+        import json
+        coco = {"images": [], "annotations": []}
+        for n, f in enumerate(files):
+            with open(f, encoding="utf-8") as fh:
+                d = json.load(fh)
+            off = n * 10 ** 9
+            coco["images"] += [dict(i, id=i["id"] + off) for i in d.get("images", [])]
+            coco["annotations"] += [dict(x, image_id=x["image_id"] + off) for x in d.get("annotations", [])]
+    size = deployment_input_size(a.input_size, frame_hw=common_frame_hw(coco["images"]), stride=max(strides),
+                                 default=config_input_size(cfg))
+    min_size = config_min_size(cfg) if a.min_size is None else a.min_size
+    coco = filter_min_size(coco, min_size)
+    wh = box_sizes(coco, size, keep_ratio=a.keep_ratio)
+    if not len(wh):
+        raise OteError(f"{files[0]}: no face boxes (of at least {min_size:g} px) to cluster")
+    per_level = [len(w) for w in widths]
+    anchors, mean_iou = kmeans_anchors(wh, sum(per_level), restarts=a.restarts, seed=a.seed)
+    new_w, new_h = split_levels(anchors, per_level)
+    before = anchor_coverage(wh, flat_anchors(widths, heights), pos_thr)
+    after = anchor_coverage(wh, flat_anchors(new_w, new_h), pos_thr)
+    print(f"{len(wh)} faces (>= {min_size:g} px) at input {size[0]}x{size[1]}; coverage = share of faces whose best "
+          f"anchor (centred) has IoU >= {pos_thr:g}")
+    print(f"template anchors: coverage {100 * before:.1f}%")
+    print(format_anchors(widths, heights, strides))
+    print(f"clustered anchors: coverage {100 * after:.1f}% (mean best IoU {mean_iou:.3f})")
+    print(format_anchors(new_w, new_h, strides))
+    if a.write:
+        note = (f"anchors re-clustered by tools/cluster_anchors.py on {', '.join(files)} at {size[0]}x{size[1]} "
+                f"(coverage {100 * before:.1f}% -> {100 * after:.1f}%); original in model.py.orig")
+        rewrite_model_py(a.model_py, new_w, new_h, note=note)
+        print(f"written to {a.model_py} (original kept as {a.model_py}.orig)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -113,7 +113,7 @@ def main():
 
     import openvino as ov
     core = ov.Core()
-    hint = core.get_property("CPU", "INFERENCE_PRECISION_HINT")
+    hint = core.get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
     cpu_name = core.get_property("CPU", "FULL_DEVICE_NAME")
     print(f"airport: {len(frames)} frames {frame_hw[1]}x{frame_hw[0]}, "
           f"{sum(1 for _ in coco['annotations'])} faces; OpenVINO {ov.__version__} CPU ({cpu_name}), 1 thread, "

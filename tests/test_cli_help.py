@@ -27,5 +27,5 @@ def test_help(tool, capsys):
     lines = out.splitlines()
     for i, line in enumerate(lines):
         stripped = line.strip()
-        if stripped.startswith("--") and len(stripped.split()) <= 2:
+        if line.startswith("  --") and len(stripped.split()) <= 2:  # an option line, not wrapped help text
             assert i + 1 < len(lines) and lines[i + 1].startswith(" " * 10), f"{tool}: {stripped} has no help"

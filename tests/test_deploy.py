@@ -218,6 +218,11 @@ def test_clustering_count_levels_and_coverage():
     new_w, new_h = split_levels(anchors, per_level)
     assert [len(w) for w in new_w] == per_level
     assert max(a * b for a, b in zip(new_w[0], new_h[0])) <= min(a * b for a, b in zip(new_w[1], new_h[1]))
+    like_w, like_h = split_levels(anchors, per_level, like=(widths, heights))  # slots keep the area ranks
+    for level in range(2):
+        old = np.argsort([w * h for w, h in zip(widths[level], heights[level])])
+        new = np.argsort([w * h for w, h in zip(like_w[level], like_h[level])])
+        assert list(old) == list(new) and sorted(like_w[level]) == sorted(new_w[level])
     before = anchor_coverage(wh, flat_anchors(widths, heights), thr)
     after = anchor_coverage(wh, anchors, thr)
     assert after > before + 0.2 and after > 0.95, (before, after)

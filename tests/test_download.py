@@ -5,6 +5,7 @@ import subprocess
 import sys
 import http.server
 import os
+import shutil
 import threading
 
 import pytest
@@ -59,6 +60,7 @@ def _template_with_url(tmp_path, url, sha256, size):
     for name in os.listdir(src):
         if name != "template.yaml":
             (folder / name).write_bytes(open(os.path.join(src, name), "rb").read())
+    shutil.copytree(os.path.join(src, "..", "_base_"), tmp_path / "_base_")  # model.py's _base_
     # work-dir scripts are referenced relative to the template folder: point them at the repo
     for dep in data["dependencies"][1:]:
         dep["source"] = os.path.join(REPO, "tools", "workdir", os.path.basename(dep["source"]))

@@ -227,3 +227,34 @@ def test_export_input_size_without_checkpoint_meta_is_the_templates(tmp_path):
     torch.save(ckpt, snap)
     xml = export(template_path(), snap, str(tmp_path / "e"))
     assert OpenVINOPredictor(xml).input_size == Task(template_path()).input_size == (256, 256)
+
+
+def test_anchor_free_ir_has_omz_boxes_labels_outputs_and_pytorch_parity(tmp_path):
+    """face-detection-0205 (FCOS): decode in the graph + MulticlassNms; outputs boxes [N, 5] and labels [N]
+    as Open Model Zoo's 0205/0206 IRs; the IR (f32) gives the PyTorch model's detections box for box."""
+    import openvino as ov
+    from ote_detection.data.transforms import read_image
+    name = "face-detection-0205"
+    torch.manual_seed(0)
+    task = Task(template_path(name))
+    det = task.build_detector()
+    with torch.no_grad():  # decisive class scores, so that NMS has many boxes to keep
+        det.bbox_head.conv_cls.weight.mul_(30)
+        det.bbox_head.conv_cls.bias.fill_(0.5)
+    snap = str(tmp_path / "s.pth")
+    save_checkpoint(snap, det, meta=dict(task.checkpoint_meta(), input_size=list(SMALL)))
+    xml = export(template_path(name), snap, str(tmp_path / "e"))
+    model = ov.Core().read_model(xml)
+    assert [o.get_any_name() for o in model.outputs] == ["boxes", "labels"]
+    assert model.outputs[0].get_partial_shape()[1].get_length() == 5
+    info = yaml.safe_load(open(tmp_path / "e" / "export_info.yaml"))
+    assert info["head_family"] == "nms" and info["output"]["names"] == ["boxes", "labels"]
+    frames = [read_image(p) for p in real_images(2, 0)]
+    torch_pred = TorchPredictor(task.load_snapshot(snap)[0], SMALL)
+    ir_pred = OpenVINOPredictor(xml, precision="f32")
+    assert ir_pred.contract == "boxes_labels"
+    for a, b in zip(torch_pred.predict_frames(frames), ir_pred.predict_frames(frames)):
+        assert len(a) > 50
+        s = match_detections(a, b)
+        assert s["matched"] == len(a) == len(b), s
+        assert s["max_score_diff"] < 1e-4 and s["min_iou"] > 0.999, s

@@ -49,8 +49,11 @@ def main(argv=None):
                                      int8_calibration=a.int8_calibration, calibration_images=a.calibration_images,
                                      save_irs_to=a.save_irs_to, score_thr=a.score_thr, tolerance=a.tolerance,
                                      repeats=a.repeats, all_threads=not a.no_all_threads)
+    import openvino as ov
+    hint = a.precision if a.precision != "default" else \
+        f"default (= {ov.Core().get_property('CPU', 'INFERENCE_PRECISION_HINT').to_string()} on this CPU)"
     print(format_sweep(rows, choice, a.score_thr,
-                       title=f"OpenVINO CPU, precision hint: {a.precision}; "
+                       title=f"OpenVINO {ov.__version__} CPU, precision: {hint}; "
                              f"{'stretched' if a.stretch else 'letterboxed (aspect kept)'} frames"))
     if choice is not None:
         w, h = rows[choice]["size"]

@@ -4,7 +4,8 @@
 k-means with the distance 1 - IoU over the training faces' (w, h) (boxes compared centred), the faces
 scaled to the chosen input size as the network sees them; as many clusters as the template has anchors
 (face-detection-0200: 4 on the stride-16 level + 5 on the stride-32 level), sorted by area, the smallest
-to the finest level. Prints the anchor coverage before and after (share of faces whose best anchor has
+to the finest level; inside a level each anchor slot keeps its area rank among the template's anchors (so
+a pretrained head's slots keep their roles). Prints the anchor coverage before and after (share of faces whose best anchor has
 IoU >= the assigner's pos_iou_thr) and, with --write, rewrites the widths=/heights= of the anchor
 generator in model.py (the first original kept as model.py.orig). Anchor sizes change no parameter shape:
 snapshots of the template still load with train.py --load-weights.
@@ -78,7 +79,7 @@ def main(argv=None):
         raise OteError(f"{files[0]}: no face boxes (of at least {min_size:g} px) to cluster")
     per_level = [len(w) for w in widths]
     anchors, mean_iou = kmeans_anchors(wh, sum(per_level), restarts=a.restarts, seed=a.seed)
-    new_w, new_h = split_levels(anchors, per_level)
+    new_w, new_h = split_levels(anchors, per_level, like=(widths, heights))
     before = anchor_coverage(wh, flat_anchors(widths, heights), pos_thr)
     after = anchor_coverage(wh, flat_anchors(new_w, new_h), pos_thr)
     print(f"{len(wh)} faces (>= {min_size:g} px) at input {size[0]}x{size[1]}; coverage = share of faces whose best "

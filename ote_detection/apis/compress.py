@@ -11,7 +11,6 @@ with NNCF's accuracy control on the validation files (``compression.ptq``).
 """
 
 import logging
-import os
 
 from ..compression.config import PARTS, enabled_parts, load_compression_settings
 from ..engine.checkpoint import load_checkpoint_file
@@ -61,7 +60,6 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
     from ..compression.plugin import CompressionPlugin
     from .train import train
     plugin = CompressionPlugin(settings)
-    os.makedirs(save_checkpoints_to, exist_ok=True)
     return train(task.template_path, train_ann_files, train_data_roots, save_checkpoints_to, plugin=plugin,
                  load_weights=load_weights, resume_from=resume_from, **train_kwargs)
 

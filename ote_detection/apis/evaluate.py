@@ -94,7 +94,10 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
         metrics.update({k: v for k, v in wider.items() if k.startswith("widerface_")})
         metrics["wider_images"] = wider.get("n_images", len(names))
     if "size" in wanted or "complexity" in wanted:
-        gflops, mparams = model_complexity(task.build_detector(), input_size)
+        # a snapshot's own model (a pruned one is smaller than the template's); an IR: the template's
+        inference_model = getattr(getattr(predictor, "inner", predictor), "model", None)
+        detector = inference_model.detector if inference_model is not None else task.build_detector()
+        gflops, mparams = model_complexity(detector, input_size)
         metrics["complexity"], metrics["size"] = round(gflops, 2), round(mparams, 2)
     entries = metrics_to_yaml_entries(metrics, task.template["metrics"], include_extra=True)
     entries.append({"key": "input_size", "display_name": "Evaluated input size (w x h)", "unit": "px",

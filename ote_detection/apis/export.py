@@ -14,6 +14,9 @@ from .task import Task
 
 log = logging.getLogger(__name__)
 
+# what export writes into --save-model-to; anything else there is the user's and is kept
+EXPORT_FILES = ("model.xml", "model.bin", "model.onnx", "export_info.yaml")
+
 def export(template, load_weights, save_model_to, onnx=False, input_size=None, aspect=None):
     """Write ``model.xml``/``model.bin`` (FP32 IR), optionally ``model.onnx``, and ``export_info.yaml`` to
     ``save_model_to``. Everything is written to a temporary folder beside it, which then replaces
@@ -37,7 +40,7 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
     parent = os.path.dirname(out_dir)
     check_writable_dir(parent, "folder of --save-model-to")  # before converting, not after
     # one export at a time into out_dir; the new set is built beside it and swapped in as a whole
-    with OutputLock(out_dir, "export.py"), atomic_dir(out_dir) as tmp:
+    with OutputLock(out_dir, "export.py"), atomic_dir(out_dir, owned=EXPORT_FILES) as tmp:
         ov_model, info = convert_to_openvino(model, size)
         save_openvino(ov_model, os.path.join(tmp, "model.xml"))
         files = ["model.xml", "model.bin"]

@@ -126,9 +126,10 @@ def _run(options, plugin=None):
     trainer = Trainer(model, loader, optimizer, max_epochs=options.epochs, start_epoch=start_epoch, device=device,
                       amp=options.amp, grad_clip=(cfg.get("optimizer_config") or {}).get("grad_clip"),
                       progress=options.progress)
-    static_meta = dict(task.checkpoint_meta(), **(plugin.checkpoint_meta() if plugin is not None else {}))
+    def checkpoint_meta():  # the plugin's part may change during the run (e.g. pruned shapes)
+        return dict(task.checkpoint_meta(), **(plugin.checkpoint_meta() if plugin is not None else {}))
     hooks = [LRSchedulerHook(build_lr_scheduler(optimizer, cfg.lr_config, trainer.iters_per_epoch, options.epochs)),
-             CheckpointHook(options.save_checkpoints_to, lambda: static_meta, save_checkpoint)]
+             CheckpointHook(options.save_checkpoints_to, checkpoint_meta, save_checkpoint)]
     if options.val_coco is not None and dist_utils.is_main():
         hooks.append(EvalHook(make_validator(options.val_coco, task.input_size, task.img_norm_cfg,
                                              options.batch_size, options.workers)))
@@ -162,6 +163,10 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
             meta = load_checkpoint_file(path).get("meta") or {}  # fail early, with the file's name
             if path == options.resume_from and options.input_size is None and meta.get("input_size"):
                 options.input_size = tuple(meta["input_size"])  # a resumed run keeps its input size
+            if (meta.get("source") or {}).get("batchnorm") == "identity" and not task.cfg.model.backbone.get("norm_eval"):
+                log.warning("%s: imported from an IR without --calibrate-bn; its BatchNorms are identities, and "
+                            "training in train mode replaces them by batch statistics (AP collapses). Import it again "
+                            "with tools/import_openvino_weights.py --calibrate-bn IMAGES", path)
     cfg = _prepare(task, options, plugin)
     check_lr_config(cfg.lr_config)
     basic = task.basic

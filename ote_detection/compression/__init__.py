@@ -16,3 +16,6 @@ The algorithms and their settings come from the template's ``compression_config.
 from .env import nncf_environment  # noqa: F401  (sets NNCF's extension timeout before NNCF loads)
 from .plugin import CompressionPlugin, is_compressed_checkpoint, restore_compressed_model  # noqa: F401
 from .quantization import is_nncf_model  # noqa: F401
+
+__all__ = ["CompressionPlugin", "is_compressed_checkpoint", "is_nncf_model", "nncf_environment",
+           "restore_compressed_model"]

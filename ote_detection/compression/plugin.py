@@ -26,7 +26,7 @@ from ..engine.hooks import HookBase
 from ..engine.plugin import TrainingPlugin
 from ..utils.errors import OteError
 from .config import ALGORITHM_OF_PART, apply_to_model_config
-from .pruning import PruningHook, conv_shapes, pruning_schedule, pruning_ratio, refresh_trainer, resize_to_shapes
+from .pruning import PruningHook, conv_shapes, pruning_schedule, refresh_trainer, resize_to_shapes
 from .quantization import collect_batches, collect_images, is_nncf_model, quantization_params, quantize_model
 from .sparsity import SparsityHook, apply_sparsity, sparsity_level, sparsity_schedule
 

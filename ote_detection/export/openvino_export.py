@@ -112,6 +112,8 @@ def convert_network(module, input_size):
     shape = [ov.PartialShape([1, 3, height, width])]
     try:
         try:
+            if any("__nncf_hooks" in name for name, _ in module.named_modules()):
+                raise OteError("an NNCF-compressed model is not captured by torch.export")
             program = capture(module, input_size)
         except OteError as exc:
             log.info("%s; converting from TorchScript instead", exc)

@@ -113,15 +113,23 @@ def _fill(centres, n):
     return np.exp(np.log(lo) * (1 - t) + np.log(hi) * t) if len(centres) > 1 else lo * (1.5 ** np.arange(1, n + 1))[:, None]
 
 
-def split_levels(anchors, per_level):
-    """Anchors sorted by area -> per-level lists ``(widths, heights)``, smallest on the finest level."""
+def split_levels(anchors, per_level, like=None):
+    """Anchors sorted by area -> per-level lists ``(widths, heights)``, smallest on the finest level.
+
+    ``like``: the old ``(widths, heights)``; inside a level the new anchors then take the slots in the old
+    anchors' area order (the slot that held the level's smallest anchor gets the new smallest, ...), so a
+    fine-tuned head keeps each slot's role (templates do not list a level's anchors by area)."""
     anchors = np.asarray(anchors, np.float64).reshape(-1, 2)
     if len(anchors) != sum(per_level):
         raise ValueError(f"{len(anchors)} anchors for levels of {list(per_level)}")
     anchors = anchors[np.argsort(anchors[:, 0] * anchors[:, 1], kind="stable")]
     widths, heights, start = [], [], 0
-    for n in per_level:
+    for level, n in enumerate(per_level):
         part = anchors[start:start + n]
+        if like is not None and len(like[0][level]) == n:
+            old_area = np.asarray(like[0][level], np.float64) * np.asarray(like[1][level], np.float64)
+            ranks = np.argsort(np.argsort(old_area, kind="stable"), kind="stable")
+            part = part[ranks]
         widths.append([round(float(v), 4) for v in part[:, 0]])
         heights.append([round(float(v), 4) for v in part[:, 1]])
         start += n

@@ -237,7 +237,7 @@ def recover_dir(out_dir):
 
 
 @contextlib.contextmanager
-def atomic_dir(out_dir):
+def atomic_dir(out_dir, owned=None):
     """Yield a new temporary folder beside ``out_dir``; when the block succeeds it replaces ``out_dir``.
 
     The swap is one ``renameat2(RENAME_EXCHANGE)`` where the kernel and file system allow it (Linux
@@ -248,7 +248,12 @@ def atomic_dir(out_dir):
     mark). Leftovers of killed runs are removed by the next run.
 
     The swap alone does not protect a reader that opens ``model.xml`` before the swap and
-    ``model.bin`` after it: readers should check the manifest (see ``utils.artefacts``)."""
+    ``model.bin`` after it: readers should check the manifest (see ``utils.artefacts``).
+
+    ``owned``: the names this writer produces. Other entries of the old folder (the user's own
+    files) are copied into the new one before the swap, so nothing the user put there is lost; a
+    name in ``owned`` that the new set lacks (e.g. a ``model.onnx`` of an earlier export) is not
+    carried over. ``None``: the new folder replaces the old one as it is."""
     out_dir = os.path.abspath(os.fspath(out_dir))
     parent, name = os.path.dirname(out_dir), os.path.basename(out_dir)
     if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
@@ -263,6 +268,15 @@ def atomic_dir(out_dir):
     try:
         yield tmp
         try:
+            if owned is not None and os.path.isdir(out_dir):
+                for entry in os.listdir(out_dir):
+                    if entry in owned or entry == COMPLETE_MARK or os.path.lexists(os.path.join(tmp, entry)):
+                        continue
+                    src, dst = os.path.join(out_dir, entry), os.path.join(tmp, entry)
+                    if os.path.isdir(src) and not os.path.islink(src):
+                        shutil.copytree(src, dst, symlinks=True)
+                    else:
+                        shutil.copy2(src, dst, follow_symlinks=False)
             for root, dirs, files in os.walk(tmp):
                 for f in files:  # files written through mkstemp would otherwise stay 0600
                     p = os.path.join(root, f)

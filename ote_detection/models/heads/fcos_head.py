@@ -104,15 +104,17 @@ class FCOSHead(BaseDenseHead):
     def points(self, featmap_sizes, device):
         """Per level [H*W, 2] locations (x, y) = (j * stride + stride // 2, i * stride + stride // 2)."""
         key = (tuple(tuple(int(v) for v in s) for s in featmap_sizes), str(device))
-        if key not in self._point_cache:
-            points = []
-            for (h, w), stride in zip(featmap_sizes, self.strides):
-                ys = torch.arange(int(h), device=device, dtype=torch.float32) * stride
-                xs = torch.arange(int(w), device=device, dtype=torch.float32) * stride
-                yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-                points.append(torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1) + stride // 2)
+        if key in self._point_cache:
+            return self._point_cache[key]
+        points = []
+        for (h, w), stride in zip(featmap_sizes, self.strides):
+            ys = torch.arange(int(h), device=device, dtype=torch.float32) * stride
+            xs = torch.arange(int(w), device=device, dtype=torch.float32) * stride
+            yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+            points.append(torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1) + stride // 2)
+        if not torch.compiler.is_compiling():  # tracing (export) computes them in the graph, uncached
             self._point_cache[key] = points
-        return self._point_cache[key]
+        return points
 
     def _flatten(self, outs):
         """[B, P, C] logits, [B, P, 4] distances (in pixels with norm_on_bbox at inference), [B, P] centerness."""

@@ -50,6 +50,7 @@ DEAD_KEYS = {
     "evaluation": "validation runs after every epoch when --val-ann-files is given",
 }
 DEAD_TRAIN_CFG_KEYS = ("use_giou", "use_focal", "allowed_border", "pos_weight", "debug")
+HEAD_TRAIN_CFG_KEYS = {"ATSSHead": ("allowed_border", "pos_weight")}  # the ones of those a head does read
 REQUIRED_KEYS = ("model", "data", "optimizer", "lr_config", "input_size")
 
 
@@ -105,7 +106,9 @@ def load_config(path):
         if key not in cfg:
             raise OteError(f"{path}: model config has no '{key}'")
     dead = [k for k in DEAD_KEYS if k in cfg]
-    dead += [f"model.train_cfg.{k}" for k in DEAD_TRAIN_CFG_KEYS if k in (cfg.model.get("train_cfg") or {})]
+    read = HEAD_TRAIN_CFG_KEYS.get((cfg.model.get("bbox_head") or {}).get("type"), ())
+    dead += [f"model.train_cfg.{k}" for k in DEAD_TRAIN_CFG_KEYS
+             if k in (cfg.model.get("train_cfg") or {}) and k not in read]
     if dead:
         log.warning("%s: ignored key(s) %s (%s)", path, ", ".join(dead),
                     "; ".join(f"{k}: {DEAD_KEYS[k]}" for k in dead if k in DEAD_KEYS) or "not used by this head")

@@ -180,7 +180,7 @@ def _fail_on_rank_1():
 
 
 def test_a_failing_worker_ends_the_distributed_job():
-    with pytest.raises(Exception, match="worker 1 found a bad file"):
+    with pytest.raises(OteError, match="^worker 1 found a bad file$"):
         dist_utils.launch(_fail_on_rank_1, 2, use_cuda=False)
 
 

@@ -4,10 +4,14 @@ import datetime
 import logging
 import os
 import socket
+import tempfile
+import time
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from ..utils.errors import OteError
 
 
 def free_port():
@@ -64,12 +68,19 @@ def cleanup():
         dist.destroy_process_group()
 
 
-def _spawned(rank, fn, world_size, use_cuda, init_method, args):
+def _spawned(rank, fn, world_size, use_cuda, init_method, args, error_dir):
     # spawned processes start with no logging set up: the main rank reports like a single process
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
-    init_process(rank, world_size, use_cuda, init_method)
     try:
+        init_process(rank, world_size, use_cuda, init_method)
         fn(*args)
+    except BaseException as exc:
+        # the first process to fail is the cause; the others then fail in collectives ("connection closed
+        # by peer"). Each records its error with the time, so that launch() reports the first one.
+        path = os.path.join(error_dir, f"{time.time():.6f}-{rank}.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"{type(exc).__name__}\n{exc}")
+        raise
     finally:
         cleanup()
 
@@ -77,9 +88,9 @@ def _spawned(rank, fn, world_size, use_cuda, init_method, args):
 def launch(fn, num_processes, use_cuda, args=()):
     """Run ``fn(*args)`` in ``num_processes`` DDP processes on this machine (or in this one if 1).
 
-    When a process raises, ``torch.multiprocessing.spawn`` ends the others and re-raises its error here
-    (the CLI prints an OteError of a worker as its one line); collectives time out after
-    ``collective_timeout()``, so a peer that died without raising cannot hang the job."""
+    When a process raises, ``torch.multiprocessing.spawn`` ends the others, and the job fails here with
+    the error of the process that failed first (an OteError stays one line for the CLI); collectives
+    time out after ``collective_timeout()``, so a peer that died without raising cannot hang the job."""
     if launched_by_torchrun():
         init_process(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), use_cuda)
         try:
@@ -89,5 +100,18 @@ def launch(fn, num_processes, use_cuda, args=()):
     if num_processes <= 1:
         return fn(*args)
     init_method = f"tcp://127.0.0.1:{free_port()}"
-    mp.spawn(_spawned, args=(fn, num_processes, use_cuda, init_method, args), nprocs=num_processes, join=True)
+    with tempfile.TemporaryDirectory(prefix="ote-dist-errors-") as error_dir:
+        try:
+            mp.spawn(_spawned, args=(fn, num_processes, use_cuda, init_method, args, error_dir),
+                     nprocs=num_processes, join=True)
+        except Exception as exc:
+            reports = sorted(os.listdir(error_dir))
+            if not reports:
+                raise
+            rank = reports[0].rsplit("-", 1)[1].split(".")[0]
+            with open(os.path.join(error_dir, reports[0]), encoding="utf-8") as f:
+                kind, _, message = f.read().partition("\n")
+            if kind == "OteError":
+                raise OteError(message) from exc
+            raise RuntimeError(f"training process {rank} failed: {kind}: {message}") from exc
     return None

@@ -8,8 +8,9 @@ hand copy, an interrupted copy, an old non-atomic export) is one clear line inst
 detections. ``read_ir_files`` reads the set through one folder descriptor, so even a reader racing
 an export's folder swap gets files of one set.
 
-IRs without export_info.yaml (e.g. Open Model Zoo's) are checked by their own graph: one image input
-[1, 3, H, W] and an SSD ``detection_out`` [1, 1, N, 7] or ``boxes`` [N, 5] + ``labels`` outputs.
+IRs without export_info.yaml (e.g. Open Model Zoo's) are checked by their own graph when
+``export.openvino_predictor.OpenVINOPredictor`` reads them: one image input [1, 3, H, W] and an SSD
+``detection_out`` [1, 1, N, 7] or ``boxes`` [N, 5] + ``labels`` outputs.
 """
 
 import errno
@@ -20,7 +21,7 @@ import yaml
 
 from .errors import OteError
 
-__all__ = ["EXPORT_INFO", "ir_paths", "ir_checksums", "read_ir_files", "check_ir_belongs", "check_ir_graph"]
+__all__ = ["EXPORT_INFO", "ir_paths", "ir_checksums", "read_ir_files", "check_ir_belongs"]
 
 EXPORT_INFO = "export_info.yaml"
 
@@ -110,44 +111,17 @@ def read_ir_files(ir_path, verify=True):
     return data[xml_name], data[bin_name], info
 
 
-def check_ir_graph(xml_path):
-    """One line unless the IR has one [1, 3, H, W] input and an output contract we read."""
-    import openvino as ov
-
-    try:
-        model = ov.Core().read_model(xml_path)
-    except Exception as exc:  # noqa: BLE001 - OpenVINO raises plain RuntimeError
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OteError(f"{xml_path}: not a readable OpenVINO IR ({first[:200]})") from None
-    if len(model.inputs) != 1:
-        raise OteError(f"{xml_path}: {len(model.inputs)} inputs; a detector IR takes one image")
-    shape = model.inputs[0].get_partial_shape()
-    if shape.rank.is_dynamic or shape.rank.get_length() != 4 or (shape[1].is_static and shape[1].get_length() != 3):
-        raise OteError(f"{xml_path}: input shape {shape} is not [1, 3, H, W]")
-    names = set()
-    for out in model.outputs:
-        names |= set(out.get_names())
-    if not ({"detection_out"} & names or {"boxes", "labels"} <= names):
-        if not any(o.get_partial_shape().rank.is_static and o.get_partial_shape().rank.get_length() == 4
-                   and o.get_partial_shape()[3].is_static and o.get_partial_shape()[3].get_length() == 7
-                   for o in model.outputs):
-            raise OteError(f"{xml_path}: outputs {sorted(names)} are neither SSD detection_out [1, 1, N, 7] nor "
-                           f"boxes + labels")
-    return model
-
-
 def check_ir_belongs(ir_path, task):
     """Refuse an IR that is not this work dir's model, or whose files come from different exports.
 
     ``task``: anything with ``.name`` (template name) and ``.classes``. Returns export_info (or None
-    for an IR without it, e.g. Open Model Zoo's, whose graph is checked instead)."""
+    for an IR without it, e.g. Open Model Zoo's, whose graph the predictor checks when it reads it)."""
     xml, binf, info_path = ir_paths(ir_path)
     for p in (xml, binf):
         if not os.path.isfile(p):
             raise OteError(f"{p}: not found (an IR is model.xml + model.bin side by side)")
     if not os.path.isfile(info_path):
-        check_ir_graph(xml)
-        return None
+        return None  # e.g. Open Model Zoo's IR: OpenVINOPredictor checks its graph (input, output contract)
     try:
         with open(info_path, encoding="utf-8") as f:
             info = _load_info(f.read(), info_path)

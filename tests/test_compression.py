@@ -195,3 +195,23 @@ def test_pruning_removes_filters_and_the_pruned_model_exports_and_runs(work_dir_
     pred = OpenVINOPredictor(xml, precision="f32", threads=1)
     dets = pred.predict_frames([cv2.imread(real_images(n_airport=1, n_wider=0)[0])])[0]
     assert dets.ndim == 2 and dets.shape[1] == 6 and np.isfinite(dets).all()
+
+
+def test_ptq_with_accuracy_control_writes_an_int8_ir_that_eval_reads(work_dir_0200, airport2, tmp_path):
+    """--ptq: NNCF's quantize_with_accuracy_control on the IR, metric = COCO AP on the val files."""
+    import yaml
+    snap, _ = imported_snapshot()
+    ann, root = airport2
+    out = tmp_path / "ptq"
+    r = run_tool([os.path.join(str(work_dir_0200), "compress.py"), "--train-ann-files", ann, "--train-data-roots",
+                  root, "--val-ann-files", ann, "--val-data-roots", root, "--save-checkpoints-to", str(out),
+                  "--load-weights", snap, "--nncf-quantization", "--ptq", "--max-drop", "5"], cwd=str(work_dir_0200))
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = yaml.safe_load((out / "ptq_info.yaml").read_text())
+    assert info["ap_fp32_ir"] > 0 and info["ap_fp32_ir"] - info["ap_int8_ir"] <= 5.0 + 1e-6, info
+    import openvino as ov
+    model = ov.Core().read_model(str(out / "model.xml"))
+    assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()) > 0
+    r = run_tool([os.path.join(str(work_dir_0200), "eval.py"), "--load-weights", str(out / "model.xml"),
+                  "--test-ann-files", ann, "--test-data-roots", root, "--cache-dir", ""])
+    assert r.returncode == 0, r.stderr[-3000:]

@@ -5,7 +5,6 @@ import math
 import os
 import subprocess
 import sys
-import warnings
 
 import pytest
 import torch
@@ -196,22 +195,6 @@ def test_head_contract_ssd(synthetic_data):
     assert len(preds) == 2 and all(p.shape[1] == 6 for p in preds)
     losses = det(img, [torch.tensor([[10.0, 10, 40, 50]]), torch.zeros(0, 4)], [torch.tensor([0]), torch.zeros(0).long()])
     assert set(losses) == {"loss_cls", "loss_bbox"} and all(torch.isfinite(v) for v in losses.values())
-
-
-def test_export_uses_no_deprecated_tracing(tmp_path):
-    """torch.export for the network, the dynamo ONNX exporter: no FutureWarning/DeprecationWarning of torch."""
-    from ote_detection.apis.export import export
-    from ote_detection.engine.checkpoint import save_checkpoint
-    task = Task(template_path())
-    snap = str(tmp_path / "s.pth")
-    save_checkpoint(snap, task.build_detector(), meta=dict(task.checkpoint_meta(), input_size=[96, 64]))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        export(template_path(), snap, str(tmp_path / "e"), onnx=True)
-    ours = [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))
-            and ("jit" in str(w.message) or "deprecat" in str(w.message).lower()) and "torch" in w.filename]
-    assert not ours, [str(w.message) for w in ours]
-    assert (tmp_path / "e" / "model.onnx").is_file()
 
 
 def test_setup_py_reads_the_project_metadata():

@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -87,7 +88,12 @@ def test_parity_ir_vs_pytorch_on_real_images(tmp_path):
     """Imported OMZ weights (real detections): the exported IR (f32 hint) gives the PyTorch detections."""
     snap, _ = imported_snapshot()
     out = tmp_path / "export"
-    xml = export(template_path(), snap, str(out), onnx=True)
+    with warnings.catch_warnings(record=True) as caught:  # torch.export + the dynamo ONNX exporter: no
+        warnings.simplefilter("always")                    # deprecated TorchScript tracing, no FutureWarning
+        xml = export(template_path(), snap, str(out), onnx=True)
+    deprecated = [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))
+                  and ("jit" in str(w.message) or "deprecat" in str(w.message).lower())]
+    assert not deprecated, deprecated
     task = Task(template_path())
     paths = real_images(3, 2)
     torch_pred = TorchPredictor(task.build_inference_model(snap), task.input_size)

@@ -14,13 +14,14 @@ import tempfile
 import time
 
 import cv2
-import numpy as np
 import yaml
 
 from ..data.coco import load_coco_files
 from ..engine.predictor import FramePredictor
 from ..evaluation import evaluate_detections
 from ..export.openvino_export import convert_to_openvino, save_openvino
+from ..export.openvino_predictor import OpenVINOPredictor
+from ..utils.artefacts import ir_checksums
 from ..utils.errors import OteError
 from .env import import_nncf
 from .quantization import quantization_params
@@ -46,25 +47,12 @@ def _load_items(coco, resizer):
     return items
 
 
-def decode_detection_out(rows, input_size, scale, frame_hw):
-    """DetectionOutput rows [1, 1, N, 7] -> [N, 5] (x1, y1, x2, y2, score) in frame pixels."""
-    width, height = input_size
-    rows = np.asarray(rows).reshape(-1, 7)
-    end = np.nonzero(rows[:, 0] < 0)[0]
-    rows = rows[: end[0]] if end.size else rows
-    boxes = rows[:, 3:7] * np.array([width, height, width, height], np.float32)
-    det = np.concatenate([boxes, rows[:, 2:3]], axis=1).astype(np.float32)
-    det = FramePredictor.postprocess(np.concatenate([det, np.zeros((len(det), 1), np.float32)], 1), scale, frame_hw)
-    return det[:, :5]
-
-
-def ir_average_precision(compiled, items, coco, input_size):
-    """COCO AP (%) of an OpenVINO compiled model on preprocessed ``items``."""
-    request = compiled.create_infer_request()
-    dets = {}
-    for key, tensor, scale, frame_hw in items:
-        request.infer({0: tensor})
-        dets[key] = decode_detection_out(request.get_output_tensor(0).data, input_size, scale, frame_hw)
+def ir_average_precision(model, compiled, items, coco):
+    """COCO AP (%) of ``model`` compiled as ``compiled`` on preprocessed ``items``, decoded by the
+    predictor eval.py uses (either output contract)."""
+    predictor = OpenVINOPredictor.from_compiled(model, compiled)
+    dets = {key: predictor.postprocess(predictor.infer_batch(tensor)[0], scale, frame_hw)[:, :5]
+            for key, tensor, scale, frame_hw in items}
     return float(evaluate_detections(coco, dets, ["ap"])["ap"])
 
 
@@ -89,7 +77,7 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
     subset = max(1, min(len(calib), max(num_init, subset_size)))
 
     def validate(compiled, _items):
-        return ir_average_precision(compiled, val, val_coco, size)
+        return ir_average_precision(fp32, compiled, val, val_coco)
 
     log.info("PTQ: calibration on %d training image(s), accuracy control on %d validation image(s), max drop %.2f "
              "AP points", subset, len(val), max_drop)
@@ -100,8 +88,8 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
     elapsed = time.time() - start
     core = ov.Core()
     config = {"INFERENCE_PRECISION_HINT": "f32"}
-    ap_fp32 = ir_average_precision(core.compile_model(fp32, "CPU", config), val, val_coco, size)
-    ap_int8 = ir_average_precision(core.compile_model(quantized, "CPU", config), val, val_coco, size)
+    ap_fp32 = ir_average_precision(fp32, core.compile_model(fp32, "CPU", config), val, val_coco)
+    ap_int8 = ir_average_precision(quantized, core.compile_model(quantized, "CPU", config), val, val_coco)
     os.makedirs(out_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".ptq.", dir=out_dir)
     try:
@@ -113,7 +101,13 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
                 "seconds": round(elapsed, 1)}
         with open(os.path.join(tmp, "ptq_info.yaml"), "w", encoding="utf-8") as f:
             yaml.safe_dump(info, f, sort_keys=False)
-        for name in ("model.bin", "ptq_info.yaml", "model.xml"):  # .bin before .xml
+        # what eval.py / visualize.py check before reading an IR: its template, classes and file checksums
+        export_info = {"template": task.name, "classes": list(task.classes), "precision": "INT8 (PTQ)",
+                       "input": {"input_size": list(size), "keep_ratio": False},
+                       "sha256": ir_checksums(tmp, ["model.xml", "model.bin"])}
+        with open(os.path.join(tmp, "export_info.yaml"), "w", encoding="utf-8") as f:
+            yaml.safe_dump(export_info, f, sort_keys=False)
+        for name in ("model.bin", "ptq_info.yaml", "model.xml", "export_info.yaml"):  # .bin before .xml
             os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

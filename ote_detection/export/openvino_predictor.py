@@ -98,24 +98,6 @@ class OpenVINOPredictor(FramePredictor):
         self.core = ov.Core()
         self.xml, self.bin = find_ir_pair(weights)
         model = read_ir(self.xml, self.core)
-        if len(model.inputs) != 1:
-            raise OteError(f"{self.xml}: expected an IR with one input, found {len(model.inputs)}")
-        shape = model.inputs[0].get_partial_shape()
-        if shape.rank.is_dynamic or shape.rank.get_length() != 4 or not shape.is_static:
-            raise OteError(f"{self.xml}: input shape {shape} is not a static [1, 3, H, W]")
-        n, c, h, w = (int(d) for d in shape.to_shape())
-        if n != 1 or c != 3:
-            raise OteError(f"{self.xml}: input shape [{n}, {c}, {h}, {w}] is not [1, 3, H, W]")
-        self.contract = output_contract(model)
-        if self.contract is None:
-            found = ", ".join(f"{o.get_any_name()} {o.get_partial_shape()}" for o in model.outputs)
-            raise OteError(f"{self.xml}: outputs ({found}) are neither DetectionOutput's [1, 1, N, 7] nor "
-                           f"'boxes' [N, 5] + 'labels' [N]")
-        self.input_size = (w, h)
-        self.keep_ratio = keep_ratio
-        det = detection_output_node(model)
-        self.background_label_id = int(det.get_attributes()["background_label_id"]) if det is not None else -1
-        self.label_offset = 1 if self.background_label_id == 0 else 0
         self.precision = precision
         self.threads = threads
         config = {}
@@ -123,13 +105,49 @@ class OpenVINOPredictor(FramePredictor):
             config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision]
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        self._check(model, self.xml)
         try:
-            self.compiled = self.core.compile_model(model, device, config)
+            compiled = self.core.compile_model(model, device, config)
         except RuntimeError as exc:
             raise OteError(f"{self.xml}: OpenVINO cannot compile it on {device} ({_ov_message(exc)})") from exc
-        self.request = self.compiled.create_infer_request()
+        self._bind(model, compiled, keep_ratio)
+
+    @classmethod
+    def from_compiled(cls, model, compiled, keep_ratio=False, name="model"):
+        """A predictor over an ``openvino.Model`` already compiled (e.g. by NNCF's accuracy control)."""
+        self = cls.__new__(cls)
+        self.xml = self.bin = name
+        self.precision, self.threads = "as compiled", None
+        self._check(model, name)
+        self._bind(model, compiled, keep_ratio)
+        return self
+
+    def _check(self, model, name):
+        if len(model.inputs) != 1:
+            raise OteError(f"{name}: expected an IR with one input, found {len(model.inputs)}")
+        shape = model.inputs[0].get_partial_shape()
+        if shape.rank.is_dynamic or shape.rank.get_length() != 4 or not shape.is_static:
+            raise OteError(f"{name}: input shape {shape} is not a static [1, 3, H, W]")
+        n, c, h, w = (int(d) for d in shape.to_shape())
+        if n != 1 or c != 3:
+            raise OteError(f"{name}: input shape [{n}, {c}, {h}, {w}] is not [1, 3, H, W]")
+        if output_contract(model) is None:
+            found = ", ".join(f"{o.get_any_name()} {o.get_partial_shape()}" for o in model.outputs)
+            raise OteError(f"{name}: outputs ({found}) are neither DetectionOutput's [1, 1, N, 7] nor "
+                           f"'boxes' [N, 5] + 'labels' [N]")
+
+    def _bind(self, model, compiled, keep_ratio):
+        _, _, h, w = (int(d) for d in model.inputs[0].get_partial_shape().to_shape())
+        self.input_size = (w, h)
+        self.keep_ratio = keep_ratio
+        self.contract = output_contract(model)
+        det = detection_output_node(model)
+        self.background_label_id = int(det.get_attributes()["background_label_id"]) if det is not None else -1
+        self.label_offset = 1 if self.background_label_id == 0 else 0
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
         if self.contract == "boxes_labels":
-            names = [o.get_names() for o in self.compiled.outputs]
+            names = [o.get_names() for o in compiled.outputs]
             self._boxes_index = next(i for i, n in enumerate(names) if any("boxes" in x for x in n))
         self.input_name = model.inputs[0].get_any_name()
 

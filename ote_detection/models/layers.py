@@ -63,6 +63,26 @@ class ConvModule(nn.Module):
         return x
 
 
+def conv_tower(in_channels, feat_channels, num_convs, norm_cfg=None, bias="auto"):
+    """A dense head's stacked 3x3 convolutions (conv, norm, ReLU) as mmdetection builds them; the
+    ``ModuleList`` keeps mmdetection's names (``cls_convs.0.conv``...) so OTE snapshots load."""
+    return nn.ModuleList(
+        ConvModule(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1, bias=bias,
+                   norm_cfg=norm_cfg, act_cfg=dict(type="ReLU")) for i in range(num_convs))
+
+
+def run_tower(tower, x):
+    for conv in tower:
+        x = conv(x)
+    return x
+
+
+def init_towers(*towers, std=0.01):
+    for tower in towers:
+        for module in tower:
+            normal_init(module.conv, std=std)
+
+
 class Scale(nn.Module):
     """A learnable scalar multiplier (mmcv's ``Scale``; parameter ``scale``)."""
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from ...registry import ANCHOR_GENERATORS, ASSIGNERS, BBOX_CODERS, HEADS
-from ..layers import ConvModule, Scale, bias_init_with_prob, normal_init
+from ..layers import Scale, bias_init_with_prob, conv_tower, init_towers, normal_init, run_tower
 from ..losses import build_loss, reduce_mean
 from .base import BaseDenseHead
 
@@ -51,13 +51,8 @@ class ATSSHead(BaseDenseHead):
         self.loss_centerness = build_loss(loss_centerness or dict(type="CrossEntropyLoss", use_sigmoid=True,
                                                                   loss_weight=1.0))
         self.num_anchors = self.anchor_generator.num_base_anchors[0]
-        relu = dict(type="ReLU")
-        self.cls_convs = nn.ModuleList(
-            ConvModule(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1, norm_cfg=norm_cfg,
-                       act_cfg=relu) for i in range(stacked_convs))
-        self.reg_convs = nn.ModuleList(
-            ConvModule(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1, norm_cfg=norm_cfg,
-                       act_cfg=relu) for i in range(stacked_convs))
+        self.cls_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm_cfg)
+        self.reg_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm_cfg)
         self.atss_cls = nn.Conv2d(feat_channels, self.num_anchors * num_classes, 3, padding=1)
         self.atss_reg = nn.Conv2d(feat_channels, self.num_anchors * 4, 3, padding=1)
         self.atss_centerness = nn.Conv2d(feat_channels, self.num_anchors, 3, padding=1)
@@ -67,8 +62,7 @@ class ATSSHead(BaseDenseHead):
         self.init_weights()
 
     def init_weights(self):
-        for m in list(self.cls_convs) + list(self.reg_convs):
-            normal_init(m.conv, std=0.01)
+        init_towers(self.cls_convs, self.reg_convs)
         normal_init(self.atss_cls, std=0.01, bias=bias_init_with_prob(0.01))
         normal_init(self.atss_reg, std=0.01)
         normal_init(self.atss_centerness, std=0.01)
@@ -76,11 +70,7 @@ class ATSSHead(BaseDenseHead):
     def forward(self, feats):
         cls_scores, bbox_preds, centernesses = [], [], []
         for x, scale in zip(feats, self.scales):
-            cls_feat, reg_feat = x, x
-            for conv in self.cls_convs:
-                cls_feat = conv(cls_feat)
-            for conv in self.reg_convs:
-                reg_feat = conv(reg_feat)
+            cls_feat, reg_feat = run_tower(self.cls_convs, x), run_tower(self.reg_convs, x)
             cls_scores.append(self.atss_cls(cls_feat))
             bbox_preds.append(scale(self.atss_reg(reg_feat)).float())
             centernesses.append(self.atss_centerness(reg_feat))

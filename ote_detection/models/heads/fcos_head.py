@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...registry import HEADS
-from ..layers import ConvModule, Scale, bias_init_with_prob, normal_init
+from ..layers import Scale, bias_init_with_prob, conv_tower, init_towers, normal_init, run_tower
 from ..losses import build_loss, reduce_mean
 from .base import BaseDenseHead
 
@@ -64,13 +64,8 @@ class FCOSHead(BaseDenseHead):
         self.loss_bbox = build_loss(loss_bbox or dict(type="IoULoss", loss_weight=1.0))
         self.loss_centerness = build_loss(loss_centerness or dict(type="CrossEntropyLoss", use_sigmoid=True,
                                                                   loss_weight=1.0))
-        relu = dict(type="ReLU")
-        self.cls_convs = nn.ModuleList(
-            ConvModule(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1, bias=conv_bias,
-                       norm_cfg=norm_cfg, act_cfg=relu) for i in range(stacked_convs))
-        self.reg_convs = nn.ModuleList(
-            ConvModule(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1, bias=conv_bias,
-                       norm_cfg=norm_cfg, act_cfg=relu) for i in range(stacked_convs))
+        self.cls_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm_cfg, bias=conv_bias)
+        self.reg_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm_cfg, bias=conv_bias)
         self.conv_cls = nn.Conv2d(feat_channels, num_classes, 3, padding=1)
         self.conv_reg = nn.Conv2d(feat_channels, 4, 3, padding=1)
         self.conv_centerness = nn.Conv2d(feat_channels, 1, 3, padding=1)
@@ -79,8 +74,7 @@ class FCOSHead(BaseDenseHead):
         self.init_weights()
 
     def init_weights(self):
-        for m in list(self.cls_convs) + list(self.reg_convs):
-            normal_init(m.conv, std=0.01)
+        init_towers(self.cls_convs, self.reg_convs)
         normal_init(self.conv_cls, std=0.01, bias=bias_init_with_prob(0.01))
         normal_init(self.conv_reg, std=0.01)
         normal_init(self.conv_centerness, std=0.01)
@@ -88,11 +82,7 @@ class FCOSHead(BaseDenseHead):
     def forward(self, feats):
         cls_scores, bbox_preds, centernesses = [], [], []
         for x, scale in zip(feats, self.scales):
-            cls_feat, reg_feat = x, x
-            for conv in self.cls_convs:
-                cls_feat = conv(cls_feat)
-            for conv in self.reg_convs:
-                reg_feat = conv(reg_feat)
+            cls_feat, reg_feat = run_tower(self.cls_convs, x), run_tower(self.reg_convs, x)
             bbox_pred = scale(self.conv_reg(reg_feat)).float()
             bbox_pred = F.relu(bbox_pred) if self.norm_on_bbox else bbox_pred.exp()
             cls_scores.append(self.conv_cls(cls_feat))

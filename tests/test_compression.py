@@ -51,7 +51,7 @@ def airport2(tmp_path_factory):
 
 
 def test_no_algorithm_is_one_line_error(work_dir_0200, airport2, tmp_path):
-    r = _compress(work_dir_0200, airport2, tmp_path / "out", "--load-weights", "x.pth")
+    r = _compress(work_dir_0200, airport2, tmp_path / "out", "--load-weights", str(work_dir_0200 / "model.py"))
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "no compression algorithm enabled" in lines[0], r.stderr

@@ -174,3 +174,52 @@ def add_tiling_args(parser):
 def tiling_options(args):
     """The ``tile`` argument of ``apis.predictor.make_predictor`` for parsed ``add_tiling_args`` flags."""
     return dict(overlap=args.tile_overlap, tile_scale=args.tile_scale) if args.tile else None
+
+
+def add_training_args(parser, defaults="the template's", load_weights_help=None, resume_help=None):
+    """The flags train.py and compress.py share (data, output folder, start weights, schedule, processes),
+    each checked when parsed. ``defaults``: where unset values come from, for the help texts."""
+    parser.add_argument("--train-ann-files", required=True, help="COCO annotation file(s), comma-separated")
+    parser.add_argument("--train-data-roots", required=True,
+                        help="image folder(s), one per annotation file, comma-separated")
+    parser.add_argument("--val-ann-files", help="COCO annotation file(s) for validation (COCO AP after each epoch)")
+    parser.add_argument("--val-data-roots", help="image folder(s) of the validation annotation file(s)")
+    parser.add_argument("--save-checkpoints-to", required=True, type=output_dir,
+                        help="output folder: epoch_N.pth and latest.pth are written there (atomically) after each "
+                             "epoch. A folder holding checkpoints of an earlier run is refused unless --resume-from "
+                             "continues that run or --overwrite is given; one process at a time may write it (lock)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the checkpoints of an earlier run in "
+                        "--save-checkpoints-to (they are removed before training starts)")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume-from", type=existing_file, help=resume_help or "continue a training run from this "
+                       "checkpoint: weights, optimizer state and epoch count; ends at once if --epochs does not exceed "
+                       "the stored epoch")
+    start.add_argument("--load-weights", type=existing_file, help=load_weights_help or
+                       "start a fresh schedule (epoch 0, warm-up) from these weights")
+    parser.add_argument("--epochs", type=positive_int, help=f"total number of epochs (default: {defaults})")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help="images per process and iteration (default: the template's)")
+    parser.add_argument("--base-learning-rate", type=non_negative_float,
+                        help=f"learning rate before warm-up/steps (default: {defaults})")
+    parser.add_argument("--gpu-num", type=non_negative_int, help="number of GPUs, one DDP process each (default: the "
+                        "template's gpu_num, limited to the GPUs present; 0 = CPU). Without CUDA, N > 1 runs N CPU "
+                        "processes with gloo")
+    parser.add_argument("--tensorboard-dir", type=output_dir,
+                        help="write TensorBoard logs (losses, lr, val AP) to this folder")
+    parser.add_argument("--workers", type=non_negative_int, help="data-loading processes per training process "
+                        "(default: model.py's workers_per_gpu, at most the CPU count; 0 = load in the training "
+                        "process)")
+    parser.add_argument("--input-size", type=input_size, help="override the template's input size, e.g. 128 or "
+                        "160x128 (width x height, each side 32..8192; stored in the checkpoint and used by eval.py "
+                        "and export.py)")
+    parser.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
+
+
+def training_kwargs(args):
+    """The keyword arguments of ``apis.train.train`` (and ``apis.compress.compress``) for ``add_training_args``."""
+    return dict(val_ann_files=args.val_ann_files, val_data_roots=args.val_data_roots, resume_from=args.resume_from,
+                load_weights=args.load_weights, epochs=args.epochs, batch_size=args.batch_size,
+                base_learning_rate=args.base_learning_rate, gpu_num=args.gpu_num,
+                tensorboard_dir=args.tensorboard_dir, workers=args.workers,
+                input_size=tuple(args.input_size) if args.input_size else None, seed=args.seed,
+                overwrite=args.overwrite)

@@ -22,4 +22,7 @@ def import_nncf():
         warnings.simplefilter("ignore")
         import nncf
     logging.getLogger("nncf").setLevel(logging.WARNING)
+    # building/loading NNCF's extension on a CPU-only machine logs "No CUDA runtime is found" (torch's
+    # cpp_extension): not the user's concern
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     return nncf

@@ -66,6 +66,13 @@ class BaseDenseHead(nn.Module):
         return [multiclass_nms(b.float(), s.float(), self.test_cfg) for b, s in zip(boxes, scores)]
 
     @staticmethod
+    def flatten_levels(maps, channels):
+        """Per-level maps [B, K * channels, H_l, W_l] -> [B, sum_l(H_l * W_l * K), channels], cell-major
+        with the K predictions of a cell contiguous: the order of the anchors / points of every head."""
+        batch = maps[0].shape[0]
+        return torch.cat([m.permute(0, 2, 3, 1).reshape(batch, -1, channels) for m in maps], 1)
+
+    @staticmethod
     def featmap_sizes(outs):
         """[(H_l, W_l)] of the first per-level list of ``outs``."""
         return [tuple(t.shape[-2:]) for t in outs[0]]

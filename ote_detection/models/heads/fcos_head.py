@@ -109,11 +109,8 @@ class FCOSHead(BaseDenseHead):
     def _flatten(self, outs):
         """[B, P, C] logits, [B, P, 4] distances (in pixels with norm_on_bbox at inference), [B, P] centerness."""
         cls_scores, bbox_preds, centernesses = outs
-        batch = cls_scores[0].shape[0]
-        logits = torch.cat([s.permute(0, 2, 3, 1).reshape(batch, -1, self.num_classes) for s in cls_scores], 1)
-        dist = torch.cat([b.permute(0, 2, 3, 1).reshape(batch, -1, 4) for b in bbox_preds], 1)
-        ctr = torch.cat([c.permute(0, 2, 3, 1).reshape(batch, -1) for c in centernesses], 1)
-        return logits, dist, ctr
+        return (self.flatten_levels(cls_scores, self.num_classes), self.flatten_levels(bbox_preds, 4),
+                self.flatten_levels(centernesses, 1)[..., 0])
 
     @staticmethod
     def distance2bbox(points, distance, max_shape=None):

@@ -76,10 +76,7 @@ class SSDHead(BaseDenseHead):
 
     def flatten_outputs(self, cls_scores, bbox_preds):
         """Level maps -> [B, A, C+1] logits and [B, A, 4] deltas in anchor order."""
-        batch = cls_scores[0].shape[0]
-        logits = torch.cat([s.permute(0, 2, 3, 1).reshape(batch, -1, self.cls_out_channels) for s in cls_scores], 1)
-        deltas = torch.cat([b.permute(0, 2, 3, 1).reshape(batch, -1, 4) for b in bbox_preds], 1)
-        return logits, deltas
+        return self.flatten_levels(cls_scores, self.cls_out_channels), self.flatten_levels(bbox_preds, 4)
 
     # -- training ----------------------------------------------------------------------------------
     def loss(self, outs, gt_bboxes, gt_labels):

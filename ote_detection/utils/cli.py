@@ -24,32 +24,20 @@ def _number(text, kind):
     return value
 
 
-def positive_int(text):
-    value = _number(text, int)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive integer (1 or more)")
-    return value
+def _at_least(kind, minimum, strict, message):
+    """An argparse type: a number of ``kind`` >= ``minimum`` (> with ``strict``), else ``message``."""
+    def check(text):
+        value = _number(text, kind)
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"{text!r}: {message}")
+        return value
+    return check
 
 
-def non_negative_int(text):
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
-    return value
-
-
-def positive_float(text):
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be greater than 0")
-    return value
-
-
-def non_negative_float(text):
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
-    return value
+positive_int = _at_least(int, 0, True, "must be a positive integer (1 or more)")
+non_negative_int = _at_least(int, 0, False, "must be 0 or more")
+positive_float = _at_least(float, 0.0, True, "must be greater than 0")
+non_negative_float = _at_least(float, 0.0, False, "must be 0 or more")
 
 
 class InputSize(NamedTuple):

@@ -138,9 +138,13 @@ def _resolve_normalize(cfg, path):
             if not isinstance(step, dict) or step.get("type") != "Normalize":
                 continue
             args = {k: v for k, v in step.items() if k != "type"}
-            if not args and norm is not None:
+            if not args and not norm:
+                raise OteError(f"{path}: the training pipeline's Normalize has no values and the config no "
+                               f"img_norm_cfg (e.g. img_norm_cfg = dict(mean=[0, 0, 0], std=[255, 255, 255], "
+                               f"to_rgb=True))")
+            if not args:
                 pipeline[i] = Config(type="Normalize", **Config.wrap(dict(norm)))
-            elif args and norm is not None and _as_floats(args) != _as_floats(norm):
+            elif args and norm and _as_floats(args) != _as_floats(norm):
                 raise OteError(f"{path}: the training pipeline's Normalize {dict(args)} differs from img_norm_cfg "
                                f"{dict(norm)}, which eval and export use; write dict(type='Normalize') to use "
                                f"img_norm_cfg")

@@ -160,6 +160,7 @@ def test_normalize_takes_img_norm_cfg():
      "train_pipeline = [dict(type='Normalize', mean=[0, 0, 0], std=[255, 255, 255], to_rgb=True)]\n"
      "data = dict(train=dict(dataset=dict(pipeline=train_pipeline)))\n", "differs from img_norm_cfg"),
     ("data = dict(train=dict(dataset=dict(type='VOCDataset')))\n", "dataset type 'VOCDataset' is not supported"),
+    ("img_norm_cfg = dict(_delete_=True)\n", "Normalize has no values and the config no img_norm_cfg"),
 ])
 def test_values_that_cannot_be_honoured_are_refused(tmp_path, body, message):
     with pytest.raises(OteError, match=message) as err:

@@ -73,28 +73,18 @@ def calibration_frames(source, limit=10):
 
 
 def quantize_ir(xml_path, frames, out_xml, keep_ratio=True, preset="mixed"):
-    """Post-training INT8 of an IR with NNCF on the OpenVINO model, calibrated on ``frames`` (letterboxed to
-    the IR's input like the predictor does); writes ``out_xml`` and returns its path."""
-    import warnings
-
-    import nncf
+    """Post-training INT8 of an IR (``compression.ptq.quantize_ir_model``, no accuracy control), calibrated on
+    ``frames`` (letterboxed to the IR's input like the predictor does); writes ``out_xml``, returns its path."""
     import openvino as ov
 
-    core = ov.Core()
-    model = core.read_model(xml_path)
+    from ..compression.ptq import quantize_ir_model
+
+    model = ov.Core().read_model(xml_path)
     _, _, h, w = (int(d) for d in model.inputs[0].get_shape())
-
-    def transform(frame):
-        img, _ = letterbox(frame, (w, h), keep_ratio)
-        return np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32)
-
-    presets = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
-    logging.getLogger("nncf").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantized = nncf.quantize(model, nncf.Dataset(list(frames), transform), preset=presets[preset],
-                                  subset_size=len(frames))
-    ov.save_model(quantized, out_xml, compress_to_fp16=False)
+    calib = [np.ascontiguousarray(letterbox(f, (w, h), keep_ratio)[0].transpose(2, 0, 1)[None], dtype=np.float32)
+             for f in frames]
+    quantized, _ = quantize_ir_model(model, calib, preset=preset, keep_ratio=keep_ratio)
+    save_openvino(quantized, out_xml)
     return out_xml
 
 

@@ -219,14 +219,9 @@ class CompressionStateHook(HookBase):
         self.plugin.state.update(state or {})
 
 
-def check_ranks_in_step(model):
-    """With several processes: every state_dict entry of ``model`` (weights, quantizer scales, sparsity
-    masks, pruned shapes) is the same on every rank, else an OteError naming the first that differs.
-    Compares per-entry (shape, sum, sum of squares) in float64 with ``all_gather``. Returns the number of
-    ranks compared (1: nothing to do)."""
+def _rank_fingerprints(model):
+    """(keys, [world, entries, 3] float64: numel, sum, sum of squares per state entry on every rank)."""
     dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return 1
     keys, rows = [], []
     for key, value in model.state_dict().items():
         if not torch.is_tensor(value):
@@ -241,12 +236,40 @@ def check_ranks_in_step(model):
         raise OteError(f"compression: the ranks hold different models ({[int(s) for s in sizes]} state entries)")
     gathered = [torch.zeros_like(mine) for _ in sizes]
     dist.all_gather(gathered, mine)
-    for other in gathered[1:]:
-        diff = ~torch.isclose(other, gathered[0], rtol=1e-9, atol=1e-12).all(dim=1)
-        if diff.any():
-            raise OteError(f"compression: the ranks are out of step ({keys[int(diff.nonzero()[0])]} differs)")
-    log.info("compression: state identical on %d ranks (%d entries)", len(gathered), len(keys))
-    return len(gathered)
+    return keys, torch.stack(gathered)
+
+
+def _differing(keys, prints):
+    same = torch.isclose(prints, prints[:1], rtol=1e-9, atol=1e-12).all(dim=2).all(dim=0)
+    return [k for k, ok in zip(keys, same.tolist()) if not ok]
+
+
+def check_ranks_in_step(model):
+    """With several processes: make every state_dict entry of ``model`` (weights, quantizer scales, sparsity
+    masks) the same on every rank and check it. Entries that differ (sparsity masks recomputed by each rank
+    at a schedule step can differ where weight magnitudes tie at the threshold) are broadcast from rank 0,
+    as DDP does with buffers before each forward; a difference left after that, or different structures
+    (pruned shapes, NNCF hooks), is an OteError naming the entry. Compares per-entry (numel, sum, sum of
+    squares) in float64 with ``all_gather``. Returns the number of ranks compared (1: nothing to do)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return 1
+    keys, prints = _rank_fingerprints(model)
+    if len({tuple(p[:, 0].tolist()) for p in prints}) != 1:
+        raise OteError(f"compression: the ranks hold differently shaped models ({_differing(keys, prints)[0]})")
+    differing = _differing(keys, prints)
+    if differing:
+        state = model.state_dict()
+        for key in differing:
+            dist.broadcast(state[key], 0)  # the tensors share storage with the model's
+        log.info("compression: %d state entr(y/ies) differed across ranks (e.g. %s); rank 0's broadcast",
+                 len(differing), differing[0])
+        keys, prints = _rank_fingerprints(model)
+        left = _differing(keys, prints)
+        if left:
+            raise OteError(f"compression: the ranks are out of step ({left[0]} differs)")
+    log.info("compression: state identical on %d ranks (%d entries)", prints.shape[0], len(keys))
+    return prints.shape[0]
 
 
 def is_compressed_checkpoint(ckpt):

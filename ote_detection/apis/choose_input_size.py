@@ -13,7 +13,6 @@ calibrated on a few letterboxed images).
 
 from __future__ import annotations
 
-import glob
 import logging
 import math
 import os
@@ -40,9 +39,6 @@ log = logging.getLogger(__name__)
 __all__ = ["choose_input_size", "export_ir", "quantize_ir", "evaluate_predictor", "time_predictor",
            "format_sweep", "load_frames", "calibration_frames", "mark_choice"]
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
-
-
 def export_ir(inference_model, size, xml_path):
     """Write the IR of ``inference_model`` at ``size`` (w, h) to ``xml_path`` (FP32); returns the path."""
     import warnings
@@ -56,20 +52,10 @@ def export_ir(inference_model, size, xml_path):
 
 def calibration_frames(source, limit=10):
     """Up to ``limit`` BGR images for INT8 calibration: a folder (searched recursively), a COCO json
-    (images beside it or under its ``images/`` folder) or a list of image paths."""
-    if isinstance(source, (list, tuple)):
-        paths = list(source)
-    elif os.path.isdir(source):
-        paths = sorted(p for p in glob.glob(os.path.join(source, "**", "*"), recursive=True)
-                       if p.lower().endswith(IMAGE_EXTS))
-    elif str(source).lower().endswith(".json"):
-        coco = load_coco_files([source], [os.path.dirname(os.path.abspath(source))], require_boxes=False)
-        paths = [img["path"] for img in coco["images"]]
-    else:
-        raise OteError(f"{source}: not a folder of images or a COCO .json")
-    if not paths:
-        raise OteError(f"{source}: no images for INT8 calibration")
-    return [read_image(p) for p in paths[:limit]]
+    (images beside it or under its ``images/`` folder) or a list of image paths
+    (``compression.ptq.calibration_paths``)."""
+    from ..compression.ptq import calibration_paths
+    return [read_image(p) for p in calibration_paths(source, limit)]
 
 
 def quantize_ir(xml_path, frames, out_xml, keep_ratio=True, preset="mixed"):

@@ -223,7 +223,9 @@ def _rank_fingerprints(model):
     """(keys, [world, entries, 3] float64: numel, sum, sum of squares per state entry on every rank)."""
     dist = torch.distributed
     keys, rows = [], []
-    for key, value in model.state_dict().items():
+    state = model.state_dict()
+    for key in sorted(state):  # sorted: NNCF's hook entries need not be in the same order on every rank
+        value = state[key]
         if not torch.is_tensor(value):
             continue
         v = value.detach().to("cpu", torch.float64)
@@ -232,7 +234,9 @@ def _rank_fingerprints(model):
     mine = torch.stack(rows) if rows else torch.zeros(0, 3, dtype=torch.float64)
     sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, torch.tensor([len(keys)]))
-    if len({int(s) for s in sizes}) != 1:
+    names = [None] * dist.get_world_size()
+    dist.all_gather_object(names, keys)
+    if len({int(s) for s in sizes}) != 1 or any(n != keys for n in names):
         raise OteError(f"compression: the ranks hold different models ({[int(s) for s in sizes]} state entries)")
     gathered = [torch.zeros_like(mine) for _ in sizes]
     dist.all_gather(gathered, mine)

@@ -19,6 +19,7 @@ import cv2
 import yaml
 
 from ..data.coco import load_coco_files
+from ..data.frames import IMAGE_EXTS
 from ..inference.predictor import FramePredictor
 from ..evaluation import evaluate_detections
 from ..export.exporter import convert_to_openvino
@@ -30,9 +31,6 @@ from .env import import_nncf
 from .quantization import quantization_params
 
 log = logging.getLogger(__name__)
-
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 class _Resizer(FramePredictor):
@@ -60,7 +58,7 @@ def calibration_paths(source, limit=300):
     else:
         raise OteError(f"{source}: not a folder of images or a COCO .json")
     if not paths:
-        raise OteError(f"{source}: no images (.jpg, .png, .bmp) for INT8 calibration")
+        raise OteError(f"{source}: no images ({', '.join(IMAGE_EXTS)}) for INT8 calibration")
     return paths[:limit]
 
 

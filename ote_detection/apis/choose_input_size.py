@@ -93,7 +93,7 @@ def quantize_ir(xml_path, frames, out_xml, keep_ratio=True, preset="mixed"):
         warnings.simplefilter("ignore")
         quantized = nncf.quantize(model, nncf.Dataset(list(frames), transform), preset=presets[preset],
                                   subset_size=len(frames))
-    ov.save_model(quantized, out_xml, compress_to_fp16=False)
+    save_openvino(quantized, out_xml)
     return out_xml
 
 

@@ -42,7 +42,7 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
     # one export at a time into out_dir; the new set is built beside it and swapped in as a whole
     with OutputLock(out_dir, "export.py"), atomic_dir(out_dir, owned=EXPORT_FILES) as tmp:
         ov_model, info = convert_to_openvino(model, size)
-        save_openvino(ov_model, os.path.join(tmp, "model.xml"))
+        save_openvino(ov_model, os.path.join(tmp, "model.xml"), shown_as=os.path.join(out_dir, "model.xml"))
         files = ["model.xml", "model.bin"]
         if onnx:
             onnx_outputs = export_onnx(model, size, os.path.join(tmp, "model.onnx"))
@@ -71,7 +71,7 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
         }
         if onnx:
             export_info["onnx"] = {"file": "model.onnx", "outputs": onnx_outputs}
-        with open(os.path.join(tmp, EXPORT_INFO), "w", encoding="utf-8") as f:
+        with open(os.path.join(tmp, EXPORT_INFO), "w", encoding="utf-8") as f:  # a full disk: atomic_dir's line
             yaml.safe_dump(export_info, f, sort_keys=False)
     xml = os.path.join(out_dir, "model.xml")
     log.info("exported %s (%dx%d) to %s", task.name, size[0], size[1], xml)

@@ -8,6 +8,7 @@ the graph API by the head family's adapter (``export/adapters.py``): ``Detection
 0..255 (no mean/scale to apply outside).
 """
 
+import contextlib
 import copy
 import logging
 import warnings
@@ -16,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..utils.errors import OteError
+from ..utils.fileio import is_write_failure, write_error
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +144,17 @@ def convert_to_openvino(inference_model, input_size):
     return adapter.to_openvino(inference_model, tuple(int(v) for v in input_size))
 
 
-def save_openvino(model, xml_path):
-    """Write .xml + .bin in FP32 (no FP16 weight compression)."""
+def save_openvino(model, xml_path, shown_as=None):
+    """Write .xml + .bin in FP32 (no FP16 weight compression). A full or read-only disk (OpenVINO says
+    ``RuntimeError: basic_ios::clear: iostream error``) is one OteError line naming ``shown_as`` (the
+    final path when ``xml_path`` is a temporary one)."""
     import openvino as ov
-    ov.save_model(model, xml_path, compress_to_fp16=False)
+    try:
+        ov.save_model(model, xml_path, compress_to_fp16=False)
+    except (OSError, RuntimeError) as exc:
+        if is_write_failure(exc):
+            raise write_error(shown_as or xml_path, exc) from None
+        raise
 
 
 def export_onnx(inference_model, input_size, path):
@@ -156,9 +165,31 @@ def export_onnx(inference_model, input_size, path):
     module = adapter.raw_module(inference_model.eval(), input_size)
     program = capture(module, input_size)
     try:
-        onnx_program = torch.onnx.export(program, input_names=[INPUT_NAME], output_names=list(adapter.onnx_outputs),
-                                         dynamo=True, verbose=False)
+        with quiet_onnx_optimizer():
+            onnx_program = torch.onnx.export(program, input_names=[INPUT_NAME],
+                                             output_names=list(adapter.onnx_outputs), dynamo=True, verbose=False)
         onnx_program.save(path)
     except Exception as exc:
+        if is_write_failure(exc):  # a full disk: the caller names the output folder
+            raise
         raise OteError(f"ONNX export failed: {_first_line(exc)}") from exc
     return dict(adapter.onnx_outputs)
+
+
+# the ONNX optimizer's INFO lines (~80 per export: "Removed 517 unused nodes", "Replaced initializer ...");
+# their warnings and errors still show
+ONNX_OPTIMIZER_LOGGERS = ("onnxscript", "onnx_ir")
+
+
+@contextlib.contextmanager
+def quiet_onnx_optimizer():
+    """The loggers of ``ONNX_OPTIMIZER_LOGGERS`` at WARNING for the block (restored afterwards)."""
+    loggers = [logging.getLogger(name) for name in ONNX_OPTIMIZER_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

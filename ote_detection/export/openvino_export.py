@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..utils.errors import OteError
-from ..utils.fileio import is_write_failure, write_error
+from ..utils.fileio import LOW_SPACE_BYTES, free_bytes, is_write_failure, write_error
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +138,24 @@ def save_openvino(model, xml_path, shown_as=None):
     """Write .xml + .bin in FP32 (no FP16 weight compression). A full or read-only disk (OpenVINO says
     ``RuntimeError: basic_ios::clear: iostream error``) is one OteError line naming ``shown_as`` (the
     final path when ``xml_path`` is a temporary one)."""
+    import errno
+    import os
+
     import openvino as ov
     try:
         ov.save_model(model, xml_path, compress_to_fp16=False)
     except (OSError, RuntimeError) as exc:
-        if is_write_failure(exc):
-            raise write_error(shown_as or xml_path, exc) from None
-        raise
+        if not is_write_failure(exc):
+            raise
+        free = free_bytes(xml_path)  # OpenVINO's stream error has no errno: too little room is a full disk
+        if free is not None and free < ir_bytes(model) + LOW_SPACE_BYTES:
+            exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise write_error(shown_as or xml_path, exc) from None
+
+
+def ir_bytes(model):
+    """Bytes of an ``openvino.Model``'s constants: about the size of its .bin."""
+    return sum(op.get_byte_size() for op in model.get_ordered_ops() if op.get_type_name() == "Constant")
 
 
 # the ONNX optimizer's INFO lines (~80 per export: "Removed 517 unused nodes", "Replaced initializer ...");

@@ -161,6 +161,11 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     for path in (options.resume_from, options.load_weights):
         if path:
             meta = load_checkpoint_file(path).get("meta") or {}  # fail early, with the file's name
+            parts = (meta.get("compression") or {}).get("parts")
+            if parts and plugin is None:  # its compressed structure and optimizer are compress.py's
+                flags = " ".join("--" + p.replace("_", "-") for p in parts)
+                raise OteError(f"{path}: a compress.py checkpoint ({', '.join(parts)}); continue it with compress.py "
+                               f"--resume-from {path} {flags} (train.py resumes and starts from train.py snapshots)")
             if path == options.resume_from and options.input_size is None and meta.get("input_size"):
                 options.input_size = tuple(meta["input_size"])  # a resumed run keeps its input size
             if (meta.get("source") or {}).get("batchnorm") == "identity" and not task.cfg.model.backbone.get("norm_eval"):

@@ -116,7 +116,10 @@ def _run(options, plugin=None):
     model = detector.to(device)
     if plugin is not None:
         ctx = PluginContext(device=device, input_size=task.input_size, batch_size=options.batch_size,
-                            init_loader=lambda: build_train_loader(dataset, options.batch_size, 0, options.seed),
+                            # each training image once (not RepeatDataset's copies): calibration counts images
+                            init_loader=lambda: build_train_loader(
+                                dataset.dataset if isinstance(dataset, RepeatDataset) else dataset,
+                                options.batch_size, 0, options.seed),
                             resume_checkpoint=resume_ckpt)
         model = plugin.prepare_model(detector, ctx)
     optimizer = build_optimizer(model, cfg.optimizer)

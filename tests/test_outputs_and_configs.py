@@ -292,3 +292,14 @@ def test_every_template_config_passes_the_schema():
     assert len(names) >= 6
     for name in names:
         read_compression_config(os.path.join(folder, name, "compression_config.json"))
+
+
+def test_instantiate_into_read_only_or_full_disk_is_one_line(tmp_path):
+    from conftest import REPO
+    tool = os.path.join(REPO, "tools", "instantiate_template.py")
+    with tmpfs(tmp_path / "ro", "size=1m,ro") as ro:
+        r = run_tool([tool, template_path(), os.path.join(ro, "wd"), "--do-not-load-snapshot"])
+        one_line(r.returncode, r.stderr, os.path.join(ro, "wd"), "not writable (Read-only file system)")
+    with tmpfs(tmp_path / "small", "size=20k") as small:
+        r = run_tool([tool, template_path(), os.path.join(small, "wd"), "--do-not-load-snapshot"])
+        one_line(r.returncode, r.stderr, os.path.join(small, "wd"), "disk full while writing")

@@ -279,7 +279,7 @@ def test_huge_frame_eval_train_anchors(work_dir_0200, tmp_path):
 @pytest.mark.slow
 def test_eval_names_damaged_jpeg_and_missing_flags(work_dir_0200, tmp_path):
     """eval.py: a JPEG cut short and closed with an end marker is one line naming the file (libjpeg's own
-    line does not appear); a missing --test-data-roots is named; string image ids are named."""
+    line does not appear); a missing --test-data-roots (eval.py) or --val-data-roots (train.py) is named."""
     omz = need_shared(*OMZ_0200)
     ann, data = copy_airport_subset(str(tmp_path), n=2)
     victim = os.path.join(str(tmp_path), data["images"][1]["file_name"])
@@ -293,6 +293,10 @@ def test_eval_names_damaged_jpeg_and_missing_flags(work_dir_0200, tmp_path):
     assert not [ln for ln in err if "Corrupt JPEG" in ln and victim not in ln], r.stderr[-2000:]
     r = run_tool([str(work_dir_0200 / "eval.py"), "--load-weights", omz, "--test-ann-files", ann])
     assert r.returncode == 2 and "error: --test-data-roots is missing" in r.stderr and "None" not in r.stderr
+    r = run_tool([str(work_dir_0200 / "train.py"), "--train-ann-files", ann, "--train-data-roots", str(tmp_path),
+                  "--val-ann-files", ann, "--save-checkpoints-to", str(tmp_path / "ckpt"), "--epochs", "1"])
+    assert r.returncode == 2 and "error: --val-data-roots is missing" in r.stderr and "None" not in r.stderr
+    assert not os.path.exists(tmp_path / "ckpt" / "latest.pth")
 
 
 @pytest.mark.slow

@@ -391,9 +391,13 @@ def decode_image(path, info=None):
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise OteError(f"{path}: cannot read image ({exc.strerror})") from None
+    raised = ""
     with _captured_stderr() as out:
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    said = _decoder_message(out.text)
+        try:
+            img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        except cv2.error as exc:  # e.g. a decoder's own size or memory check
+            img, raised = None, (str(exc).strip().splitlines() or ["cv2.error"])[-1]
+    said = _decoder_message(out.text + "\n" + raised)
     if img is None:
         raise OteError(f"{path}: cannot decode image (corrupt or not an image file{': ' + said if said else ''})")
     if said and _DAMAGE.search(out.text):

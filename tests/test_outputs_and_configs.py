@@ -294,6 +294,7 @@ def test_every_template_config_passes_the_schema():
         read_compression_config(os.path.join(folder, name, "compression_config.json"))
 
 
+@pytest.mark.slow
 def test_instantiate_into_read_only_or_full_disk_is_one_line(tmp_path):
     from conftest import REPO
     tool = os.path.join(REPO, "tools", "instantiate_template.py")

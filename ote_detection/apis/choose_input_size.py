@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from ..data.coco import load_coco_files
-from ..data.transforms import read_image
+from ..data.images import read_image
 from ..inference.deploy import common_frame_hw, deployment_input_size, model_stride
 from ..inference.predictor import letterbox
 from ..evaluation.coco_ap import coco_ap

@@ -57,7 +57,10 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
     if resume_from:
         meta = load_checkpoint_file(resume_from).get("meta") or {}
         stored = (meta.get("compression") or {}).get("parts")
-        if stored is not None and list(stored) != list(settings.parts):
+        if stored is None:
+            raise OteError(f"{resume_from}: not a compress.py checkpoint; start compressing it with --load-weights "
+                           f"{resume_from} (train.py --resume-from continues its training)")
+        if list(stored) != list(settings.parts):
             raise OteError(f"{resume_from}: compressed with {', '.join(stored)}, not "
                            f"{', '.join(settings.parts)}; give the same --nncf-* flags to resume")
     log.info("compression: %s (settings of %s)", ", ".join(settings.parts), settings.path)
@@ -76,7 +79,7 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
     from .train import train
     if "nncf_quantization" in settings.parts:
         advice = qat_advice(len(load_coco_files(train_ann_files, train_data_roots, task.classes,
-                                                check_images=False)["images"]))
+                                                check_images=False, flags="--train")["images"]))
         if advice:
             log.warning(advice)
     plugin = CompressionPlugin(settings)

@@ -163,6 +163,32 @@ class SyncRunner:
         pass
 
 
+class FrameRunner:
+    """Inference of a whole frame in the calling thread with ``predictor.predict_frames`` (a
+    ``TiledPredictor``: its tiles and full-frame pass); the result is already in frame pixels."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+        self.results = {}
+
+    def submit(self, index, image):
+        t0 = time.perf_counter()
+        det = self.predictor.predict_frames([image])[0]
+        self.results[index] = (det, time.perf_counter() - t0)
+
+    pop = SyncRunner.pop
+    wait_all = SyncRunner.wait_all
+
+
+def is_tiled(predictor):
+    """Whether ``predictor`` is a ``TiledPredictor`` (it needs whole frames, not preprocessed tensors)."""
+    return getattr(predictor, "inner", None) is not None
+
+
+def _keep_frame(image):
+    return image, None
+
+
 class AsyncRunner:
     """``jobs`` OpenVINO infer requests in flight (``AsyncInferQueue``); results keyed by frame index."""
 
@@ -269,14 +295,17 @@ def run_frames(predictor, source, sink=None, show=False, score_thr=0.5, class_na
     ``jobs``: OpenVINO requests in flight (IR only); ``sync``: the plain one-frame-at-a-time loop;
     ``max_frames``: stop after that many frames; ``overlay``: draw the FPS lines."""
     import cv2
-    use_async = supports_async(predictor) and not sync
-    runner = AsyncRunner(predictor, jobs) if use_async else SyncRunner(predictor)
+    tiled = is_tiled(predictor)
+    use_async = supports_async(predictor) and not sync and not tiled
+    runner = AsyncRunner(predictor, jobs) if use_async else FrameRunner(predictor) if tiled else SyncRunner(predictor)
+    # tiles are cut from the original frame: the reader only decodes
+    preprocess = _keep_frame if tiled else predictor.preprocess
     wait_per_image = show and source.kind in ("image", "folder")
     total = source.total if not max_frames else min(source.total or max_frames, max_frames)
     bar = tqdm(total=total, unit="frame", disable=not progress or (show and source.kind == "camera"),
                dynamic_ncols=True, leave=False)
-    reader = None if sync else _Reader(source, predictor.preprocess, depth=max(2, jobs + 1), max_frames=max_frames)
-    items = _sequential(source, predictor.preprocess, max_frames) if sync else reader
+    reader = None if sync else _Reader(source, preprocess, depth=max(2, jobs + 1), max_frames=max_frames)
+    items = _sequential(source, preprocess, max_frames) if sync else reader
     stats = DemoStats()
     pending = collections.deque()
     quit_requested = False
@@ -293,7 +322,7 @@ def run_frames(predictor, source, sink=None, show=False, score_thr=0.5, class_na
             if isinstance(det_net, BaseException):
                 raise det_net
             image = frame.image
-            det = predictor.postprocess(det_net, scale, image.shape[:2])
+            det = det_net if tiled else predictor.postprocess(det_net, scale, image.shape[:2])
             drawn = draw_detections(image, det, score_thr, class_names)
             stats.add(latency, drawn)
             if overlay:
@@ -309,7 +338,7 @@ def run_frames(predictor, source, sink=None, show=False, score_thr=0.5, class_na
 
     # one warm-up inference: the first request of a freshly compiled model is slower than the others
     width, height = predictor.input_size
-    predictor.infer_batch(torch.zeros(1, 3, height, width))
+    (predictor.inner if tiled else predictor).infer_batch(torch.zeros(1, 3, height, width))
     ok = False
     try:
         if reader is not None:
@@ -349,6 +378,11 @@ def run_frames(predictor, source, sink=None, show=False, score_thr=0.5, class_na
 def describe_predictor(predictor, weights, use_async, jobs):
     w, h = predictor.input_size
     fit = "letterboxed (--keep-ratio)" if predictor.keep_ratio else "stretched"
+    if is_tiled(predictor):
+        tiw, tih = predictor.tile_size()
+        fit += (f"; tiled: full frame + tiles of {tiw:g}x{tih:g} frame px (--tile-scale {predictor.tile_scale:g}, "
+                f"overlap >= {predictor.overlap:g}), merged with NMS")
+        predictor = predictor.inner
     if hasattr(predictor, "compiled"):
         try:
             prec = str(predictor.compiled.get_property("INFERENCE_PRECISION_HINT")).replace("<Type: '", "")
@@ -393,7 +427,7 @@ def run_demo(template, load_weights, video, output=None, show=None, score_thr=0.
         predictor = make_predictor(task, load_weights, precision=precision, threads=threads,
                                    input_size=tuple(input_size) if input_size else None,
                                    keep_ratio=keep_ratio, batch_size=1, tile=tile)
-        use_async = supports_async(predictor) and not sync
+        use_async = supports_async(predictor) and not sync and not is_tiled(predictor)
         log(describe_predictor(predictor, load_weights, use_async, jobs))
         if output is not None:
             sink = open_sink(output, source)
@@ -405,6 +439,9 @@ def run_demo(template, load_weights, video, output=None, show=None, score_thr=0.
         raise
     stats = run_frames(predictor, source, sink, show=show, score_thr=score_thr, class_names=task.classes,
                        jobs=jobs, sync=sync, max_frames=max_frames, overlay=overlay)
+    skipped = getattr(source, "skipped_summary", lambda: None)()
+    if skipped:
+        log(f"warning: {skipped}")
     line = ("stopped early: " if stats.stopped_early else "done: ") + stats.summary()
     if sink is not None and sink.count:
         line += f"; wrote {sink.describe()}"

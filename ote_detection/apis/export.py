@@ -53,11 +53,12 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
             from ..compression.ptq import int8_of_exported_ir
             quantized, int8_info = int8_of_exported_ir(ov_model, size, keep_ratio, task.classes, calibration_images,
                                                        val_ann_files, val_data_roots, max_drop)
-            save_openvino(ov_model, os.path.join(tmp, "model_fp32.xml"))
-            save_openvino(quantized, os.path.join(tmp, "model.xml"))
+            save_openvino(ov_model, os.path.join(tmp, "model_fp32.xml"),
+                          shown_as=os.path.join(out_dir, "model_fp32.xml"))
+            save_openvino(quantized, os.path.join(tmp, "model.xml"), shown_as=os.path.join(out_dir, "model.xml"))
             files = ["model.xml", "model.bin", "model_fp32.xml", "model_fp32.bin"]
         else:
-            save_openvino(ov_model, os.path.join(tmp, "model.xml"))
+            save_openvino(ov_model, os.path.join(tmp, "model.xml"), shown_as=os.path.join(out_dir, "model.xml"))
             files = ["model.xml", "model.bin"]
         if onnx:
             onnx_outputs = export_onnx(model, size, os.path.join(tmp, "model.onnx"))
@@ -88,7 +89,7 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
             export_info["int8"] = int8_info
         if onnx:
             export_info["onnx"] = {"file": "model.onnx", "outputs": onnx_outputs}
-        with open(os.path.join(tmp, EXPORT_INFO), "w", encoding="utf-8") as f:
+        with open(os.path.join(tmp, EXPORT_INFO), "w", encoding="utf-8") as f:  # a full disk: atomic_dir's line
             yaml.safe_dump(export_info, f, sort_keys=False)
     xml = os.path.join(out_dir, "model.xml")
     log.info("exported %s (%dx%d) to %s", task.name, size[0], size[1], xml)

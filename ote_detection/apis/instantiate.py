@@ -8,7 +8,7 @@ import shutil
 from ..config import load_template
 from ..utils.download import download
 from ..utils.errors import OteError
-from ..utils.fileio import sha256sum
+from ..utils.fileio import check_writable_dir, sha256sum, write_error
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,14 @@ def instantiate(template_path, work_dir, load_snapshot=True):
     template_path = os.path.abspath(template_path)
     template = load_template(template_path)
     src_dir = os.path.dirname(template_path)
-    os.makedirs(work_dir, exist_ok=True)
+    check_writable_dir(work_dir, "work dir")
+    try:
+        return _instantiate(template_path, template, src_dir, work_dir, load_snapshot)
+    except OSError as exc:  # a full disk or a folder inside the work dir that cannot be written
+        raise write_error(work_dir, exc) from None
+
+
+def _instantiate(template_path, template, src_dir, work_dir, load_snapshot):
     written = []
     for name in sorted(os.listdir(src_dir)):
         path = os.path.join(src_dir, name)

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 from ..config import input_size_wh
-from ..data.coco import CocoDataset, RepeatDataset, load_coco_files
+from ..data.coco import CocoDataset, RepeatDataset, check_data_flags, load_coco_files
 from ..data.transforms import with_input_size
 from ..engine import distributed as dist_utils
 from ..engine.checkpoint import check_checkpoint_dir, load_checkpoint_file, load_weights, save_checkpoint
@@ -116,7 +116,10 @@ def _run(options, plugin=None):
     model = detector.to(device)
     if plugin is not None:
         ctx = PluginContext(device=device, input_size=task.input_size, batch_size=options.batch_size,
-                            init_loader=lambda: build_train_loader(dataset, options.batch_size, 0, options.seed),
+                            # each training image once (not RepeatDataset's copies): calibration counts images
+                            init_loader=lambda: build_train_loader(
+                                dataset.dataset if isinstance(dataset, RepeatDataset) else dataset,
+                                options.batch_size, 0, options.seed),
                             resume_checkpoint=resume_ckpt)
         model = plugin.prepare_model(detector, ctx)
     optimizer = build_optimizer(model, cfg.optimizer)
@@ -161,6 +164,11 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     for path in (options.resume_from, options.load_weights):
         if path:
             meta = load_checkpoint_file(path).get("meta") or {}  # fail early, with the file's name
+            parts = (meta.get("compression") or {}).get("parts")
+            if parts and plugin is None:  # its compressed structure and optimizer are compress.py's
+                flags = " ".join("--" + p.replace("_", "-") for p in parts)
+                raise OteError(f"{path}: a compress.py checkpoint ({', '.join(parts)}); continue it with compress.py "
+                               f"--resume-from {path} {flags} (train.py resumes and starts from train.py snapshots)")
             if path == options.resume_from and options.input_size is None and meta.get("input_size"):
                 options.input_size = tuple(meta["input_size"])  # a resumed run keeps its input size
             if (meta.get("source") or {}).get("batchnorm") == "identity" and not task.cfg.model.backbone.get("norm_eval"):
@@ -200,9 +208,11 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
             start_epoch = int((load_checkpoint_file(options.resume_from).get("meta") or {}).get("epoch", 0))
         if lock is not None:
             check_checkpoint_dir(options.save_checkpoints_to, options.resume_from, start_epoch, options.overwrite)
+        check_data_flags(options.val_ann_files, options.val_data_roots, "--val")
         build_train_dataset(copy.deepcopy(cfg), options.train_ann_files, options.train_data_roots, task.classes)
         if options.val_ann_files:
-            options.val_coco = load_coco_files(options.val_ann_files, options.val_data_roots, task.classes)
+            options.val_coco = load_coco_files(options.val_ann_files, options.val_data_roots, task.classes,
+                                               flags="--val")
         return _launch(task, options, plugin, processes)
     finally:
         if lock is not None:

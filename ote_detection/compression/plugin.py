@@ -141,6 +141,10 @@ class CompressionPlugin(TrainingPlugin):
         else:  # "augmented": OTE's way (NNCF 2.x took them from the training loader)
             init_images = collect_images(loader, num_init)
             bn_batches = collect_batches(loader, num_bn) if num_bn else []
+        if 0 < len(init_images) < num_init:
+            log.warning("quantization: the training set gives %d image(s) for range initialisation, fewer than "
+                        "num_init_samples %d of %s: the ranges are set from these %d", len(init_images), num_init,
+                        self.settings.path, len(init_images))
         if not init_images:
             raise OteError("quantization: the training set gave no image for range initialisation")
         model = quantize_model(model, init_images, bn_batches, device=device, preset=opts["preset"])

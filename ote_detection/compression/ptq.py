@@ -15,11 +15,10 @@ import shutil
 import tempfile
 import time
 
-import cv2
 import yaml
 
 from ..data.coco import load_coco_files
-from ..data.frames import IMAGE_EXTS
+from ..data.images import IMAGE_EXTS, read_image
 from ..inference.predictor import FramePredictor
 from ..evaluation import evaluate_detections
 from ..export.exporter import convert_to_openvino
@@ -27,6 +26,7 @@ from ..export.openvino_export import save_openvino
 from ..inference.openvino_predictor import OpenVINOPredictor
 from ..utils.artefacts import ir_checksums
 from ..utils.errors import OteError
+from ..utils.fileio import is_write_failure, write_error
 from .env import import_nncf
 from .quantization import quantization_params
 
@@ -58,7 +58,7 @@ def calibration_paths(source, limit=300):
     else:
         raise OteError(f"{source}: not a folder of images or a COCO .json")
     if not paths:
-        raise OteError(f"{source}: no images ({', '.join(IMAGE_EXTS)}) for INT8 calibration")
+        raise OteError(f"{source}: no image files for INT8 calibration")
     return paths[:limit]
 
 
@@ -67,10 +67,7 @@ def calibration_tensors(paths, input_size, keep_ratio=False):
     resizer = _Resizer(input_size, keep_ratio)
     out = []
     for path in paths:
-        frame = cv2.imread(path)
-        if frame is None:
-            raise OteError(f"{path}: cannot read image")
-        out.append(resizer.preprocess(frame)[0].numpy()[None])
+        out.append(resizer.preprocess(read_image(path))[0].numpy()[None])
     return out
 
 
@@ -141,9 +138,7 @@ def _load_items(coco, resizer):
     """(image id, [1, 3, h, w] float32, scale, frame (h, w)) per image of ``coco``."""
     items = []
     for img in coco["images"]:
-        frame = cv2.imread(img["path"])
-        if frame is None:
-            raise OteError(f"{img['path']}: cannot read image")
+        frame = read_image(img["path"])
         tensor, scale = resizer.preprocess(frame)
         items.append((img["id"], tensor.numpy()[None], scale, frame.shape[:2]))
     return items
@@ -166,8 +161,8 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
                        "measured on them")
     model, snapshot_size = task.load_snapshot(load_weights)
     size = tuple(input_size or snapshot_size)
-    train_coco = load_coco_files(train_ann_files, train_data_roots, task.classes)
-    val_coco = load_coco_files(val_ann_files, val_data_roots, task.classes)
+    train_coco = load_coco_files(train_ann_files, train_data_roots, task.classes, flags="--train")
+    val_coco = load_coco_files(val_ann_files, val_data_roots, task.classes, flags="--val")
     fp32, _ = convert_to_openvino(model, size)
     resizer = _Resizer(size)
     calib = [item[1] for item in _load_items(train_coco, resizer)]
@@ -176,25 +171,33 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
     subset = max(1, min(len(calib), max(num_init, subset_size)))
     quantized, qinfo = quantize_ir_model(fp32, calib, val, val_coco, max_drop=max_drop, subset_size=subset)
     ap_fp32, ap_int8, elapsed = qinfo["ap_fp32_ir"], qinfo["ap_int8_ir"], qinfo["seconds"]
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".ptq.", dir=out_dir)
     try:
-        save_openvino(quantized, os.path.join(tmp, "model.xml"))
-        info = {"template": task.name, "source_snapshot": os.path.abspath(load_weights), "input_size": list(size),
-                "method": "nncf.quantize_with_accuracy_control (OpenVINO backend, preset mixed)",
-                "max_drop_ap_points": float(max_drop), "calibration_images": subset,
-                "validation_images": len(val), "ap_fp32_ir": ap_fp32, "ap_int8_ir": ap_int8,
-                "seconds": round(elapsed, 1), "cpu": qinfo["cpu"]}
-        with open(os.path.join(tmp, "ptq_info.yaml"), "w", encoding="utf-8") as f:
-            yaml.safe_dump(info, f, sort_keys=False)
-        # what eval.py / visualize.py check before reading an IR: its template, classes and file checksums
-        export_info = {"template": task.name, "classes": list(task.classes), "precision": "INT8 (PTQ)",
-                       "input": {"input_size": list(size), "keep_ratio": False},
-                       "sha256": ir_checksums(tmp, ["model.xml", "model.bin"])}
-        with open(os.path.join(tmp, "export_info.yaml"), "w", encoding="utf-8") as f:
-            yaml.safe_dump(export_info, f, sort_keys=False)
-        for name in ("model.bin", "ptq_info.yaml", "model.xml", "export_info.yaml"):  # .bin before .xml
-            os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+        os.makedirs(out_dir, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".ptq.", dir=out_dir)
+    except OSError as exc:
+        raise write_error(out_dir, exc) from None
+    try:
+        try:
+            save_openvino(quantized, os.path.join(tmp, "model.xml"))
+            info = {"template": task.name, "source_snapshot": os.path.abspath(load_weights), "input_size": list(size),
+                    "method": "nncf.quantize_with_accuracy_control (OpenVINO backend, preset mixed)",
+                    "max_drop_ap_points": float(max_drop), "calibration_images": subset,
+                    "validation_images": len(val), "ap_fp32_ir": ap_fp32, "ap_int8_ir": ap_int8,
+                    "seconds": round(elapsed, 1), "cpu": qinfo["cpu"]}
+            with open(os.path.join(tmp, "ptq_info.yaml"), "w", encoding="utf-8") as f:
+                yaml.safe_dump(info, f, sort_keys=False)
+            # what eval.py / visualize.py check before reading an IR: its template, classes and file checksums
+            export_info = {"template": task.name, "classes": list(task.classes), "precision": "INT8 (PTQ)",
+                           "input": {"input_size": list(size), "keep_ratio": False},
+                           "sha256": ir_checksums(tmp, ["model.xml", "model.bin"])}
+            with open(os.path.join(tmp, "export_info.yaml"), "w", encoding="utf-8") as f:
+                yaml.safe_dump(export_info, f, sort_keys=False)
+            for name in ("model.bin", "ptq_info.yaml", "model.xml", "export_info.yaml"):  # .bin before .xml
+                os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+        except (OSError, RuntimeError) as exc:  # a full or read-only disk: one line, nothing half-written kept
+            if is_write_failure(exc):
+                raise write_error(os.path.join(out_dir, "model.xml"), exc) from None
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("PTQ: AP %.2f (FP32 IR) -> %.2f (INT8 IR) in %.0f s; wrote %s", ap_fp32, ap_int8, elapsed,
@@ -215,7 +218,7 @@ def int8_of_exported_ir(fp32, size, keep_ratio, classes, calibration_images=None
         raise OteError("give --val-ann-files and --val-data-roots together")
     val_items, val_coco = None, None
     if val_ann_files:
-        val_coco = load_coco_files(val_ann_files, val_data_roots, tuple(classes))
+        val_coco = load_coco_files(val_ann_files, val_data_roots, tuple(classes), flags="--val")
         val_items = _load_items(val_coco, _Resizer(size, keep_ratio))
     if calibration_images:
         paths = calibration_paths(calibration_images, calibration_limit)

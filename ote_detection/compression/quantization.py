@@ -31,21 +31,18 @@ def is_nncf_model(module):
 
 
 def collect_images(loader, count):
-    """Up to ``count`` single images [1, 3, h, w] (normalised, as the model takes them) from a training
-    loader whose batches are ``(imgs, gt_bboxes, gt_labels)``."""
+    """Up to ``count`` single images [1, 3, h, w] (normalised, as the model takes them) from one pass over a
+    training loader whose batches are ``(imgs, gt_bboxes, gt_labels)``: each training image at most once,
+    so a set smaller than ``count`` gives fewer (the caller says so)."""
     images = []
     if count <= 0:
         return images
-    while len(images) < count:
-        before = len(images)
-        for batch in loader:
-            imgs = batch[0] if isinstance(batch, (list, tuple)) else batch
-            for img in imgs:
-                images.append(img[None].float().contiguous())
-                if len(images) >= count:
-                    return images
-        if len(images) == before:  # empty loader
-            break
+    for batch in loader:
+        imgs = batch[0] if isinstance(batch, (list, tuple)) else batch
+        for img in imgs:
+            images.append(img[None].float().contiguous())
+            if len(images) >= count:
+                return images
     return images
 
 
@@ -70,20 +67,15 @@ def plain_images(paths, input_size, img_norm_cfg, count):
     file of ``paths`` (cycled when fewer) stretched to ``input_size`` (w, h) as eval.py and the exported IR
     do, then normalised by ``img_norm_cfg``. Range initialisation and BatchNorm adaptation on these match
     what the deployed model sees (augmented batches cost 0.57 AP, docs/templates.md)."""
-    import cv2
-
+    from ..data.images import read_image
     from ..inference.predictor import letterbox
     from ..models.inference import InferenceModel
-    from ..utils.errors import OteError
 
     norm = InferenceModel(torch.nn.Identity(), img_norm_cfg)
     images = []
     paths = list(paths)
     for i in range(min(int(count), len(paths)) if count > 0 else 0):
-        frame = cv2.imread(paths[i])
-        if frame is None:
-            raise OteError(f"{paths[i]}: cannot read image")
-        img, _ = letterbox(frame, tuple(input_size), keep_ratio=False)
+        img, _ = letterbox(read_image(paths[i]), tuple(input_size), keep_ratio=False)
         bgr = torch.from_numpy(img.transpose(2, 0, 1).copy()).float()[None]
         images.append(norm.normalize(bgr).contiguous())
     return images

@@ -6,7 +6,8 @@ import torch
 
 from ..utils.errors import OteError
 from .adapters import adapter_for
-from .openvino_export import INPUT_NAME, capture, first_line
+from ..utils.fileio import is_write_failure
+from .openvino_export import INPUT_NAME, capture, first_line, quiet_onnx_optimizer
 
 
 def convert_to_openvino(inference_model, input_size):
@@ -25,9 +26,12 @@ def export_onnx(inference_model, input_size, path):
     module = adapter.raw_module(inference_model.eval(), input_size)
     program = capture(module, input_size)
     try:
-        onnx_program = torch.onnx.export(program, input_names=[INPUT_NAME], output_names=list(adapter.onnx_outputs),
-                                         dynamo=True, verbose=False)
+        with quiet_onnx_optimizer():
+            onnx_program = torch.onnx.export(program, input_names=[INPUT_NAME],
+                                             output_names=list(adapter.onnx_outputs), dynamo=True, verbose=False)
         onnx_program.save(path)
     except Exception as exc:
+        if is_write_failure(exc):  # a full disk: the caller (utils.fileio.atomic_dir) names the output folder
+            raise
         raise OteError(f"ONNX export failed: {first_line(exc)}") from exc
     return dict(adapter.onnx_outputs)

@@ -42,13 +42,14 @@ __all__ = ["choose_input_size", "export_ir", "quantize_ir", "evaluate_predictor"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def export_ir(inference_model, size, xml_path):
-    """Write the IR of ``inference_model`` at ``size`` (w, h) to ``xml_path`` (FP32); returns the path."""
+def export_ir(inference_model, size, xml_path, classes=("face",), keep_ratio=True):
+    """Write the IR of ``inference_model`` at ``size`` (w, h) to ``xml_path`` (FP32); returns the path.
+    ``keep_ratio``: frames are letterboxed into it (its model_info says so)."""
     import warnings
     os.makedirs(os.path.dirname(os.path.abspath(xml_path)), exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, _ = convert_to_openvino(inference_model, size)
+        model, _ = convert_to_openvino(inference_model, size, classes=classes, keep_ratio=keep_ratio)
     save_openvino(model, xml_path)
     return xml_path
 
@@ -93,7 +94,7 @@ def quantize_ir(xml_path, frames, out_xml, keep_ratio=True, preset="mixed"):
         warnings.simplefilter("ignore")
         quantized = nncf.quantize(model, nncf.Dataset(list(frames), transform), preset=presets[preset],
                                   subset_size=len(frames))
-    ov.save_model(quantized, out_xml, compress_to_fp16=False)
+    save_openvino(quantized, out_xml, source=model)
     return out_xml
 
 
@@ -191,7 +192,7 @@ def choose_input_size(template, weights, ann_files, data_roots, sizes, precision
     from tqdm import tqdm
     for size in tqdm(wanted, desc="sizes", disable=not progress):
         name = f"{size[0]}x{size[1]}"
-        xml = export_ir(model, size, os.path.join(out_dir, name, "model.xml"))
+        xml = export_ir(model, size, os.path.join(out_dir, name, "model.xml"), task.classes, keep_ratio)
         variants = [("FP32 IR, " + precision, xml)]
         if calib is not None:
             q = quantize_ir(xml, calib, os.path.join(out_dir, name, "model_int8.xml"), keep_ratio)

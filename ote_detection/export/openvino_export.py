@@ -132,19 +132,30 @@ def convert_network(module, input_size):
     return net
 
 
-def convert_to_openvino(inference_model, input_size):
+def convert_to_openvino(inference_model, input_size, classes=("face",), keep_ratio=False):
     """The IR (``openvino.Model``) of ``inference_model`` for a [1, 3, h, w] input, post-processing
-    included, by the adapter of its head's ``export_family``. Returns ``(model, info)``: ``info`` is
-    what the adapter writes into ``export_info.yaml`` (``output`` fields and the folding flag)."""
+    included, by the adapter of its head's ``export_family``, with Model API's ``model_info`` in its
+    runtime info (``export/model_info.py``: ``classes`` as labels; ``keep_ratio``: frames letterboxed
+    into it, input size ``Wx``). Returns ``(model, info)``: ``info`` is what the adapter writes into
+    ``export_info.yaml`` (``output`` fields and the folding flag)."""
     from .adapters import adapter_for
+    from .model_info import model_info, set_model_info
     inference_model = inference_model.eval()
-    adapter = adapter_for(inference_model.detector.bbox_head)
-    return adapter.to_openvino(inference_model, tuple(int(v) for v in input_size))
+    head = inference_model.detector.bbox_head
+    adapter = adapter_for(head)
+    model, info = adapter.to_openvino(inference_model, tuple(int(v) for v in input_size))
+    set_model_info(model, model_info(head, classes, keep_ratio))
+    return model, info
 
 
-def save_openvino(model, xml_path):
-    """Write .xml + .bin in FP32 (no FP16 weight compression)."""
+def save_openvino(model, xml_path, source=None):
+    """Write .xml + .bin in FP32 (no FP16 weight compression). ``source``: the IR ``model`` was made
+    from (e.g. the FP32 IR NNCF quantized): its ``model_info`` is written where ``model`` has none."""
     import openvino as ov
+
+    from .model_info import get_model_info, set_model_info
+    if source is not None and not get_model_info(model):
+        set_model_info(model, get_model_info(source))
     ov.save_model(model, xml_path, compress_to_fp16=False)
 
 

@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from ..data.coco import load_coco_files
+from ..data.formats import prepare_datasets
 from ..data.transforms import read_image
 from ..engine.deploy import common_frame_hw, deployment_input_size, model_stride
 from ..engine.predictor import letterbox
@@ -174,13 +175,14 @@ def mark_choice(rows, tolerance=1.0, key="ap50"):
 
 def choose_input_size(template, weights, ann_files, data_roots, sizes, precision="default", keep_ratio=True,
                       int8_calibration=None, calibration_images=10, save_irs_to=None, score_thr=0.5,
-                      tolerance=1.0, repeats=1, all_threads=True, progress=True):
+                      tolerance=1.0, repeats=1, all_threads=True, progress=True, data_format="coco"):
     """The sweep; returns ``(rows, choice index)``; each row: size, precision, ap, ap50, recall_small,
     best_recall_small, ms_1 (1 thread), ms_all (all threads, or NaN), xml."""
     task = Task(template)
     if str(weights).lower().endswith((".xml", ".bin")):
         raise OteError(f"{weights}: an IR has one input size; give the PyTorch snapshot (.pth) to sweep sizes")
     model, _ = task.load_snapshot(weights)
+    ann_files, data_roots = prepare_datasets(ann_files, data_roots, data_format, task.classes)
     coco = load_coco_files(ann_files, data_roots, task.classes)
     frames = load_frames(coco)
     frame_hw = common_frame_hw(coco["images"])

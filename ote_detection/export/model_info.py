@@ -3,7 +3,7 @@
 
 ``model_api.models.DetectionModel.create_model("model.xml")`` reads ``rt_info['model_info']`` (the keys
 OTX writes) and needs no other argument. Every IR we write gets it here, from ``set_model_info``, called
-by ``openvino_export.convert_to_openvino`` (export.py, compress.py --ptq, choose_input_size) and kept by
+by ``exporter.convert_to_openvino`` (export.py, compress.py --ptq, choose_input_size) and kept by
 ``save_openvino`` for models derived from such an IR (NNCF's INT8 models). The values are strings, as
 Model API parses them (lists space-separated).
 

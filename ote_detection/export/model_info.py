@@ -17,7 +17,7 @@ Model API parses them (lists space-separated).
   unless ``nms_execute`` is set).
 * ``resize_type``: ``standard`` (stretch to the input, as training and eval.py do) for IRs of a fixed
   WxH; ``fit_to_window`` for ``--input-size Wx`` IRs, whose frames are scaled by one factor and padded
-  at the right and bottom with zeros (``engine.predictor.letterbox``; Model API's ``fit_to_window`` pads
+  at the right and bottom with zeros (``inference.predictor.letterbox``; Model API's ``fit_to_window`` pads
   the same way; its ``fit_to_window_letterbox`` centres the frame, which the network was not run with
   by eval.py, the demo and the input-size sweep).
 * ``reverse_input_channels`` False, ``mean_values`` 0 0 0, ``scale_values`` 1 1 1, ``pad_value`` 0: the

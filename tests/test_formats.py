@@ -46,6 +46,7 @@ def test_formats_written_by_datumaro_read_back_as_our_coco(airport_coco, airport
     assert a.shape == b.shape == (41, 4) and np.abs(a - b).max() <= 0.01  # YOLO/CVAT keep 2 decimals
 
 
+@pytest.mark.slow
 def test_no_face_category_and_bad_dataset_are_one_line(airport_coco, tmp_path):
     persons = dict(airport_coco, categories=[{"id": 1, "name": "person"}])
     out = export_with_datumaro(persons, str(tmp_path / "voc"), "voc_detection")
@@ -74,6 +75,7 @@ def test_data_checks_apply_to_any_format(airport_formats, tmp_path):
         load_coco_files(files, roots)
 
 
+@pytest.mark.slow
 def test_coco_path_does_not_import_datumaro():
     code = ("import sys; from ote_detection.apis import train, evaluate, compress, choose_input_size; "
             "from ote_detection.data.formats import prepare_datasets; from ote_detection.data.coco import "
@@ -84,6 +86,7 @@ def test_coco_path_does_not_import_datumaro():
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_convert_dataset_cli_voc_to_coco(airport_coco, airport_formats, tmp_path):
     out = tmp_path / "conv" / "annotations.json"
     r = run_tool([os.path.join(REPO, "tools", "convert_dataset.py"), airport_formats["voc"], "--from", "voc", "--to",

@@ -107,6 +107,7 @@ def test_download_checksum_cache_resume_and_corrupt(omz_server, tmp_path):
     assert not list((tmp_path / "cache" / "downloads").glob("*/face-detection-0204.bin.part"))
 
 
+@pytest.mark.slow
 def test_offline_is_one_line(tmp_path, monkeypatch):
     env = dict(os.environ, OTE_FACE_CACHE=str(tmp_path / "cache"), OTE_FACE_OMZ_URL="http://127.0.0.1:9")
     r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "import_openvino_weights.py"), "--download",

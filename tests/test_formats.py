@@ -57,7 +57,7 @@ def test_no_face_category_and_bad_dataset_are_one_line(airport_coco, tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "categories:" in r.stderr, r.stderr
     with pytest.raises(OteError, match="cannot be read as a yolo dataset"):
         prepare_datasets(str(tmp_path), None, "yolo")
-    with pytest.raises(OteError, match="--\\*-data-roots is for COCO files only"):
+    with pytest.raises(OteError, match="--train-data-roots is for COCO files only"):
         prepare_datasets(out, "somewhere", "voc")
 
 

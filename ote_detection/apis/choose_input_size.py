@@ -25,7 +25,7 @@ import numpy as np
 
 from ..data.coco import load_coco_files
 from ..data.formats import prepare_datasets
-from ..data.transforms import read_image
+from ..data.images import IMAGE_EXTS, read_image
 from ..inference.deploy import common_frame_hw, deployment_input_size, model_stride
 from ..inference.predictor import letterbox
 from ..evaluation.coco_ap import coco_ap
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 __all__ = ["choose_input_size", "export_ir", "quantize_ir", "evaluate_predictor", "time_predictor",
            "format_sweep", "load_frames", "calibration_frames", "mark_choice"]
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def export_ir(inference_model, size, xml_path, classes=("face",), keep_ratio=True):
@@ -183,7 +182,7 @@ def choose_input_size(template, weights, ann_files, data_roots, sizes, precision
     if str(weights).lower().endswith((".xml", ".bin")):
         raise OteError(f"{weights}: an IR has one input size; give the PyTorch snapshot (.pth) to sweep sizes")
     model, _ = task.load_snapshot(weights)
-    ann_files, data_roots = prepare_datasets(ann_files, data_roots, data_format, task.classes)
+    ann_files, data_roots = prepare_datasets(ann_files, data_roots, data_format, task.classes, "--val")
     coco = load_coco_files(ann_files, data_roots, task.classes)
     frames = load_frames(coco)
     frame_hw = common_frame_hw(coco["images"])

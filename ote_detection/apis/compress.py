@@ -58,7 +58,7 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
         train_ann_files, train_data_roots = prepare_datasets(train_ann_files, train_data_roots, data_format,
                                                              task.classes)
         train_kwargs["val_ann_files"], train_kwargs["val_data_roots"] = prepare_datasets(
-            train_kwargs.get("val_ann_files"), train_kwargs.get("val_data_roots"), data_format, task.classes)
+            train_kwargs.get("val_ann_files"), train_kwargs.get("val_data_roots"), data_format, task.classes, "--val")
         return post_training_quantization(task, load_weights, train_ann_files, train_data_roots, save_checkpoints_to,
                                           val_ann_files=train_kwargs.get("val_ann_files"),
                                           val_data_roots=train_kwargs.get("val_data_roots"), max_drop=max_drop,

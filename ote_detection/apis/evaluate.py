@@ -56,8 +56,9 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
         check_writable_file(save_metrics_to, "--save-metrics-to file")
     if save_pr_curves:
         check_writable_dir(save_pr_curves, "--save-pr-curves folder")
-    test_ann_files, test_data_roots = prepare_datasets(test_ann_files, test_data_roots, data_format, task.classes)
-    coco = load_coco_files(test_ann_files, test_data_roots, task.classes) if test_ann_files else None
+    test_ann_files, test_data_roots = prepare_datasets(test_ann_files, test_data_roots, data_format, task.classes,
+                                                       prefix="--test")  # checks a half-given COCO pair
+    coco = load_coco_files(test_ann_files, test_data_roots, task.classes, flags="--test") if test_ann_files else None
     wider_gt = wider_images = None
     if wider_dir:
         wider_images = find_wider_images_dir(wider_dir)

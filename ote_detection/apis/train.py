@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 from ..config import input_size_wh
-from ..data.coco import CocoDataset, RepeatDataset, load_coco_files
+from ..data.coco import CocoDataset, RepeatDataset, check_data_flags, load_coco_files
 from ..data.formats import prepare_datasets
 from ..data.transforms import with_input_size
 from ..engine import distributed as dist_utils
@@ -158,11 +158,11 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     options = TrainOptions(template=os.path.abspath(template), train_ann_files=train_ann_files,
                            train_data_roots=train_data_roots, save_checkpoints_to=save_checkpoints_to, **kwargs)
     task = Task(options.template)
-    if options.data_format is not None:  # coco: only checks that the image folders are given
+    if options.data_format is not None:  # coco: only checks that each file has its image folder
         options.train_ann_files, options.train_data_roots = prepare_datasets(
-            options.train_ann_files, options.train_data_roots, options.data_format, task.classes)
+            options.train_ann_files, options.train_data_roots, options.data_format, task.classes, "--train")
         options.val_ann_files, options.val_data_roots = prepare_datasets(
-            options.val_ann_files, options.val_data_roots, options.data_format, task.classes)
+            options.val_ann_files, options.val_data_roots, options.data_format, task.classes, "--val")
         options.data_format = None  # done: DDP processes and compress get COCO json
     if options.resume_from and options.load_weights:
         raise OteError("give either --resume-from or --load-weights, not both")
@@ -208,9 +208,11 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
             start_epoch = int((load_checkpoint_file(options.resume_from).get("meta") or {}).get("epoch", 0))
         if lock is not None:
             check_checkpoint_dir(options.save_checkpoints_to, options.resume_from, start_epoch, options.overwrite)
+        check_data_flags(options.val_ann_files, options.val_data_roots, "--val")
         build_train_dataset(copy.deepcopy(cfg), options.train_ann_files, options.train_data_roots, task.classes)
         if options.val_ann_files:
-            options.val_coco = load_coco_files(options.val_ann_files, options.val_data_roots, task.classes)
+            options.val_coco = load_coco_files(options.val_ann_files, options.val_data_roots, task.classes,
+                                               flags="--val")
         return _launch(task, options, plugin, processes)
     finally:
         if lock is not None:

@@ -29,7 +29,7 @@ import shutil
 import tempfile
 
 from ..utils.errors import OteError
-from .coco import split_paths
+from .coco import check_data_flags, split_paths
 
 log = logging.getLogger(__name__)
 
@@ -135,20 +135,19 @@ def _tmp_dir():
     return _TMP[0]
 
 
-def prepare_datasets(ann_files, data_roots, data_format=COCO, classes=("face",)):
+def prepare_datasets(ann_files, data_roots, data_format=COCO, classes=("face",), prefix="--train"):
     """``(ann_files, data_roots)`` that ``load_coco_files`` reads: unchanged for ``coco`` (no Datumaro
     import); for another format each dataset in ``ann_files`` converted into a COCO json (temporary
-    folder), with ``/`` as its data root (the image paths are absolute)."""
+    folder), with ``/`` as its data root (the image paths are absolute). ``prefix``: of the flags, for
+    the messages (``--train``, ``--val``, ``--test``)."""
+    if is_coco(data_format):
+        check_data_flags(ann_files, data_roots, prefix)  # a half-given pair is one line naming the flag
+        return ann_files, data_roots
     if not ann_files:
         return ann_files, data_roots
-    if is_coco(data_format):
-        if not data_roots:
-            raise OteError(f"{ann_files}: COCO annotation files need their image folders (--*-data-roots, one per "
-                           f"file)")
-        return ann_files, data_roots
     if data_roots:
-        raise OteError(f"--data-format {data_format}: give each dataset (its folder, or file) with --*-ann-files; "
-                       f"--*-data-roots is for COCO files only")
+        raise OteError(f"--data-format {data_format}: give each dataset (its folder, or file) with {prefix}-ann-files; "
+                       f"{prefix}-data-roots is for COCO files only")
     out_files = []
     for path in split_paths(ann_files):
         coco = datumaro_to_coco(path, data_format, classes)

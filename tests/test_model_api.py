@@ -10,7 +10,7 @@ import torch
 from conftest import template_path
 from ote_detection.apis.export import export
 from ote_detection.apis.task import Task
-from ote_detection.data.transforms import read_image
+from ote_detection.data.images import read_image
 from ote_detection.engine.checkpoint import save_checkpoint
 from ote_detection.export.model_info import get_model_info
 from ote_detection.inference.openvino_predictor import OpenVINOPredictor, box_iou

@@ -39,7 +39,7 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
     model, snapshot_size = task.load_snapshot(load_weights)  # checks template and shapes, one line each
     size = deployment_input_size(tuple(input_size) if input_size is not None else None, aspect=aspect,
                                  stride=model_stride(model), default=snapshot_size)
-    keep_ratio = input_size is not None and input_size[1] is None
+    keep_ratio = input_size is not None and input_size[1] is None  # the IR's model_info says fit_to_window
     out_dir = os.path.abspath(save_model_to)
     if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         raise OteError(f"{out_dir}: exists and is not a folder (give a folder for --save-model-to)")
@@ -47,7 +47,7 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
     check_writable_dir(parent, "folder of --save-model-to")  # before converting, not after
     # one export at a time into out_dir; the new set is built beside it and swapped in as a whole
     with OutputLock(out_dir, "export.py"), atomic_dir(out_dir, owned=EXPORT_FILES) as tmp:
-        ov_model, info = convert_to_openvino(model, size)
+        ov_model, info = convert_to_openvino(model, size, classes=task.classes, keep_ratio=keep_ratio)
         int8_info = None
         if int8:
             from ..compression.ptq import int8_of_exported_ir
@@ -55,7 +55,8 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
                                                        val_ann_files, val_data_roots, max_drop)
             save_openvino(ov_model, os.path.join(tmp, "model_fp32.xml"),
                           shown_as=os.path.join(out_dir, "model_fp32.xml"))
-            save_openvino(quantized, os.path.join(tmp, "model.xml"), shown_as=os.path.join(out_dir, "model.xml"))
+            save_openvino(quantized, os.path.join(tmp, "model.xml"), shown_as=os.path.join(out_dir, "model.xml"),
+                          source=ov_model)
             files = ["model.xml", "model.bin", "model_fp32.xml", "model_fp32.bin"]
         else:
             save_openvino(ov_model, os.path.join(tmp, "model.xml"), shown_as=os.path.join(out_dir, "model.xml"))

@@ -10,6 +10,7 @@ import torch
 
 from ..config import input_size_wh
 from ..data.coco import CocoDataset, RepeatDataset, check_data_flags, load_coco_files
+from ..data.formats import prepare_datasets
 from ..data.transforms import with_input_size
 from ..engine import distributed as dist_utils
 from ..engine.checkpoint import check_checkpoint_dir, load_checkpoint_file, load_weights, save_checkpoint
@@ -49,6 +50,7 @@ class TrainOptions:
     amp: bool = False
     overwrite: bool = False
     progress: bool = True
+    data_format: Optional[str] = "coco"  # or a Datumaro format name: converted first (data/formats.py)
     # filled in by ``train`` before the processes start
     val_coco: Optional[dict] = None
     use_cuda: bool = False
@@ -159,6 +161,12 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     options = TrainOptions(template=os.path.abspath(template), train_ann_files=train_ann_files,
                            train_data_roots=train_data_roots, save_checkpoints_to=save_checkpoints_to, **kwargs)
     task = Task(options.template)
+    if options.data_format is not None:  # coco: only checks that each file has its image folder
+        options.train_ann_files, options.train_data_roots = prepare_datasets(
+            options.train_ann_files, options.train_data_roots, options.data_format, task.classes, "--train")
+        options.val_ann_files, options.val_data_roots = prepare_datasets(
+            options.val_ann_files, options.val_data_roots, options.data_format, task.classes, "--val")
+        options.data_format = None  # done: DDP processes and compress get COCO json
     if options.resume_from and options.load_weights:
         raise OteError("give either --resume-from or --load-weights, not both")
     for path in (options.resume_from, options.load_weights):

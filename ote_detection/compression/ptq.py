@@ -163,7 +163,7 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
     size = tuple(input_size or snapshot_size)
     train_coco = load_coco_files(train_ann_files, train_data_roots, task.classes, flags="--train")
     val_coco = load_coco_files(val_ann_files, val_data_roots, task.classes, flags="--val")
-    fp32, _ = convert_to_openvino(model, size)
+    fp32, _ = convert_to_openvino(model, size, classes=task.classes)
     resizer = _Resizer(size)
     calib = [item[1] for item in _load_items(train_coco, resizer)]
     val = _load_items(val_coco, resizer)
@@ -178,7 +178,7 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
         raise write_error(out_dir, exc) from None
     try:
         try:
-            save_openvino(quantized, os.path.join(tmp, "model.xml"))
+            save_openvino(quantized, os.path.join(tmp, "model.xml"), source=fp32)
             info = {"template": task.name, "source_snapshot": os.path.abspath(load_weights), "input_size": list(size),
                     "method": "nncf.quantize_with_accuracy_control (OpenVINO backend, preset mixed)",
                     "max_drop_ap_points": float(max_drop), "calibration_images": subset,

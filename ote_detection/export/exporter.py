@@ -7,16 +7,22 @@ import torch
 from ..utils.errors import OteError
 from .adapters import adapter_for
 from ..utils.fileio import is_write_failure
+from .model_info import model_info, set_model_info
 from .openvino_export import INPUT_NAME, capture, first_line, quiet_onnx_optimizer
 
 
-def convert_to_openvino(inference_model, input_size):
+def convert_to_openvino(inference_model, input_size, classes=("face",), keep_ratio=False):
     """The IR (``openvino.Model``) of ``inference_model`` for a [1, 3, h, w] input, post-processing
-    included, by the adapter of its head's ``export_family``. Returns ``(model, info)``: ``info`` is
-    what the adapter writes into ``export_info.yaml`` (``output`` fields and the folding flag)."""
+    included, by the adapter of its head's ``export_family``, with Model API's ``model_info`` in its
+    runtime info (``export/model_info.py``: ``classes`` as labels; ``keep_ratio``: frames letterboxed
+    into it, input size ``Wx``). Returns ``(model, info)``: ``info`` is what the adapter writes into
+    ``export_info.yaml`` (``output`` fields and the folding flag)."""
     inference_model = inference_model.eval()
-    adapter = adapter_for(inference_model.detector.bbox_head)
-    return adapter.to_openvino(inference_model, tuple(int(v) for v in input_size))
+    head = inference_model.detector.bbox_head
+    adapter = adapter_for(head)
+    model, info = adapter.to_openvino(inference_model, tuple(int(v) for v in input_size))
+    set_model_info(model, model_info(head, classes, keep_ratio))
+    return model, info
 
 
 def export_onnx(inference_model, input_size, path):

@@ -134,14 +134,19 @@ def convert_network(module, input_size):
     return net
 
 
-def save_openvino(model, xml_path, shown_as=None):
+def save_openvino(model, xml_path, shown_as=None, source=None):
     """Write .xml + .bin in FP32 (no FP16 weight compression). A full or read-only disk (OpenVINO says
     ``RuntimeError: basic_ios::clear: iostream error``) is one OteError line naming ``shown_as`` (the
-    final path when ``xml_path`` is a temporary one)."""
+    final path when ``xml_path`` is a temporary one). ``source``: the IR ``model`` was made from (e.g. the
+    FP32 IR NNCF quantized): its ``model_info`` is written where ``model`` has none."""
     import errno
     import os
 
     import openvino as ov
+
+    from .model_info import get_model_info, set_model_info
+    if source is not None and not get_model_info(model):
+        set_model_info(model, get_model_info(source))
     try:
         ov.save_model(model, xml_path, compress_to_fp16=False)
     except (OSError, RuntimeError) as exc:

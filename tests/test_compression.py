@@ -294,7 +294,7 @@ def test_compress_on_two_processes_keeps_ranks_in_step(work_dir_0200, airport2, 
 
 
 @pytest.mark.slow
-def test_qat_with_the_template_settings_keeps_airport_ap_within_one_point(work_dir_0200, tmp_path):
+def test_qat_with_the_template_settings_keeps_ap_close_to_fp32(work_dir_0200, tmp_path):
     """Issue 19's goal at a tiny setting, a real run: compress.py --nncf-quantization with 0200's own
     compression_config.json (range init on un-augmented images, BatchNorm frozen, lr 0.000025) for one
     iteration on wider_train10, exported to an INT8 IR, COCO AP with OpenVINO (f32): on wider_val5 within the

@@ -49,8 +49,6 @@ DEAD_KEYS = {
     "total_epochs": "template.yaml's hyper_parameters.basic.epochs (or --epochs) sets the epochs",
     "evaluation": "validation runs after every epoch when --val-ann-files is given",
 }
-DEAD_TRAIN_CFG_KEYS = ("use_giou", "use_focal", "allowed_border", "pos_weight", "debug")
-HEAD_TRAIN_CFG_KEYS = {"ATSSHead": ("allowed_border", "pos_weight")}  # the ones of those a head does read
 REQUIRED_KEYS = ("model", "data", "optimizer", "lr_config", "input_size")
 
 
@@ -97,6 +95,18 @@ def input_size_wh(value):
     return int(width), int(height)
 
 
+def unread_train_cfg_keys(model_cfg):
+    """The keys of ``model.train_cfg`` that the head does not read (it declares ``train_cfg_keys``);
+    none when the head type is unknown (building the model reports that)."""
+    from .models.heads import head_class
+    from .registry import HEADS
+    head_cfg = model_cfg.get("bbox_head") or {}
+    if head_cfg.get("type") not in HEADS:
+        return []
+    read = head_class(head_cfg).train_cfg_keys
+    return [k for k in (model_cfg.get("train_cfg") or {}) if k not in read]
+
+
 def load_config(path):
     """Execute an mmdetection-style ``model.py`` (with ``_base_`` inheritance and ``_delete_`` merging,
     as mmcv's Config) and return its public top-level variables."""
@@ -106,9 +116,7 @@ def load_config(path):
         if key not in cfg:
             raise OteError(f"{path}: model config has no '{key}'")
     dead = [k for k in DEAD_KEYS if k in cfg]
-    read = HEAD_TRAIN_CFG_KEYS.get((cfg.model.get("bbox_head") or {}).get("type"), ())
-    dead += [f"model.train_cfg.{k}" for k in DEAD_TRAIN_CFG_KEYS
-             if k in (cfg.model.get("train_cfg") or {}) and k not in read]
+    dead += [f"model.train_cfg.{k}" for k in unread_train_cfg_keys(cfg.model)]
     if dead:
         log.warning("%s: ignored key(s) %s (%s)", path, ", ".join(dead),
                     "; ".join(f"{k}: {DEAD_KEYS[k]}" for k in dead if k in DEAD_KEYS) or "not used by this head")

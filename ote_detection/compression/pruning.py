@@ -10,9 +10,10 @@ The pruned share follows OTE's ``exponential`` schedule from ``pruning_init`` to
 over ``pruning_steps`` epochs (NNCF's ``exponential_ratio_scheduler``); each epoch start prunes the
 channels still needed to reach that epoch's share of the original filters of every group.
 
-Layers kept whole: OTE's ignored scopes (the head's depthwise convolutions, which tie their channels
-to the backbone's output features) and, as NNCF's default ``prune_last=False`` did, the last
-convolution of every prediction branch (their output channels are the predictions).
+Layers kept whole: OTE's ignored scopes (SSD: the head's depthwise convolutions, which tie their
+channels to the backbone's output features; FCOS/ATSS: the FPN outputs and the head's towers) and, as
+NNCF's default ``prune_last=False`` did, the head's declared ``prediction_layers()`` (class, box and
+centerness predictors: their output channels are the predictions).
 
 Ours: the schedule, the mapping of the ignored scopes, the per-step ratio and the shape bookkeeping
 (``conv_shapes`` / ``resize_to_shapes``) that rebuilds a pruned network from a checkpoint.
@@ -66,15 +67,9 @@ def scope_to_module_name(scope):
 
 
 def prediction_convs(model):
-    """The last convolution of each branch of the head: their outputs are the predictions."""
-    head = model.bbox_head
-    found = []
-    for attr in ("cls_convs", "reg_convs"):
-        for branch in getattr(head, attr, []):
-            convs = [m for m in branch.modules() if isinstance(m, nn.Conv2d)]
-            if convs:
-                found.append(convs[-1])
-    return found
+    """The convolutions whose outputs are the predictions, as the head declares them
+    (``prediction_layers()``): their output channels must stay."""
+    return list(model.bbox_head.prediction_layers())
 
 
 def ignored_layers(model, scopes):

@@ -20,6 +20,7 @@ maps boxes back to the frame's pixels; a stretched frame of about the same aspec
 import math
 from fractions import Fraction
 
+from ..models.heads import head_class
 from ..utils.errors import OteError
 
 DEFAULT_ASPECT = (16, 9)
@@ -52,32 +53,19 @@ def parse_aspect(aspect):
     return value
 
 
-def _stride_of(head):
-    for owner in (getattr(head, "anchor_generator", None), getattr(head, "prior_generator", None), head):
-        strides = getattr(owner, "strides", None)
-        if strides:
-            flat = [s[0] if isinstance(s, (tuple, list)) else s for s in strides]
-            return int(max(flat))
-    return None
-
-
 def model_stride(model, default=DEFAULT_STRIDE):
-    """The largest stride of the head (32 for our SSDs; the top FPN level for FCOS/ATSS).
+    """The largest of the head's declared ``strides`` (32 for our SSDs; the top FPN level for FCOS/ATSS).
 
-    ``model``: a detector, an ``InferenceModel`` or anything with ``.detector.bbox_head`` / ``.bbox_head``,
-    or a model config dict (``cfg.model``: ``bbox_head.anchor_generator.strides`` or ``bbox_head.strides``).
+    ``model``: a detector, an ``InferenceModel`` (anything with ``.detector.bbox_head`` / ``.bbox_head``),
+    or a model config dict (``cfg.model``; the head class reads its strides from ``bbox_head``).
+    ``default`` where there is no head (e.g. an IR's predictor).
     """
     if isinstance(model, dict):
-        head = model.get("bbox_head") or {}
-        for owner in (head.get("anchor_generator") or {}, head.get("prior_generator") or {}, head):
-            strides = owner.get("strides")
-            if strides:
-                return int(max(s[0] if isinstance(s, (tuple, list)) else s for s in strides))
-        return int(default)
+        head_cfg = model.get("bbox_head")
+        return int(max(head_class(head_cfg).strides_of_config(head_cfg))) if head_cfg else int(default)
     detector = getattr(model, "detector", model)
     head = getattr(detector, "bbox_head", None)
-    stride = _stride_of(head) if head is not None else None
-    return int(stride or default)
+    return int(max(head.strides)) if head is not None else int(default)
 
 
 def deployment_input_size(spec, frame_hw=None, aspect=None, stride=DEFAULT_STRIDE, default=None):

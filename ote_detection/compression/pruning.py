@@ -30,6 +30,7 @@ from ..engine.hooks import HookBase
 
 log = logging.getLogger(__name__)
 
+_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm, nn.Linear)
 _SCOPE_PART = re.compile(r"^(?P<cls>[A-Za-z0-9_]+)\[(?P<name>[^\]]+)\]$")
 
 
@@ -96,8 +97,8 @@ def prune_filters(model, example_input, step_ratio, scopes):
     before = sum(p.numel() for p in model.parameters())
     was_training = model.training
     model.eval()
-    # parameters used outside layers (the head's loss weights) are left alone
-    extra = [p for n, p in model.named_parameters() if n.endswith("loss_weights")]
+    # parameters held outside layers (the SSD head's loss weights, FCOS/ATSS's per-level scales) are left alone
+    extra = [p for m in model.modules() if not isinstance(m, _LAYERS) for p in m.parameters(recurse=False)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch-pruning warns about the loss weights (not in the graph)
         pruner = tp.pruner.MetaPruner(

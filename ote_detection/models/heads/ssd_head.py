@@ -167,3 +167,20 @@ class SSDHead(BaseDenseHead):
         coder = self.bbox_coder
         return {"target_means": list(coder.means), "target_stds": list(coder.stds),
                 "dwdh_clamp": float(coder.max_ratio)}
+
+    # -- import of Open Model Zoo SSD IRs (omz_import/) -----------------------------------------------
+    # parameters an IR has no weights for (the loss-balancing weights; an import sets them to zero)
+    training_only_parameters = ("loss_weights",)
+
+    def prior_shapes(self):
+        """Per level (stride, widths [K], heights [K]) of the anchors in input pixels: OpenVINO
+        PriorBoxClustered's ``step``, ``width`` and ``height`` attributes."""
+        gen = self.anchor_generator
+        return [(gen.strides[i], list(gen.widths[i]), list(gen.heights[i])) for i in range(gen.num_levels)]
+
+    def prediction_branches(self):
+        """``{'reg': [...], 'cls': [...]}``: per level (name relative to the head, module) of the box and the
+        class branch (a conv chain ending in its prediction conv), as an SSD IR's DetectionOutput inputs
+        trace back to them."""
+        return {"reg": [(f"reg_convs.{i}", m) for i, m in enumerate(self.reg_convs)],
+                "cls": [(f"cls_convs.{i}", m) for i, m in enumerate(self.cls_convs)]}

@@ -83,10 +83,13 @@ class SSDHead(BaseDenseHead):
 
     # -- shared by loss and inference ------------------------------------------------------------
     def anchors(self, featmap_sizes, device):
-        key = (tuple(featmap_sizes), str(device))
-        if key not in self._anchor_cache:
-            self._anchor_cache[key] = self.anchor_generator.grid_anchors(featmap_sizes, device)
-        return self._anchor_cache[key]
+        key = (tuple(tuple(int(v) for v in s) for s in featmap_sizes), str(device))
+        if key in self._anchor_cache:
+            return self._anchor_cache[key]
+        anchors = self.anchor_generator.grid_anchors(featmap_sizes, device)
+        if not torch.compiler.is_compiling():  # tracing (export) computes them in the graph, uncached
+            self._anchor_cache[key] = anchors
+        return anchors
 
     def flatten_outputs(self, cls_scores, bbox_preds):
         """Level maps -> [B, A, C+1] logits and [B, A, 4] deltas in anchor order."""

@@ -243,6 +243,7 @@ def test_filter_pruning_at_30_percent_then_predict_and_export(case):
 def test_one_post_training_quantization_step(case):
     import openvino as ov
     from ote_detection.compression.env import import_nncf
+    from ote_detection.compression.ptq import post_processing_scope
     from ote_detection.export.exporter import convert_to_openvino
     from ote_detection.inference.openvino_predictor import OpenVINOPredictor
     nncf = import_nncf()
@@ -251,7 +252,8 @@ def test_one_post_training_quantization_step(case):
     _set_score_thr(model.detector.bbox_head, model, img)
     ir, _ = convert_to_openvino(model, case.size)
     calibration = nncf.Dataset([_image(case.size, seed=s).numpy() for s in range(3)])
-    int8 = nncf.quantize(ir, calibration, subset_size=3, fast_bias_correction=True)
+    int8 = nncf.quantize(ir, calibration, subset_size=3, preset=nncf.QuantizationPreset.MIXED,
+                         ignored_scope=post_processing_scope(ir))
     assert any(op.get_type_name() == "FakeQuantize" for op in int8.get_ordered_ops())
     compiled = ov.Core().compile_model(int8, "CPU", {"INFERENCE_NUM_THREADS": 1})
     pred = OpenVINOPredictor.from_compiled(int8, compiled)

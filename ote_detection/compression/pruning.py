@@ -110,13 +110,16 @@ def prune_filters(model, example_input, step_ratio, scopes):
 
 
 def conv_shapes(model):
-    """{module name: [in, out, groups]} of every Conv2d and {name: [features]} of every BatchNorm2d."""
+    """{module name: [in, out, groups]} of every Conv2d, [features] of every BatchNorm2d and [channels, groups]
+    of every GroupNorm (FCOS/ATSS towers)."""
     shapes = {}
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
             shapes[name] = [int(m.in_channels), int(m.out_channels), int(m.groups)]
         elif isinstance(m, nn.BatchNorm2d):
             shapes[name] = [int(m.num_features)]
+        elif isinstance(m, nn.GroupNorm):
+            shapes[name] = [int(m.num_channels), int(m.num_groups)]
     return shapes
 
 
@@ -127,7 +130,7 @@ def filter_counts(model):
 
 @torch.no_grad()
 def resize_to_shapes(model, shapes):
-    """Give the Conv2d / BatchNorm2d layers of a freshly built ``model`` the pruned ``shapes`` (values to
+    """Give the Conv2d / BatchNorm2d / GroupNorm layers of a freshly built ``model`` the pruned ``shapes`` (values to
     be loaded from the checkpoint's state_dict afterwards)."""
     modules = dict(model.named_modules())
     for name, shape in shapes.items():
@@ -151,6 +154,14 @@ def resize_to_shapes(model, shapes):
             if m.running_mean is not None:
                 m.running_mean = m.running_mean.new_zeros(n)
                 m.running_var = m.running_var.new_ones(n)
+        elif isinstance(m, nn.GroupNorm):
+            n, groups = shape
+            if (m.num_channels, m.num_groups) == (n, groups):
+                continue
+            m.num_channels, m.num_groups = n, groups
+            if m.weight is not None:
+                m.weight = nn.Parameter(m.weight.new_empty(n))
+                m.bias = nn.Parameter(m.bias.new_empty(n))
         elif m is None:
             raise ValueError(f"pruned layer '{name}' is not in the model")
     return model

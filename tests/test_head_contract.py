@@ -174,6 +174,7 @@ class _Decode(nn.Module):
         return self.detector.bbox_head.decode(self.detector(img), self.input_hw)
 
 
+@pytest.mark.slow
 def test_decode_under_torch_export(case):
     width, height = case.size
     module = _Decode(case.detector, (height, width)).eval()
@@ -188,7 +189,7 @@ def test_decode_under_torch_export(case):
     assert torch.allclose(want_boxes, got_boxes, atol=1e-3) and torch.allclose(want_scores, got_scores, atol=1e-6)
 
 
-# -- export, pruning, quantization (slow: OpenVINO conversion, torch-pruning, NNCF) -------------------------
+# -- export, pruning, quantization (slow: torch.export, OpenVINO conversion, torch-pruning, NNCF) -----------
 def _ir_parity(inference_model, size, min_matched=10):
     """Export ``inference_model`` at ``size`` and compare the IR's detections (f32) with PyTorch's."""
     import openvino as ov

@@ -6,6 +6,7 @@ import runpy
 
 import yaml
 
+from .registry import HEADS
 from .utils.errors import OteError
 
 log = logging.getLogger(__name__)
@@ -181,14 +182,14 @@ def _dead_keys(cfg):
 
 
 def unread_train_cfg_keys(model_cfg):
-    """The keys of ``model.train_cfg`` that the head does not read (it declares ``train_cfg_keys``);
-    none when the head type is unknown (building the model reports that)."""
-    from .models.heads import head_class
-    from .registry import HEADS
+    """The keys of ``model.train_cfg`` that the head does not read: the head class declares the ones it reads
+    (``train_cfg_keys``). The head classes are in ``HEADS`` once ``ote_detection.models`` is imported (every
+    entry point does; this layer does not import it); none for an unknown head type (building the model
+    reports that)."""
     head_cfg = model_cfg.get("bbox_head") or {}
     if head_cfg.get("type") not in HEADS:
         return []
-    read = head_class(head_cfg).train_cfg_keys
+    read = HEADS.get(head_cfg["type"]).train_cfg_keys
     return [k for k in (model_cfg.get("train_cfg") or {}) if k not in read]
 
 

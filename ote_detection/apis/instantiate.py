@@ -98,12 +98,12 @@ def instantiate(template_path, work_dir, load_snapshot=True, omz_weights=None):
     src_dir = os.path.dirname(template_path)
     check_writable_dir(work_dir, "work dir")
     try:
-        return _instantiate(template_path, template, src_dir, work_dir, load_snapshot)
+        return _instantiate(template_path, template, src_dir, work_dir, load_snapshot, omz_weights)
     except OSError as exc:  # a full disk or a folder inside the work dir that cannot be written
         raise write_error(work_dir, exc) from None
 
 
-def _instantiate(template_path, template, src_dir, work_dir, load_snapshot):
+def _instantiate(template_path, template, src_dir, work_dir, load_snapshot, omz_weights=None):
     written = []
     for name in sorted(os.listdir(src_dir)):
         path = os.path.join(src_dir, name)

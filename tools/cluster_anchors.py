@@ -18,7 +18,7 @@ import argparse
 import logging
 import os
 
-from ote_detection.utils.cli import existing_file, input_size_or_width, non_negative_float, positive_int
+from ote_detection.utils.cli import add_path_list_arg, existing_file, input_size_or_width, non_negative_float, positive_int
 from ote_detection.utils.errors import OteError, run_cli
 
 log = logging.getLogger("cluster_anchors")
@@ -27,9 +27,9 @@ log = logging.getLogger("cluster_anchors")
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_py", type=existing_file, help="the work dir's model.py (or a template's, read-only without --write)")
-    p.add_argument("--train-ann-files", required=True, help="COCO annotation file(s), comma-separated")
-    p.add_argument("--train-data-roots", default=None, help="image root(s), comma-separated (only to check the "
-                   "files; sizes are read from the json)")
+    add_path_list_arg(p, "--train-ann-files", "COCO annotation file(s)", required=True)
+    add_path_list_arg(p, "--train-data-roots", "image root(s) (only to check the files; sizes are read from the "
+                      "json)")
     p.add_argument("--input-size", type=input_size_or_width, default=None,
                    help="network input the anchors are for: W, WxH or Wx (height from the images' aspect); "
                    "default: model.py's input_size")
@@ -44,7 +44,7 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     from ote_detection.config import load_config
-    from ote_detection.data.coco import load_coco_files
+    from ote_detection.data.coco import load_coco_files, split_paths
     from ote_detection.engine.deploy import common_frame_hw, deployment_input_size
     from ote_detection.models.anchor_clustering import (anchor_coverage, box_sizes, filter_min_size, flat_anchors,
                                                         format_anchors, kmeans_anchors, rewrite_model_py, split_levels,
@@ -55,7 +55,7 @@ def main(argv=None):
         widths, heights, strides, pos_thr = template_anchors(cfg)
     except ValueError as exc:
         raise OteError(f"{a.model_py}: {exc}") from exc
-    files = [s for s in a.train_ann_files.split(",") if s]
+    files = split_paths(a.train_ann_files)
     for f in files:
         if not os.path.isfile(f):
             raise OteError(f"{f}: annotation file not found")

@@ -10,7 +10,7 @@ import math
 import os
 from typing import NamedTuple, Optional
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "InputSize",
+__all__ = ["add_path_list_arg", "positive_int", "non_negative_int", "positive_float", "non_negative_float", "InputSize",
            "input_size", "input_size_or_width", "seed", "existing_file", "existing_dir", "output_dir", "output_file"]
 
 
@@ -164,14 +164,24 @@ def tiling_options(args):
     return dict(overlap=args.tile_overlap, tile_scale=args.tile_scale) if args.tile else None
 
 
+PATH_LIST_HELP = ("; several: comma-separated, or the flag repeated (a path that exists as given is taken whole, "
+                  "commas and all)")
+
+
+def add_path_list_arg(parser, flag, help, **kwargs):
+    """A flag of one or several paths (annotation files, data roots): the comma-separated form, or the flag
+    given again for each path (``action='append'``: the value is a list; ``data.coco.split_paths`` turns it
+    into paths). ``help`` gets ``PATH_LIST_HELP`` appended."""
+    return parser.add_argument(flag, action="append", help=help + PATH_LIST_HELP, **kwargs)
+
+
 def add_training_args(parser, defaults="the template's", load_weights_help=None, resume_help=None):
     """The flags train.py and compress.py share (data, output folder, start weights, schedule, processes),
     each checked when parsed. ``defaults``: where unset values come from, for the help texts."""
-    parser.add_argument("--train-ann-files", required=True, help="COCO annotation file(s), comma-separated")
-    parser.add_argument("--train-data-roots", required=True,
-                        help="image folder(s), one per annotation file, comma-separated")
-    parser.add_argument("--val-ann-files", help="COCO annotation file(s) for validation (COCO AP after each epoch)")
-    parser.add_argument("--val-data-roots", help="image folder(s) of the validation annotation file(s)")
+    add_path_list_arg(parser, "--train-ann-files", "COCO annotation file(s)", required=True)
+    add_path_list_arg(parser, "--train-data-roots", "image folder(s), one per annotation file", required=True)
+    add_path_list_arg(parser, "--val-ann-files", "COCO annotation file(s) for validation (COCO AP after each epoch)")
+    add_path_list_arg(parser, "--val-data-roots", "image folder(s) of the validation annotation file(s)")
     parser.add_argument("--save-checkpoints-to", required=True, type=output_dir,
                         help="output folder: epoch_N.pth and latest.pth are written there (atomically) after each "
                              "epoch. A folder holding checkpoints of an earlier run is refused unless --resume-from "

@@ -71,9 +71,10 @@ def test_quantized_ir_runs_int8_close_to_fp32():
     from ote_detection.apis.task import Task
     from ote_detection.compression.quantization import is_nncf_model, quantize_model
     from ote_detection.engine.checkpoint import load_weights
-    from ote_detection.engine.predictor import TorchPredictor
-    from ote_detection.export.openvino_export import convert_to_openvino, save_openvino
-    from ote_detection.export.openvino_predictor import OpenVINOPredictor, match_detections
+    from ote_detection.inference.predictor import TorchPredictor
+    from ote_detection.export.exporter import convert_to_openvino
+    from ote_detection.export.openvino_export import save_openvino
+    from ote_detection.inference.openvino_predictor import OpenVINOPredictor, match_detections
     from ote_detection.models.inference import InferenceModel
 
     snapshot, _ = imported_snapshot()
@@ -165,7 +166,7 @@ def test_pruning_removes_filters_and_the_pruned_model_exports_and_runs(work_dir_
     from ote_detection.apis.export import export
     from ote_detection.apis.task import Task
     from ote_detection.engine.checkpoint import load_checkpoint_file
-    from ote_detection.export.openvino_predictor import OpenVINOPredictor
+    from ote_detection.inference.openvino_predictor import OpenVINOPredictor
     snapshot, _ = imported_snapshot()
 
     def short(part):

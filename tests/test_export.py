@@ -14,8 +14,8 @@ from test_omz_import import imported_snapshot, omz_ir, real_images
 from ote_detection.apis.export import export
 from ote_detection.apis.task import Task
 from ote_detection.engine.checkpoint import save_checkpoint
-from ote_detection.engine.predictor import TorchPredictor, detect_images
-from ote_detection.export.openvino_predictor import OpenVINOPredictor, match_detections
+from ote_detection.inference.predictor import TorchPredictor, detect_images
+from ote_detection.inference.openvino_predictor import OpenVINOPredictor, match_detections
 from ote_detection.utils.errors import OteError, run_cli
 
 SSD = ["face-detection-0200", "face-detection-0202", "face-detection-0204", "face-detection-0207"]

@@ -45,7 +45,7 @@ def test_max_iou_assigner_semantics():
 
 def test_frame_predictor_maps_boxes_to_each_frame():
     """Frames of any size in, boxes in each frame's pixels out (stretched and keep-ratio resizing)."""
-    from ote_detection.engine.predictor import TorchPredictor, letterbox
+    from ote_detection.inference.predictor import TorchPredictor, letterbox
     task = Task(template_path())
     model = task.build_inference_model().eval()
     frames = [np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)

@@ -13,9 +13,9 @@ import torch
 from conftest import REPO, SHARED, need_shared, run_tool, template_path
 from ote_detection.apis.task import Task
 from ote_detection.engine.checkpoint import load_checkpoint_file, load_weights
-from ote_detection.engine.predictor import TorchPredictor, detect_images
+from ote_detection.inference.predictor import TorchPredictor, detect_images
 from ote_detection.apis.import_weights import import_openvino_weights
-from ote_detection.export.openvino_predictor import OpenVINOPredictor, match_detections
+from ote_detection.inference.openvino_predictor import OpenVINOPredictor, match_detections
 from ote_detection.utils.errors import OteError
 
 OMZ = os.path.join(SHARED, "models", "omz")

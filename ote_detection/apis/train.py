@@ -16,8 +16,8 @@ from ..engine.checkpoint import check_checkpoint_dir, load_checkpoint_file, load
 from ..engine.hooks import CheckpointHook, EvalHook, LoggerHook, LRSchedulerHook
 from ..engine.optim import build_lr_scheduler, build_optimizer, check_lr_config, set_base_lr
 from ..engine.plugin import PluginContext
-from ..engine.predictor import TorchPredictor, detect_images
-from ..engine.deploy import model_stride
+from ..inference.deploy import model_stride
+from ..inference.predictor import TorchPredictor, detect_images
 from ..engine.trainer import Trainer, build_train_loader, check_batch_statistics, seed_everything
 from ..models.inference import InferenceModel
 from ..utils.errors import OteError

@@ -10,7 +10,7 @@ import math
 import os
 from typing import NamedTuple, Optional
 
-__all__ = ["add_path_list_arg", "positive_int", "non_negative_int", "positive_float", "non_negative_float", "InputSize",
+__all__ = ["add_path_list_arg", "bounded_int", "positive_int", "non_negative_int", "positive_float", "non_negative_float", "InputSize",
            "input_size", "input_size_or_width", "seed", "existing_file", "existing_dir", "output_dir", "output_file"]
 
 
@@ -30,6 +30,16 @@ def _at_least(kind, minimum, strict, message):
         value = _number(text, kind)
         if value < minimum or (strict and value == minimum):
             raise argparse.ArgumentTypeError(f"{text!r}: {message}")
+        return value
+    return check
+
+
+def bounded_int(low, high):
+    """An argparse type: an integer in ``low..high`` (a count whose cost grows with it, bounded before work)."""
+    def check(text):
+        value = _number(text, int)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be between {low} and {high}")
         return value
     return check
 

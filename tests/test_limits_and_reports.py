@@ -192,6 +192,15 @@ def test_gpu_num_over_the_cores_is_warned(work_dir_0200, tmp_path):
         pytest.skip("CUDA machine: --gpu-num means GPUs there")
     assert r.stderr.count("oversubscribe") == 1, r.stderr
     assert f"--gpu-num {n} runs {n} CPU training processes on {os.cpu_count()} CPU core(s)" in r.stderr
+    # far over the cores: refused (bounded), like --workers and visualize --jobs / --threads
+    n = 4 * (os.cpu_count() or 1) + 1
+    r = run_tool([os.path.join(work_dir_0200, "train.py"), "--train-ann-files", os.path.join(data, "three.json"),
+                  "--train-data-roots", AIRPORT_ROOT, "--gpu-num", str(n), "--save-checkpoints-to", str(tmp_path / "o")])
+    assert r.returncode == 2 and len(error_lines(r.stderr)) == 1 and "bound of 4 per core" in r.stderr, r.stderr
+    for tool, flag, value in (("train.py", "--workers", "100000"), ("visualize.py", "--jobs", "100000"),
+                              ("visualize.py", "--threads", "100000")):
+        r = run_tool([os.path.join(work_dir_0200, tool), flag, value])
+        assert r.returncode == 2 and f"argument {flag}: '{value}': must be between" in r.stderr, r.stderr
 
 
 # -- 15.9 and 13: bounded sizes, refused flag combinations ------------------------------------------------------

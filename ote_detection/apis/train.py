@@ -26,6 +26,8 @@ from .task import Task
 
 log = logging.getLogger(__name__)
 
+MAX_PROCESSES_PER_CORE = 4  # CPU DDP processes (--gpu-num without CUDA): more than the cores is warned, this refused
+
 
 @dataclasses.dataclass
 class TrainOptions:
@@ -189,6 +191,9 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
         raise OteError(f"--gpu-num {gpu_num} but only {cuda} GPU(s) are visible")
     processes = max(gpu_num, 1)
     cores = os.cpu_count() or 1
+    if not options.use_cuda and processes > MAX_PROCESSES_PER_CORE * cores:
+        raise OteError(f"--gpu-num {gpu_num}: {processes} CPU training processes on {cores} CPU core(s) is over the "
+                       f"bound of {MAX_PROCESSES_PER_CORE} per core; give --gpu-num {cores} or fewer")
     if not options.use_cuda and processes > cores:
         log.warning("--gpu-num %d runs %d CPU training processes on %d CPU core(s): they oversubscribe the cores "
                     "and train slower than %d process(es); give --gpu-num %d or fewer", gpu_num, processes, cores,

@@ -57,6 +57,10 @@ class InputSize(NamedTuple):
 
 
 MIN_SIDE, MAX_SIDE = 32, 8192
+# counts whose cost (processes, threads, buffers) grows with the value: bounded when parsed
+MAX_WORKERS = 64  # data-loading processes per training process
+MAX_THREADS = 1024  # inference threads
+MAX_JOBS = 64  # OpenVINO inference requests in flight (demo)
 
 
 def _side(part, text):
@@ -214,9 +218,9 @@ def add_training_args(parser, defaults="the template's", load_weights_help=None,
                         "processes with gloo")
     parser.add_argument("--tensorboard-dir", type=output_dir,
                         help="write TensorBoard logs (losses, lr, val AP) to this folder")
-    parser.add_argument("--workers", type=non_negative_int, help="data-loading processes per training process "
-                        "(default: model.py's workers_per_gpu, at most the CPU count; 0 = load in the training "
-                        "process)")
+    parser.add_argument("--workers", type=bounded_int(0, MAX_WORKERS), help="data-loading processes per training "
+                        f"process, 0..{MAX_WORKERS} (default: model.py's workers_per_gpu, at most the CPU count; 0 = "
+                        "load in the training process)")
     parser.add_argument("--input-size", type=input_size, help="override the template's input size, e.g. 128 or "
                         "160x128 (width x height, each side 32..8192; stored in the checkpoint and used by eval.py "
                         "and export.py)")

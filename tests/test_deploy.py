@@ -172,6 +172,7 @@ def test_size_report_bins_add_up_to_the_total():
 # ---- input-size sweep -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_choose_input_size_exports_and_evaluates_a_non_square_size(tmp_path, one_torch_thread):
     """The OMZ weights imported into a snapshot, exported at 640x (-> 640x384 for 1080p frames), letterboxed
     airport frames: the IR keeps the OMZ contract and finds faces the 256x256 input misses."""
@@ -230,6 +231,7 @@ def test_clustering_count_levels_and_coverage():
     assert few.shape == (9, 2)
 
 
+@pytest.mark.slow
 def test_cluster_anchors_tool_rewrites_model_py(tmp_path):
     need_shared("data", "airport")
     work = tmp_path / "wd"

@@ -111,6 +111,7 @@ def test_imported_0200_matches_omz_ir_with_clip_before_nms_exactly(tmp_path):
         assert s["min_iou"] > 0.999 and s["max_score_diff"] < 1e-4, s
 
 
+@pytest.mark.slow
 def test_import_cli_rejects_ir_of_another_input_size(tmp_path):
     out = tmp_path / "x.pth"
     r = run_tool([os.path.join(REPO, "tools", "import_openvino_weights.py"), template_path("face-detection-0200"),

@@ -198,7 +198,8 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
         log.warning("--gpu-num %d runs %d CPU training processes on %d CPU core(s): they oversubscribe the cores "
                     "and train slower than %d process(es); give --gpu-num %d or fewer", gpu_num, processes, cores,
                     cores, cores)
-    check_batch_statistics(task.input_size, model_stride(cfg.model), options.batch_size)
+    # the backbones' deepest BatchNorm is at stride 32 (FCOS/ATSS levels above it have GroupNorm or no norm)
+    check_batch_statistics(task.input_size, min(model_stride(cfg.model), 32), options.batch_size)
     # checked here, once, before any process starts and before any compute: the output folders are
     # writable and hold no other run, then every train and val image decodes (header check, data.checks)
     # and every annotation fits its image (one clear line each)

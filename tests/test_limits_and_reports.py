@@ -277,3 +277,22 @@ def test_paths_with_commas_repeated_flags_and_undefined_ap64(work_dir_0200, rand
     r = run_tool([os.path.join(work_dir_0200, "eval.py"), "--load-weights", random_snapshot,
                   "--test-ann-files", f"{ann_b},{ann_b}", "--test-data-roots", f"{plain},{plain}", "--cache-dir", ""])
     assert r.returncode == 2 and "listed more than once" in r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_batch_pixels_are_bounded_before_work(work_dir_0200, random_snapshot, tmp_path):
+    """A batch of input pixels that would exhaust the machine: one line, before training or inference
+    (the bound applies to the batch really formed: at most the data set's size)."""
+    need_shared("data", "airport")
+    r = run_tool([os.path.join(work_dir_0200, "train.py"), "--train-ann-files", AIRPORT_ANN, "--train-data-roots",
+                  AIRPORT_ROOT, "--save-checkpoints-to", str(tmp_path / "t"), "--input-size", "4096",
+                  "--batch-size", "1000", "--gpu-num", "0"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    line = error_lines(r.stderr)[-1]
+    assert "--batch-size 1000 (20 images a batch here) at input 4096x4096" in line and "128 Mpx" in line, line
+    assert not os.path.exists(tmp_path / "t" / "epoch_1.pth")
+    r = run_tool([os.path.join(work_dir_0200, "eval.py"), "--load-weights", random_snapshot, "--test-ann-files",
+                  AIRPORT_ANN, "--test-data-roots", AIRPORT_ROOT, "--input-size", "8192", "--batch-size", "4",
+                  "--cache-dir", ""])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "--batch-size 4 at input 8192x8192 is 268 Mpx a batch" in error_lines(r.stderr)[-1], r.stderr[-2000:]

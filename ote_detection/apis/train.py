@@ -20,6 +20,7 @@ from ..inference.deploy import model_stride
 from ..inference.predictor import TorchPredictor, detect_images
 from ..engine.trainer import Trainer, build_train_loader, check_batch_statistics, seed_everything
 from ..models.inference import InferenceModel
+from ..utils.cli import check_batch_pixels
 from ..utils.errors import OteError
 from ..utils.fileio import OutputLock, check_writable_dir
 from .task import Task
@@ -216,7 +217,13 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
             start_epoch = int((load_checkpoint_file(options.resume_from).get("meta") or {}).get("epoch", 0))
         if lock is not None:
             check_checkpoint_dir(options.save_checkpoints_to, options.resume_from, start_epoch, options.overwrite)
-        build_train_dataset(copy.deepcopy(cfg), options.train_ann_files, options.train_data_roots, task.classes)
+        dataset = build_train_dataset(copy.deepcopy(cfg), options.train_ann_files, options.train_data_roots,
+                                      task.classes)
+        try:  # the batch a process really gets: at most its share of the data
+            check_batch_pixels(min(options.batch_size, -(-len(dataset) // processes)), task.input_size,
+                               given=options.batch_size)
+        except ValueError as exc:
+            raise OteError(str(exc)) from None
         if options.val_ann_files:
             options.val_coco = load_coco_files(options.val_ann_files, options.val_data_roots, task.classes)
         return _launch(task, options, plugin, processes)

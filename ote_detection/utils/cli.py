@@ -61,6 +61,21 @@ MIN_SIDE, MAX_SIDE = 32, 8192
 MAX_WORKERS = 64  # data-loading processes per training process
 MAX_THREADS = 1024  # inference threads
 MAX_JOBS = 64  # OpenVINO inference requests in flight (demo)
+MAX_BATCH_MPX = 128  # network input pixels of one batch, in millions: 1.5 GB of float input before any
+#                      activation; one 8192x8192 image (67 Mpx) fits, 13x the largest template default (0202: 65 x 384^2)
+
+
+def check_batch_pixels(batch_size, input_size, given=None, flag="--batch-size"):
+    """``ValueError`` (a one-line message) when ``batch_size`` images of ``input_size`` (w, h) exceed
+    ``MAX_BATCH_MPX`` million input pixels; checked before any work. ``given``: the flag's value when the
+    batch is smaller (a data set smaller than the batch)."""
+    w, h = (int(v) for v in input_size)
+    mpx = int(batch_size) * w * h / 1e6
+    if mpx > MAX_BATCH_MPX:
+        what = f"{flag} {given} ({batch_size} images a batch here)" if given not in (None, batch_size) \
+            else f"{flag} {batch_size}"
+        raise ValueError(f"{what} at input {w}x{h} is {mpx:.0f} Mpx a batch, over the bound of {MAX_BATCH_MPX} "
+                         f"Mpx; give {flag} {max(1, int(MAX_BATCH_MPX * 1e6 // (w * h)))} or less")
 
 
 def _side(part, text):

@@ -13,6 +13,10 @@ regenerated for the feature-map sizes). ``deployment_input_size`` turns what the
   than scaling the whole frame down (1280x for 1920x1080 gives 1280x736, 960x gives 960x544, 640x gives
   640x384). The width is used as given.
 
+Every size is bounded before any model is built: each side 32..8192 px (``utils.cli.MIN_SIDE`` /
+``MAX_SIDE``, the limits of ``--input-size``), the derived height included (``640x`` at an aspect of
+1:1000 would be 640x640000; ``1000x`` at 1:9 rounds up to 1000x9024): one OteError naming the bound.
+
 With the aspect kept, the frame should be letterboxed (``FramePredictor(keep_ratio=True)``), which
 maps boxes back to the frame's pixels; a stretched frame of about the same aspect works too.
 """
@@ -21,6 +25,7 @@ import math
 from fractions import Fraction
 
 from ..models.heads import head_class
+from ..utils.cli import MAX_SIDE, MIN_SIDE
 from ..utils.errors import OteError
 
 DEFAULT_ASPECT = (16, 9)
@@ -102,9 +107,18 @@ def deployment_input_size(spec, frame_hw=None, aspect=None, stride=DEFAULT_STRID
             if fh <= 0 or fw <= 0:
                 raise OteError(f"frame size {frame_hw!r} is not positive")
             ratio = fw / fh
+            source = f"the frames' aspect {int(fw)}:{int(fh)}"
         else:
             ratio = parse_aspect(aspect)
+            source = f"aspect {aspect if aspect is not None else '%d:%d' % DEFAULT_ASPECT}"
         height = max(stride, int(math.ceil(width / ratio / stride - 1e-9)) * stride)
+        if height > MAX_SIDE:  # bounded before any model is built (640x at 1:1000 would be 640x640000)
+            raise OteError(f"input size {width}x{height} (the height from {source}, rounded up to the stride "
+                           f"{stride}) is over the limit of {MAX_SIDE} px a side; give a smaller width or a wider "
+                           f"aspect")
+    for side in (width, height):
+        if not MIN_SIDE <= side <= MAX_SIDE:
+            raise OteError(f"input size {width}x{height}: each side must be between {MIN_SIDE} and {MAX_SIDE} px")
     return width, height
 
 

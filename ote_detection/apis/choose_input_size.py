@@ -123,11 +123,22 @@ def time_predictor(predictor, frames, repeats=1, warmup=1, cpu=False):
     return statistics.median(times)
 
 
+MAX_SIZES = 32  # each size is an export, an evaluation and timing runs
+
+
 def parse_size_list(specs):
-    """'256,640x,960x544' or a list of strings/pairs -> list of (W, H or None)."""
+    """'256,640x,960x544' or a list of strings/pairs -> list of (W, H or None); 1 to ``MAX_SIZES`` of them
+    (else one OteError: an empty list would print an empty table and exit 0)."""
     from ..utils.cli import input_size_or_width
+    given = specs
     if isinstance(specs, str):
         specs = [s for s in specs.split(",") if s.strip()]
+    specs = list(specs or [])
+    if not specs:
+        raise OteError(f"--sizes {given!r}: no input size given; give one or more, comma-separated, e.g. 256,640x")
+    if len(specs) > MAX_SIZES:
+        raise OteError(f"--sizes: {len(specs)} sizes given, at most {MAX_SIZES} (each is an export, an evaluation "
+                       f"and timing runs)")
     out = []
     for s in specs:
         if isinstance(s, str):
@@ -160,13 +171,18 @@ def choose_input_size(template, weights, ann_files, data_roots, sizes, precision
     task = Task(template)
     if str(weights).lower().endswith((".xml", ".bin")):
         raise OteError(f"{weights}: an IR has one input size; give the PyTorch snapshot (.pth) to sweep sizes")
+    specs = parse_size_list(sizes)  # checked before anything is loaded
     model, _ = task.load_snapshot(weights)
     ann_files, data_roots = prepare_datasets(ann_files, data_roots, data_format, task.classes, "--val")
     coco = load_coco_files(ann_files, data_roots, task.classes)
     frames = load_frames(coco)
     frame_hw = common_frame_hw(coco["images"])
     stride = model_stride(model)
-    wanted = [deployment_input_size(s, frame_hw=frame_hw, stride=stride) for s in parse_size_list(sizes)]
+    wanted = []  # each size once (640x and 640x368 can be the same input)
+    for spec in specs:
+        size = deployment_input_size(spec, frame_hw=frame_hw, stride=stride)
+        if size not in wanted:
+            wanted.append(size)
     calib = calibration_frames(int8_calibration, calibration_images) if int8_calibration else None
     out_dir = save_irs_to or tempfile.mkdtemp(prefix="ote_sizes_")
     rows = []

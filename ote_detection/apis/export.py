@@ -36,6 +36,10 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
         raise OteError("--load-weights is required: the snapshot (.pth) to export")
     if str(load_weights).lower().endswith((".xml", ".bin")):
         raise OteError(f"{load_weights}: already an OpenVINO IR; export takes a PyTorch snapshot (.pth)")
+    if aspect is not None and (input_size is None or input_size[1] is not None):
+        given = "no --input-size" if input_size is None else f"--input-size {input_size[0]}x{input_size[1]}"
+        raise OteError(f"--aspect {aspect} is only for --input-size Wx (the height from the aspect); {given} "
+                       f"fixes both sides: leave --aspect out, or give --input-size {input_size[0] if input_size else 'W'}x")
     model, snapshot_size = task.load_snapshot(load_weights)  # checks template and shapes, one line each
     size = deployment_input_size(tuple(input_size) if input_size is not None else None, aspect=aspect,
                                  stride=model_stride(model), default=snapshot_size)

@@ -111,10 +111,11 @@ def quantize_ir_model(fp32, calibration, val_items=None, val_coco=None, max_drop
             quantized = nncf.quantize_with_accuracy_control(
                 fp32, nncf.Dataset(calibration), nncf.Dataset(val_items, lambda item: item[1]),
                 validation_fn=validate, max_drop=float(max_drop), drop_type=nncf.DropType.ABSOLUTE,
-                preset=preset_value, subset_size=subset)
+                preset=preset_value, subset_size=subset, ignored_scope=post_processing_scope(fp32))
         else:
             log.info("PTQ: calibration on %d image(s), no accuracy control", subset)
-            quantized = nncf.quantize(fp32, nncf.Dataset(calibration), preset=preset_value, subset_size=subset)
+            quantized = nncf.quantize(fp32, nncf.Dataset(calibration), preset=preset_value, subset_size=subset,
+                                      ignored_scope=post_processing_scope(fp32))
     info = {"method": ("nncf.quantize_with_accuracy_control" if val_items else "nncf.quantize")
             + f" (OpenVINO backend, preset {preset})", "calibration_images": subset,
             "seconds": round(time.time() - start, 1)}
@@ -151,6 +152,26 @@ def ir_average_precision(model, compiled, items, coco, keep_ratio=False):
     dets = {key: predictor.postprocess(predictor.infer_batch(tensor)[0], scale, frame_hw)[:, :5]
             for key, tensor, scale, frame_hw in items}
     return float(evaluate_detections(coco, dets, ["ap"])["ap"])
+
+
+_CONVOLUTIONS = ("Convolution", "GroupConvolution")
+
+
+def post_processing_scope(model):
+    """``nncf.IgnoredScope`` of an IR's post-processing: every op from which no convolution is reachable
+    (the head's box decoding and score products, NMS or DetectionOutput). Only the network is quantized;
+    the decoding stays in f32 (an 8-bit FakeQuantize on FCOS's clipped box coordinates also makes
+    OpenVINO's low-precision Reshape transformation fail to compile the model)."""
+    nncf = import_nncf()
+    reaches_conv = set()
+    for op in reversed(model.get_ordered_ops()):  # consumers before producers
+        if op.get_type_name() in _CONVOLUTIONS or any(
+                target.get_node().get_instance_id() in reaches_conv
+                for out in op.outputs() for target in out.get_target_inputs()):
+            reaches_conv.add(op.get_instance_id())
+    names = [op.get_friendly_name() for op in model.get_ordered_ops()
+             if op.get_instance_id() not in reaches_conv and op.get_type_name() not in ("Constant", "Result")]
+    return nncf.IgnoredScope(names=names, validate=False)
 
 
 def post_training_quantization(task, load_weights, train_ann_files, train_data_roots, out_dir, val_ann_files=None,

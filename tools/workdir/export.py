@@ -30,8 +30,9 @@ def main(argv=None):
                         "included; SSD priors are regenerated for it): W, WxH, or Wx (width W, the height from "
                         "--aspect rounded up to the model's stride; the IR is then meant for letterboxed frames, which "
                         "eval.py and visualize.py do by themselves)")
-    p.add_argument("--aspect", default="16:9",
-                   help="frame aspect ratio W:H for --input-size Wx (default: %(default)s, i.e. 1280x -> 1280x736)")
+    p.add_argument("--aspect", default=None,
+                   help="frame aspect ratio W:H for --input-size Wx (default: 16:9, i.e. 1280x -> 1280x736); "
+                        "refused with any other --input-size, which fixes both sides")
     p.add_argument("--int8", action="store_true",
                    help="post-training INT8 quantization (NNCF) of the IR at that size: model.xml is then the INT8 IR, "
                         "model_fp32.xml the FP32 one; export_info.yaml records the AP before and after and the precision "

@@ -43,14 +43,7 @@ from ote_detection.engine.checkpoint import load_weights  # noqa: E402
 from ote_detection.engine.optim import build_optimizer  # noqa: E402
 from ote_detection.engine.trainer import build_train_loader  # noqa: E402
 
-DATA = {
-    "airport": (os.path.join(SHARED, "data", "airport", "annotation_faces_train.json"),
-                os.path.join(SHARED, "data", "airport")),
-    "wider_val5": (os.path.join(SHARED, "data", "wider_val5", "annotations_coco.json"),
-                   os.path.join(SHARED, "data", "wider_val5")),
-    "wider_train10": (os.path.join(SHARED, "data", "wider_train10", "annotations_coco.json"),
-                      os.path.join(SHARED, "data", "wider_train10")),
-}
+from bench_compression import DATA  # noqa: E402  (the same data sets as the compression table)
 VARIANTS = {
     "ote": dict(init="augmented", bn_adapt=30, freeze_bn=False, preset=None),
     "plain": dict(init="plain", bn_adapt=0, freeze_bn=True, preset=None),

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import shutil
@@ -76,3 +77,16 @@ def copy_airport_subset(dst, n=3):
         shutil.copyfile(os.path.join(AIRPORT_ROOT, img["file_name"]), os.path.join(dst, img["file_name"]))
     data = dict(data, images=images, annotations=[a for a in data["annotations"] if a["image_id"] in ids])
     return write_json(os.path.join(dst, "ann.json"), data), data
+
+
+@contextlib.contextmanager
+def tmpfs(path, options):
+    """A real tmpfs mounted at ``path`` (unmounted afterwards); skip where mounting is not allowed."""
+    os.makedirs(path, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({(r.stderr or '').strip() or r.returncode}); needs root")
+    try:
+        yield str(path)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -19,28 +19,16 @@ import json
 import os
 import runpy
 import shutil
-import subprocess
 
 import cv2
 import pytest
 
-from conftest import AIRPORT_ROOT, copy_airport_subset, need_shared, run_tool, template_path
+from conftest import AIRPORT_ROOT, copy_airport_subset, need_shared, run_tool, template_path, tmpfs
 from ote_detection.utils.errors import OteError, run_cli
 
 OMZ_0200 = ("models", "omz", "face-detection-0200", "FP16", "face-detection-0200.xml")
 
 
-@contextlib.contextmanager
-def tmpfs(path, options):
-    """A real tmpfs mounted at ``path`` (unmounted afterwards); skip where mounting is not allowed."""
-    os.makedirs(path, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({(r.stderr or '').strip() or r.returncode}); needs root")
-    try:
-        yield str(path)
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 def fill(folder, leave=0):

@@ -26,7 +26,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, copy_airport_subset, need_shared, run_tool, write_json
+from conftest import REPO, copy_airport_subset, need_shared, run_tool, tmpfs, write_json
 from ote_detection.data.coco import load_coco_files
 from ote_detection.engine.checkpoint import load_checkpoint_file, save_checkpoint
 from ote_detection.inference.detection_cache import DetectionCache
@@ -76,17 +76,6 @@ def folder_state(folder):
     return {n: sha(os.path.join(folder, n)) for n in sorted(os.listdir(folder)) if not n.startswith(".")}
 
 
-@contextlib.contextmanager
-def tmpfs(path, options):
-    """A real tmpfs mounted at ``path`` (unmounted afterwards); skip where mounting is not allowed."""
-    os.makedirs(path, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({(r.stderr or '').strip() or r.returncode}); needs root")
-    try:
-        yield str(path)
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 @contextlib.contextmanager

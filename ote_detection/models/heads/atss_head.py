@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from ...registry import ANCHOR_GENERATORS, ASSIGNERS, BBOX_CODERS, HEADS
+from ..anchors import cached_grid_anchors
 from ..layers import Scale, bias_init_with_prob, conv_tower, init_towers, normal_init, run_tower
 from ..losses import build_loss, reduce_mean
 from .base import BaseDenseHead, CenternessOutputs, ExportFamily
@@ -89,13 +90,7 @@ class ATSSHead(BaseDenseHead):
 
     # -- shared by loss and inference ------------------------------------------------------------
     def anchors(self, featmap_sizes, device):
-        key = (tuple(tuple(int(v) for v in s) for s in featmap_sizes), str(device))
-        if key in self._anchor_cache:
-            return self._anchor_cache[key]
-        anchors = self.anchor_generator.grid_anchors(featmap_sizes, device)
-        if not torch.compiler.is_compiling():  # tracing (export) computes them in the graph, uncached
-            self._anchor_cache[key] = anchors
-        return anchors
+        return cached_grid_anchors(self.anchor_generator, self._anchor_cache, featmap_sizes, device)
 
     def _flatten(self, outs):
         """[B, A, C] logits, [B, A, 4] deltas, [B, A] centerness logits in anchor order."""

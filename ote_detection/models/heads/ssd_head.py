@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from ...registry import ANCHOR_GENERATORS, ASSIGNERS, BBOX_CODERS, HEADS
+from ..anchors import cached_grid_anchors
 from ..losses import hard_negative_mined_ce, smooth_l1_sum
 from .base import BaseDenseHead, ExportFamily, SSDOutputs
 
@@ -83,13 +84,7 @@ class SSDHead(BaseDenseHead):
 
     # -- shared by loss and inference ------------------------------------------------------------
     def anchors(self, featmap_sizes, device):
-        key = (tuple(tuple(int(v) for v in s) for s in featmap_sizes), str(device))
-        if key in self._anchor_cache:
-            return self._anchor_cache[key]
-        anchors = self.anchor_generator.grid_anchors(featmap_sizes, device)
-        if not torch.compiler.is_compiling():  # tracing (export) computes them in the graph, uncached
-            self._anchor_cache[key] = anchors
-        return anchors
+        return cached_grid_anchors(self.anchor_generator, self._anchor_cache, featmap_sizes, device)
 
     def flatten_outputs(self, cls_scores, bbox_preds):
         """Level maps -> [B, A, C+1] logits and [B, A, 4] deltas in anchor order."""

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Where INT8 loses AP before any QAT: NNCF's quantization settings at 0 fine-tuning iterations (issue 19).
+
+Starting point as bench_qat_curve.py: the Open Model Zoo FP16 IR's weights imported into the template's
+model (BatchNorm statistics calibrated on the airport frames). Every variant quantizes a copy with
+``nncf.quantize`` on the un-augmented training images (--train, default wider_train10; the template's
+``init_images: "plain"``) and measures COCO AP (%) of NNCF's fake-quantized torch model on airport and
+wider_val5 (1 torch thread, f32 on the CPU; no OpenVINO here: the INT8 IR differs from this simulation by a
+few tenths of a point).
+
+Variants (name: what differs from ``base`` = NNCF's defaults, the template's setting):
+  base                    NNCF's defaults (performance preset, its default range estimators, fast bias
+                          correction)
+  <RANGE ESTIMATOR>       activations_range_estimator_params = nncf RangeEstimatorParametersSet.<NAME>
+                          (MINMAX, MEAN_MINMAX, MEDIAN_MINMAX, MEAN_NO_OUTLIERS_MINMAX, MEAN_QUANTILE, HISTOGRAM)
+  mixed                   NNCF's mixed preset (asymmetric activations)
+  ignore_first_conv       the first convolution (input normalisation folded in) left in float
+  flip / flip_crop        range init on the images plus their mirror images (20) / plus centre crops (30)
+  weights_only / activations_only   the base model with the activation / weight quantizers disabled
+  kd                      base, then --kd-iters iterations of distillation from the float model (MSE
+                          of the head's raw outputs, augmented training batches of 8, Adam --kd-lr,
+                          BatchNorm frozen): AP after each of --kd-iters
+
+    python benchmarks/bench_quant_settings.py [--model face-detection-0200] [--variants base,MINMAX,...]
+        [--kd-iters 5,10,20] [--kd-lr 1e-4] [--seed 0]
+"""
+
+import argparse
+import copy
+import json
+import os
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(ROOT, ".torch_extensions"))
+os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
+
+from ote_detection.apis.import_weights import import_openvino_weights  # noqa: E402
+from ote_detection.apis.task import Task  # noqa: E402
+from ote_detection.apis.train import build_train_dataset, make_validator  # noqa: E402
+from ote_detection.compression.env import import_nncf  # noqa: E402
+from ote_detection.compression.quantization import freeze_batchnorm, plain_images  # noqa: E402
+from ote_detection.data.coco import load_coco_files  # noqa: E402
+from ote_detection.engine.checkpoint import load_weights  # noqa: E402
+from ote_detection.engine.trainer import build_train_loader  # noqa: E402
+
+from bench_compression import DATA  # noqa: E402
+
+ESTIMATORS = ("MINMAX", "MEAN_MINMAX", "MEDIAN_MINMAX", "MEAN_NO_OUTLIERS_MINMAX", "MEAN_QUANTILE", "HISTOGRAM")
+DEFAULT = ",".join(("base",) + ESTIMATORS + ("mixed", "ignore_first_conv", "flip", "flip_crop", "weights_only",
+                                               "activations_only", "kd"))
+
+
+def flat(out):
+    """The tensors of a nested list/tuple of head outputs, in order."""
+    if isinstance(out, (list, tuple)):
+        for x in out:
+            yield from flat(x)
+    else:
+        yield out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="face-detection-0200")
+    p.add_argument("--variants", default=DEFAULT, help="comma-separated variant names (see above)")
+    p.add_argument("--train", default="wider_train10", choices=sorted(DATA), help="range-init / distillation set")
+    p.add_argument("--kd-iters", default="5,10,20", help="distillation iteration counts at which AP is measured")
+    p.add_argument("--kd-lr", type=float, default=1e-4, help="Adam learning rate of the distillation")
+    p.add_argument("--seed", type=int, default=0, help="torch seed (augmentation order of the distillation)")
+    p.add_argument("--work", default=os.path.join(ROOT, "outputs", "bench_quant_settings"))
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(a.seed)
+    nncf = import_nncf()
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    os.makedirs(a.work, exist_ok=True)
+    tpl = os.path.join(ROOT, "model_templates", "face-detection", a.model, "template.yaml")
+    snap = os.path.join(a.work, a.model + ".pth")
+    if not os.path.exists(snap):
+        import_openvino_weights(tpl, os.path.join(SHARED, "models", "omz", a.model, "FP16", a.model + ".xml"), snap,
+                                verify=False, calibration_images=DATA["airport"][1])  # as bench_compression.py
+    task = Task(tpl)
+    dataset = build_train_dataset(task.cfg, *DATA[a.train], task.classes)
+    inner = dataset.dataset if hasattr(dataset, "times") else dataset
+    paths = [img["path"] for img in inner.coco["images"]]
+    vals = {k: make_validator(load_coco_files(*DATA[k], task.classes), task.input_size, task.img_norm_cfg, 8, 0)
+            for k in ("airport", "wider_val5")}
+    det = task.build_detector()
+    load_weights(det, snap)
+    det.eval()
+
+    def ap(model):
+        model.eval()
+        return {k: round(float(v(model)["ap"]), 2) for k, v in vals.items()}
+
+    init = plain_images(paths, task.input_size, task.img_norm_cfg, len(paths))
+    h, w = init[0].shape[-2:]
+    crops = [torch.nn.functional.interpolate(i[..., h // 8:h - h // 8, w // 8:w - w // 8], size=(h, w),
+                                             mode="bilinear", align_corners=False) for i in init]
+    flips = [i.flip(-1) for i in init]
+
+    def quantize(images=init, **kwargs):
+        return nncf.quantize(copy.deepcopy(det), nncf.Dataset(images), subset_size=len(images), **kwargs)
+
+    def first_conv_scope():
+        probe = quantize()
+        names = [n for n, m in probe.named_modules() if "pre_hooks" in n and type(m).__name__.endswith("Quantizer")]
+        # "__nncf_hooks.pre_hooks.<node name>__<port>"; the first weight quantizer is the first convolution's
+        return nncf.IgnoredScope(names=[names[0].split("pre_hooks.", 1)[1].rsplit("__", 1)[0]])
+
+    def with_disabled(kind):
+        q = quantize()
+        for n, m in q.named_modules():
+            if type(m).__name__.endswith("Quantizer") and kind in n:
+                m.disable_quantization()
+        return q
+
+    results = {"fp32": ap(det), "settings": vars(a)}
+    print("fp32", results["fp32"], flush=True)
+    for name in a.variants.split(","):
+        t0 = time.time()
+        if name == "base":
+            q = quantize()
+        elif name in ESTIMATORS:
+            q = quantize(advanced_parameters=AdvancedQuantizationParameters(
+                activations_range_estimator_params=getattr(RangeEstimatorParametersSet, name)))
+        elif name == "mixed":
+            q = quantize(preset=nncf.QuantizationPreset.MIXED)
+        elif name == "ignore_first_conv":
+            q = quantize(ignored_scope=first_conv_scope())
+        elif name == "flip":
+            q = quantize(init + flips)
+        elif name == "flip_crop":
+            q = quantize(init + flips + crops)
+        elif name == "weights_only":
+            q = with_disabled("post_hooks")  # activation quantizers sit after ops, weight quantizers before
+        elif name == "activations_only":
+            q = with_disabled("pre_hooks")
+        elif name == "kd":
+            q = quantize()
+            teacher = copy.deepcopy(det).eval()
+            opt = torch.optim.Adam([x for x in q.parameters() if x.requires_grad], lr=a.kd_lr)
+            loader = build_train_loader(dataset, 8, 0, 0)
+            curve, it, batches = {}, 0, iter(())
+            for target in sorted(int(x) for x in a.kd_iters.split(",")):
+                while it < target:
+                    try:
+                        imgs = next(batches)[0]
+                    except StopIteration:
+                        batches = iter(loader)
+                        imgs = next(batches)[0]
+                    q.train()
+                    freeze_batchnorm(q)
+                    with torch.no_grad():
+                        want = list(flat(teacher(imgs)))
+                    loss = sum(torch.nn.functional.mse_loss(s, t) for s, t in zip(flat(q(imgs)), want))
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    it += 1
+                curve[target] = ap(q)
+                print(f"kd iter {target}: {curve[target]} ({time.time() - t0:.0f} s)", flush=True)
+            results[name] = curve
+            continue
+        else:
+            raise SystemExit(f"bench_quant_settings.py: unknown variant {name!r} (see --help)")
+        results[name] = ap(q)
+        print(f"{name}: {results[name]} ({time.time() - t0:.0f} s)", flush=True)
+        with open(os.path.join(a.work, f"results_{a.model}.json"), "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+    with open(os.path.join(a.work, f"results_{a.model}.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

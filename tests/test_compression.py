@@ -293,35 +293,68 @@ def test_compress_on_two_processes_keeps_ranks_in_step(work_dir_0200, airport2, 
             assert comp["state"]["pruning_ratio"] == pytest.approx(0.3) and comp["shapes"]
 
 
+def _qat_int8_ir_ap(work_dir, snapshot, tmp_path):
+    """compress.py --nncf-quantization with the work dir's own compression_config.json for one epoch (one
+    iteration) on wider_train10, exported to an INT8 IR; returns {set: (FP32 AP, INT8 IR AP)} (COCO AP %,
+    the INT8 IR with OpenVINO at the f32 hint) for airport and wider_val5."""
+    from ote_detection.apis.evaluate import evaluate
+    need_shared("data", "wider_train10")
+    train = (os.path.join(SHARED, "data", "wider_train10", "annotations_coco.json"),
+             os.path.join(SHARED, "data", "wider_train10"))
+    out = tmp_path / "qat"
+    r = run_tool([os.path.join(str(work_dir), "compress.py"), "--train-ann-files", train[0], "--train-data-roots",
+                  train[1], "--save-checkpoints-to", str(out), "--batch-size", "20", "--workers", "0",
+                  "--nncf-quantization", "--load-weights", snapshot, "--epochs", "1"], cwd=str(work_dir))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "use --ptq" in r.stderr, r.stderr[-3000:]
+    r = run_tool([os.path.join(str(work_dir), "export.py"), "--load-weights", str(out / "latest.pth"),
+                  "--save-model-to", str(tmp_path / "ir")], cwd=str(work_dir))
+    assert r.returncode == 0, r.stderr[-3000:]
+    tpl = str(work_dir / "template.yaml")
+    sets = {"airport": (os.path.join(SHARED, "data", "airport", "annotation_faces_train.json"),
+                        os.path.join(SHARED, "data", "airport")),
+            "wider_val5": (os.path.join(SHARED, "data", "wider_val5", "annotations_coco.json"),
+                           os.path.join(SHARED, "data", "wider_val5"))}
+    result = {}
+    for key, (ann, root) in sets.items():
+        fp32 = evaluate(tpl, snapshot, test_ann_files=ann, test_data_roots=root)["ap"]
+        int8 = evaluate(tpl, str(tmp_path / "ir" / "model.xml"), test_ann_files=ann, test_data_roots=root,
+                        precision="f32")["ap"]
+        result[key] = (fp32, int8)
+    return result
+
+
 @pytest.mark.slow
 def test_qat_with_the_template_settings_keeps_ap_close_to_fp32(work_dir_0200, tmp_path):
     """Issue 19's goal at a tiny setting, a real run: compress.py --nncf-quantization with 0200's own
     compression_config.json (range init on un-augmented images, BatchNorm frozen, lr 0.000025) for one
     iteration on wider_train10, exported to an INT8 IR, COCO AP with OpenVINO (f32): on wider_val5 within the
-    goal's 1.0 point of the FP32 model; on airport within 1.5 (the goal is not reached there on a 10-image
-    set: the loss is in the quantization itself, before any fine-tuning, docs/templates.md; OTE's settings
-    lost 1.4-2.3). compress.py says to prefer --ptq on a set this small."""
-    from ote_detection.apis.evaluate import evaluate
+    goal's 1.0 point of the FP32 model; on airport within 1.5, NOT the goal's 1.0. The gap, measured: airport
+    INT8 IR 12.38 vs FP32 IR 13.84 (-1.46, 0.46 beyond the goal); the loss is in the quantization itself,
+    before any fine-tuning (NNCF's simulation 12.70 at 0 iterations, mostly the activation quantizers), and no
+    range estimator, preset, init-image set, float first convolution or distillation measured in
+    benchmarks/bench_quant_settings.py closes it on a 10-image set (docs/templates.md). OTE's settings lost
+    1.4-2.3. compress.py says to prefer --ptq on a set this small."""
     snapshot, _ = imported_snapshot()
-    need_shared("data", "wider_train10")
-    train = (os.path.join(SHARED, "data", "wider_train10", "annotations_coco.json"),
-             os.path.join(SHARED, "data", "wider_train10"))
-    airport = (os.path.join(SHARED, "data", "airport", "annotation_faces_train.json"),
-               os.path.join(SHARED, "data", "airport"))
-    out = tmp_path / "qat"
-    r = run_tool([os.path.join(str(work_dir_0200), "compress.py"), "--train-ann-files", train[0], "--train-data-roots",
-                  train[1], "--save-checkpoints-to", str(out), "--batch-size", "20", "--workers", "0",
-                  "--nncf-quantization", "--load-weights", snapshot, "--epochs", "1"], cwd=str(work_dir_0200))
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "use --ptq" in r.stderr, r.stderr[-3000:]
-    r = run_tool([os.path.join(str(work_dir_0200), "export.py"), "--load-weights", str(out / "latest.pth"),
-                  "--save-model-to", str(tmp_path / "ir")], cwd=str(work_dir_0200))
-    assert r.returncode == 0, r.stderr[-3000:]
-    tpl = str(work_dir_0200 / "template.yaml")
-    wider5 = (os.path.join(SHARED, "data", "wider_val5", "annotations_coco.json"),
-              os.path.join(SHARED, "data", "wider_val5"))
-    for (ann, root), tolerance in ((airport, 1.5), (wider5, 1.0)):
-        fp32 = evaluate(tpl, snapshot, test_ann_files=ann, test_data_roots=root)["ap"]
-        int8 = evaluate(tpl, str(tmp_path / "ir" / "model.xml"), test_ann_files=ann, test_data_roots=root,
-                        precision="f32")["ap"]
-        assert fp32 > 10 and int8 >= fp32 - tolerance, (ann, fp32, int8)
+    ap = _qat_int8_ir_ap(work_dir_0200, snapshot, tmp_path)
+    for key, tolerance in (("airport", 1.5), ("wider_val5", 1.0)):
+        fp32, int8 = ap[key]
+        assert fp32 > 10 and int8 >= fp32 - tolerance, (key, fp32, int8)
+
+
+@pytest.mark.slow
+def test_qat_0204_with_the_template_settings_keeps_ap_within_one_point(tmp_path):
+    """Issue 19's goal reached for 0204, a real run: its compression_config.json (the same QAT settings as
+    0200's: plain range init, no BN adaptation, BatchNorm frozen, lr 0.000025) for one iteration on
+    wider_train10, exported to an INT8 IR: COCO AP with OpenVINO (f32) within 1.0 point of the FP32 model on
+    airport and on wider_val5 (measured with the template's 2 epochs: 14.48 / 18.16 vs FP32 IR 14.27 / 18.30;
+    OTE's settings in bench_compression.py: 11.93 / 17.35)."""
+    work = tmp_path / "wd0204"
+    r = run_tool([os.path.join(REPO, "tools", "instantiate_template.py"), template_path("face-detection-0204"),
+                  str(work), "--do-not-load-snapshot"])
+    assert r.returncode == 0, r.stderr
+    snapshot, _ = imported_snapshot("face-detection-0204")
+    ap = _qat_int8_ir_ap(work, snapshot, tmp_path)
+    for key in ("airport", "wider_val5"):
+        fp32, int8 = ap[key]
+        assert fp32 > 10 and int8 >= fp32 - 1.0, (key, fp32, int8)

@@ -15,15 +15,14 @@ from ..evaluation.size_report import face_size_report, format_size_report, size_
 from ..utils.complexity import model_complexity
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_write_text, check_writable_dir, check_writable_file
-from .predictor import is_ir, make_predictor, predictor_variant
+from .predictor import detection_settings, is_ir, make_predictor
 from .task import Task
 
 log = logging.getLogger(__name__)
 
 
-def _detect_cached(predictor, weights, precision, input_size, paths, keys, cache, batch_size, desc):
-    variant = predictor_variant(predictor, weights, precision)
-    key = cache.key(weights, variant, input_size, paths) if cache.cache_dir else None
+def _detect_cached(predictor, settings, weights, paths, keys, cache, batch_size, desc):
+    key = cache.key(weights, settings, paths) if cache.cache_dir else None
     cached = cache.load(key, expected=len(paths)) if key else None
     if cached is not None:
         log.info("%s: detections taken from the cache (%s)", desc, cache.cache_dir)
@@ -72,11 +71,12 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
     log.info("evaluating at input %dx%d (%s%s)", input_size[0], input_size[1],
              "letterboxed" if predictor.keep_ratio else "stretched", ", tiled" if tile is not None else "")
     cache = DetectionCache(cache_dir, template=task.name)
+    settings = detection_settings(task, predictor, load_weights, precision, batch_size) if cache.cache_dir else None
     wanted = [m["key"] for m in task.template["metrics"]]
     metrics = {}
     if coco is not None:
         images = coco["images"]
-        dets = _detect_cached(predictor, load_weights, precision, input_size, [i["path"] for i in images],
+        dets = _detect_cached(predictor, settings, load_weights, [i["path"] for i in images],
                               [i["id"] for i in images], cache, batch_size, "test set")
         keys = [k for k in ("ap", "ap_64x64") if k in wanted]
         metrics.update(evaluate_detections(coco, dets, keys, pr_curves_dir=save_pr_curves))
@@ -88,7 +88,7 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
             raise OteError(f"{wider_dir}: no WIDER FACE val image found (expected <event>/<name>.jpg or <name>.jpg)")
         log.info("WIDER FACE: %d of %d val images present in %s", len(found), len(gt.image_keys), wider_images)
         names = sorted(found)
-        dets = _detect_cached(predictor, load_weights, precision, input_size, [found[n] for n in names], names,
+        dets = _detect_cached(predictor, settings, load_weights, [found[n] for n in names], names,
                               cache, batch_size, "WIDER val")
         wider = gt.evaluate(dets, pr_curves_dir=save_pr_curves)
         metrics.update({k: v for k, v in wider.items() if k.startswith("widerface_")})

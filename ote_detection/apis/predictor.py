@@ -50,10 +50,36 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
     return predictor
 
 
-def predictor_variant(predictor, weights, precision):
-    """What besides weights and input size decides a predictor's detections (for the detection cache)."""
+def _versions():
+    import torch
+
+    from .. import __version__
+    try:
+        from openvino import get_version as ov_version
+        ov = ov_version()
+    except ImportError:
+        ov = None
+    return {"ote_detection": __version__, "torch": torch.__version__, "openvino": ov}
+
+
+def detection_settings(task, predictor, weights, precision, batch_size):
+    """Everything besides the weights' content that decides ``predictor``'s detections, as a JSON-able
+    dict (the detection cache's key, ``engine.detection_cache``): the resolved model config (``model``
+    with anchors and ``test_cfg``; ``img_norm_cfg``), the input size (w, h) and keep-ratio, the tiling
+    options, the backend with its precision, the batch size (a snapshot batches frames) and the library
+    versions. The model config is included for an IR too: tiling merges tiles with its ``test_cfg``."""
     tiled = getattr(predictor, "inner", None) is not None
-    parts = [precision if is_ir(weights) else "torch", "letterbox" if predictor.keep_ratio else "stretch"]
+    settings = {
+        "backend": f"openvino:{precision}" if is_ir(weights) else "torch",
+        "input_size": [int(v) for v in predictor.input_size],
+        "keep_ratio": bool(predictor.keep_ratio),
+        "model": task.cfg.model,
+        "img_norm_cfg": task.cfg.get("img_norm_cfg"),
+        "batch_size": None if is_ir(weights) else int(batch_size),
+        "tile": None,
+        "versions": _versions(),
+    }
     if tiled:
-        parts.append(f"tiles:{predictor.overlap}:{predictor.tile_scale}:{predictor.full_frame}")
-    return "/".join(parts)
+        settings["tile"] = {k: getattr(predictor, k) for k in ("overlap", "tile_scale", "full_frame", "nms_iou",
+                                                               "max_per_img", "drop_cut", "cut_margin")}
+    return settings

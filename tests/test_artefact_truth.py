@@ -67,3 +67,113 @@ def test_detection_cache_follows_model_py(omz_0200_work_dir, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert model_py.read_text() != original
     assert ap() == (0.0, False)
+
+
+def _metrics(path):
+    import yaml
+    with open(path, encoding="utf-8") as f:
+        return {e["key"]: e["value"] for e in yaml.safe_load(f)["metrics"]}
+
+
+def _eval(work, weights, tmp_path, name):
+    out = tmp_path / f"{name}.yaml"
+    r = run_tool([os.path.join(work, "eval.py"), "--load-weights", str(weights), "--test-ann-files", AIRPORT_ANN,
+                  "--test-data-roots", AIRPORT_ROOT, "--cache-dir", "", "--save-metrics-to", str(out)], cwd=work)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    return r, _metrics(out)
+
+
+@pytest.fixture(scope="module")
+def work_dirs(tmp_path_factory):
+    out = {}
+    for name in ("face-detection-0200", "face-detection-0207"):
+        work = tmp_path_factory.mktemp(name)
+        r = run_tool([os.path.join(REPO, "tools", "instantiate_template.py"), template_path(name), str(work),
+                      "--do-not-load-snapshot"])
+        assert r.returncode == 0, r.stderr
+        out[name] = str(work)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("work_name, omz_name, own", [
+    ("face-detection-0207", "face-detection-0200", False),  # other architecture
+    ("face-detection-0200", "face-detection-0204", False),  # same convolutions, other input size (448)
+    ("face-detection-0200", "face-detection-0200", True),   # the template's own published IR
+])
+def test_ir_without_export_info_is_reported_as_what_it_is(work_dirs, tmp_path, work_name, omz_name, own):
+    """Issue 15.6/15.8: an IR without export_info.yaml gets its size and complexity counted from its own
+    graph; the reference figures are the template's only when its graph is the template model's; eval
+    and the demo say which."""
+    need_shared("models", "omz", omz_name)
+    need_shared("data", "airport")
+    work = work_dirs[work_name]
+    xml = os.path.join(OMZ, omz_name, "FP16", omz_name + ".xml")
+    r, m = _eval(work, xml, tmp_path, "omz")
+    counted = {"face-detection-0200": (1.82, 0.80), "face-detection-0204": (1.82, 2.46)}[omz_name]
+    assert (m["size"], m["complexity"]) == counted  # the IR's own graph, not the work dir's template
+    table = r.stdout[r.stdout.index("Metric"):]
+    size_row = next(line for line in table.splitlines() if line.startswith("Size"))
+    if own:
+        assert m["reference_template"] == work_name and "1.830" in size_row
+        assert "not shown to be" not in r.stderr
+    else:
+        assert m["reference_template"] is None
+        assert size_row.split()[-2:] == ["-", "-"], size_row  # no reference, no difference
+        assert f"NOT {work_name}'s model" in r.stdout and f"NOT {work_name}'s model" in m["evaluated"]
+        assert f"not shown to be {work_name}'s model" in r.stderr
+    # the demo (visualize.py) says the same in one line
+    out = tmp_path / "demo"
+    r = run_tool([os.path.join(work, "visualize.py"), "--load-weights", xml, "--video",
+                  os.path.join(AIRPORT_ROOT, "train"), "--output", str(out)], cwd=work)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert ("not shown to be" in r.stderr) == (not own), r.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_pruned_snapshot_and_its_irs_report_their_own_size(work_dirs, tmp_path):
+    """Issue 15.8: a pruned checkpoint, its IR (export_info.yaml records the exported model's figures)
+    and the same IR without export_info.yaml (counted from the graph) all report the pruned model's size
+    and complexity, not the template's 1.83 Mp."""
+    import json
+
+    import yaml
+    sys_path = os.path.join(REPO, "tests")
+    import sys
+    sys.path.insert(0, sys_path)
+    from test_omz_import import imported_snapshot
+    from conftest import copy_airport_subset
+    work = work_dirs["face-detection-0200"]
+    snapshot, _ = imported_snapshot()
+    ann, _ = copy_airport_subset(str(tmp_path / "data"), n=2)
+    with open(os.path.join(work, "compression_config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    cfg["nncf_pruning"]["nncf_config"]["compression"][0]["params"].update(pruning_init=0.3, pruning_target=0.3,
+                                                                           pruning_steps=1)
+    config = tmp_path / "compression_config.json"
+    config.write_text(json.dumps(cfg))
+    out = tmp_path / "pruned"
+    r = run_tool([os.path.join(work, "compress.py"), "--train-ann-files", ann, "--train-data-roots",
+                  str(tmp_path / "data"), "--save-checkpoints-to", str(out), "--batch-size", "2", "--workers", "0",
+                  "--input-size", "128", "--nncf-pruning", "--load-weights", snapshot, "--epochs", "1",
+                  "--compression-config", str(config)], cwd=work)
+    assert r.returncode == 0, r.stderr[-3000:]
+    _, pth = _eval(work, out / "latest.pth", tmp_path, "pth")
+    assert pth["size"] < 1.7, pth  # pruned: smaller than the template's 1.83 Mp
+    r = run_tool([os.path.join(work, "export.py"), "--load-weights", str(out / "latest.pth"), "--save-model-to",
+                  str(tmp_path / "ir")], cwd=work)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = yaml.safe_load((tmp_path / "ir" / "export_info.yaml").read_text())
+    assert info["version"] == 2 and info["complexity"]["input_size"] == [128, 128]
+    _, ir = _eval(work, tmp_path / "ir" / "model.xml", tmp_path, "ir")
+    assert (ir["size"], ir["complexity"]) == (pth["size"], pth["complexity"])
+    assert ir["reference_template"] == "face-detection-0200"
+    # the same IR without export_info.yaml: counted from its graph (BatchNorm folded), and not the template's
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("model.xml", "model.bin"):
+        shutil.copyfile(tmp_path / "ir" / name, bare / name)
+    _, m = _eval(work, bare / "model.xml", tmp_path, "bare")
+    assert abs(m["size"] - pth["size"]) <= 0.03 and abs(m["complexity"] - pth["complexity"]) <= 0.01, (m, pth)
+    assert m["reference_template"] is None

@@ -12,10 +12,9 @@ from ..engine.predictor import detect_images
 from ..evaluation import WiderFaceGT, evaluate_detections
 from ..evaluation.metrics import format_metrics_table, metrics_to_yaml_entries
 from ..evaluation.size_report import face_size_report, format_size_report, size_report_entries
-from ..utils.complexity import model_complexity
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_write_text, check_writable_dir, check_writable_file
-from .predictor import detection_settings, is_ir, make_predictor
+from .predictor import artefact_complexity, detection_settings, is_ir, make_predictor
 from .task import Task
 
 log = logging.getLogger(__name__)
@@ -93,16 +92,26 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
         wider = gt.evaluate(dets, pr_curves_dir=save_pr_curves)
         metrics.update({k: v for k, v in wider.items() if k.startswith("widerface_")})
         metrics["wider_images"] = wider.get("n_images", len(names))
+    provenance = predictor.provenance
     if "size" in wanted or "complexity" in wanted:
-        # a snapshot's own model (a pruned one is smaller than the template's); an IR: the template's
-        inference_model = getattr(getattr(predictor, "inner", predictor), "model", None)
-        detector = inference_model.detector if inference_model is not None else task.build_detector()
-        gflops, mparams = model_complexity(detector, input_size)
+        # the evaluated artefact's own figures: a pruned snapshot's or IR's, a foreign IR's own graph
+        gflops, mparams, counted_from = artefact_complexity(provenance, predictor)
         metrics["complexity"], metrics["size"] = round(gflops, 2), round(mparams, 2)
-    entries = metrics_to_yaml_entries(metrics, task.template["metrics"], include_extra=True)
+        log.info("size and complexity of %s: from %s", load_weights, counted_from)
+    # reference figures only for an artefact shown to be this template's model
+    template_metrics = task.template["metrics"] if provenance.own else \
+        [{k: v for k, v in m.items() if k != "value"} for m in task.template["metrics"]]
+    entries = metrics_to_yaml_entries(metrics, template_metrics, include_extra=True)
     entries.append({"key": "input_size", "display_name": "Evaluated input size (w x h)", "unit": "px",
                     "value": f"{input_size[0]}x{input_size[1]}"})
-    print(format_metrics_table(metrics, task.template["metrics"]))
+    entries.append({"key": "evaluated", "display_name": "Evaluated artefact", "unit": "",
+                    "value": provenance.describe(task.name)})
+    entries.append({"key": "reference_template", "display_name": "Template of the reference figures", "unit": "",
+                    "value": task.name if provenance.own else None})
+    print(f"Evaluated: {provenance.describe(task.name)}")
+    print(format_metrics_table(metrics, template_metrics))
+    if not provenance.own:
+        print(f"Reference: none shown; {task.name}'s figures do not describe this {provenance.kind}")
     if coco is not None:
         entries += size_report_entries(size_report)
         metrics.update({e["key"]: e["value"] for e in size_report_entries(size_report)})

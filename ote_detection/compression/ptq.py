@@ -21,7 +21,8 @@ from ..engine.predictor import FramePredictor
 from ..evaluation import evaluate_detections
 from ..export.openvino_export import convert_to_openvino, save_openvino
 from ..export.openvino_predictor import OpenVINOPredictor
-from ..utils.artefacts import ir_checksums
+from ..utils.artefacts import ExportInfo, ir_checksums, write_export_info
+from ..utils.complexity import complexity_record
 from ..utils.errors import OteError
 from .env import import_nncf
 from .quantization import quantization_params
@@ -102,11 +103,11 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
         with open(os.path.join(tmp, "ptq_info.yaml"), "w", encoding="utf-8") as f:
             yaml.safe_dump(info, f, sort_keys=False)
         # what eval.py / visualize.py check before reading an IR: its template, classes and file checksums
-        export_info = {"template": task.name, "classes": list(task.classes), "precision": "INT8 (PTQ)",
-                       "input": {"input_size": list(size), "keep_ratio": False},
-                       "sha256": ir_checksums(tmp, ["model.xml", "model.bin"])}
-        with open(os.path.join(tmp, "export_info.yaml"), "w", encoding="utf-8") as f:
-            yaml.safe_dump(export_info, f, sort_keys=False)
+        write_export_info(tmp, ExportInfo(
+            template=task.name, classes=list(task.classes), precision="INT8 (PTQ)",
+            input={"input_size": list(size), "keep_ratio": False}, source_snapshot=os.path.abspath(load_weights),
+            complexity=complexity_record(model.detector, size),  # the quantized model's own (pruned: smaller)
+            sha256=ir_checksums(tmp, ["model.xml", "model.bin"])))
         for name in ("model.bin", "ptq_info.yaml", "model.xml", "export_info.yaml"):  # .bin before .xml
             os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
     finally:

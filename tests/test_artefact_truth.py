@@ -177,3 +177,84 @@ def test_pruned_snapshot_and_its_irs_report_their_own_size(work_dirs, tmp_path):
     _, m = _eval(work, bare / "model.xml", tmp_path, "bare")
     assert abs(m["size"] - pth["size"]) <= 0.03 and abs(m["complexity"] - pth["complexity"]) <= 0.01, (m, pth)
     assert m["reference_template"] is None
+
+
+# --- issue 16.2: typed artefacts ------------------------------------------------------------------------
+
+def test_export_info_reads_old_files_and_refuses_newer_ones(tmp_path):
+    import yaml
+
+    from ote_detection.utils.artefacts import ExportInfo, read_export_info, write_export_info
+    from ote_detection.utils.errors import OteError
+    path = tmp_path / "export_info.yaml"
+    # version 1 (no 'version', no 'complexity'), as export.py wrote it before
+    old = {"template": "face-detection-0200", "precision": "FP32", "files": ["model.xml", "model.bin"],
+           "sha256": {"model.xml": "ab"}, "input": {"input_size": [256, 256], "keep_ratio": True},
+           "classes": ["face"], "head_family": "ssd", "output": {"contract": "ssd"}, "future_key": 1}
+    path.write_text(yaml.safe_dump(old))
+    info = read_export_info(str(path))
+    assert info.version == 1 and info.template == "face-detection-0200" and info.complexity is None
+    assert tuple(info.input_size) == (256, 256) and info.keep_ratio and info.extra == {"future_key": 1}
+    write_export_info(str(tmp_path), info)  # rewritten as the current version, nothing lost
+    again = read_export_info(str(path))
+    assert again.version == 2 and again.to_dict() == dict(info.to_dict())
+    assert yaml.safe_load(path.read_text())["future_key"] == 1
+    for bad, words in (({"version": 99}, "newer ote-face"), ({"sha256": "x"}, "'sha256' is str"),
+                       ({"version": "two"}, "positive integer"), (["a list"], "no mapping")):
+        path.write_text(yaml.safe_dump(bad))
+        with pytest.raises(OteError, match=words) as exc:
+            read_export_info(str(path))
+        assert str(path) in str(exc.value) and "\n" not in str(exc.value)
+    assert ExportInfo().to_dict()["version"] == 2
+
+
+def test_checkpoint_meta_one_reader_one_writer(tmp_path):
+    import torch
+
+    from ote_detection.apis.task import Task
+    from ote_detection.engine.checkpoint import load_checkpoint_file, save_checkpoint
+    from ote_detection.utils.artefacts import CheckpointMeta
+    from ote_detection.utils.cli import InputSize
+    from ote_detection.utils.errors import OteError
+    task = Task(template_path())
+    meta = task.checkpoint_meta()
+    assert meta.input_size == InputSize(256, 256) and meta.template == "face-detection-0200"
+    path = str(tmp_path / "a.pth")
+    save_checkpoint(path, torch.nn.Conv2d(1, 1, 1), meta=meta.replace(epoch=3))
+    stored = load_checkpoint_file(path)["meta"]
+    assert stored == {"version": 2, "template": "face-detection-0200", "input_size": [256, 256],
+                      "classes": ["face"], "epoch": 3}
+    # a meta of the first layout (no version; tuple sizes; keys of other tools) still loads
+    old = {"meta": {"template": "face-detection-0200", "input_size": (96, 96), "epoch": 2, "mmdet_version": "2.x"},
+           "state_dict": {"w": torch.zeros(1)}}
+    torch.save(old, str(tmp_path / "old.pth"))
+    meta = CheckpointMeta.of(load_checkpoint_file(str(tmp_path / "old.pth")), "old.pth")
+    assert meta.version == 1 and meta.input_size == (96, 96) and meta.epoch == 2
+    assert meta.extra == {"mmdet_version": "2.x"}
+    for bad, words in (({"version": 3}, "newer ote-face"), ({"input_size": "big"}, "input_size"),
+                       ({"epoch": "two"}, "'epoch' is str")):
+        torch.save({"meta": bad, "state_dict": {"w": torch.zeros(1)}}, str(tmp_path / "bad.pth"))
+        with pytest.raises(OteError, match=words) as exc:
+            load_checkpoint_file(str(tmp_path / "bad.pth"))
+        assert "bad.pth" in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.slow
+def test_resume_at_another_input_size_says_so(work_dir_0200, synthetic_data, tmp_path):
+    from ote_detection.engine.checkpoint import load_checkpoint_file
+    ann, root = synthetic_data
+    out = tmp_path / "out"
+    base = [os.path.join(work_dir_0200, "train.py"), "--train-ann-files", ann, "--train-data-roots", root,
+            "--save-checkpoints-to", str(out), "--batch-size", "4", "--workers", "0"]
+    r = run_tool(base + ["--input-size", "96", "--epochs", "1"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_tool(base + ["--input-size", "128", "--epochs", "2", "--resume-from", str(out / "latest.pth")])
+    assert r.returncode == 0, r.stderr[-3000:]
+    said = [line for line in r.stderr.splitlines() if "was trained at 96x96" in line]
+    assert len(said) == 1 and "--input-size 128x128" in said[0], r.stderr[-2000:]
+    assert load_checkpoint_file(str(out / "latest.pth"))["meta"]["input_size"] == [128, 128]
+    # without --input-size the resumed run keeps the checkpoint's size, without a warning
+    r = run_tool(base + ["--epochs", "3", "--resume-from", str(out / "latest.pth")])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "was trained at" not in r.stderr
+    assert load_checkpoint_file(str(out / "latest.pth"))["meta"]["input_size"] == [128, 128]

@@ -58,8 +58,22 @@ def _typed(data, key, kinds, path, what):
     return value
 
 
+class _ReadOnlyMapping:
+    """``info["key"]``, ``dict(meta, epoch=2)``: a read-only mapping view of ``to_dict()``, for callers
+    written against the untyped dicts of version 1."""
+
+    def keys(self):
+        return self.to_dict().keys()
+
+    def __getitem__(self, key):
+        return self.to_dict()[key]
+
+    def get(self, key, default=None):
+        return self.to_dict().get(key, default)
+
+
 @dataclasses.dataclass
-class ExportInfo:
+class ExportInfo(_ReadOnlyMapping):
     """What ``export_info.yaml`` says about the IR beside it (written by ``apis/export.py`` and by
     ``compression/ptq.py``). ``input``: name, shape [1, 3, H, W], layout, colour, range, ``input_size``
     [w, h], ``keep_ratio`` and the folded normalisation; ``complexity``: ``gflops``, ``mparams`` of the
@@ -147,7 +161,7 @@ def write_export_info(folder, info):
 
 
 @dataclasses.dataclass
-class CheckpointMeta:
+class CheckpointMeta(_ReadOnlyMapping):
     """A checkpoint's ``meta``: the template it was trained for, its input size, classes, epoch and
     iteration, ``compression`` (compress.py's structure and state), ``source`` (how it was made, e.g.
     imported from an IR), ``metrics`` of its last epoch. Keys this version does not know are kept in

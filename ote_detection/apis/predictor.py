@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch.nn as nn
 
-from ..engine.predictor import TorchPredictor
+from ..inference.predictor import TorchPredictor
 from ..utils.artefacts import check_ir_belongs
 from ..utils.complexity import model_complexity
 
@@ -52,8 +52,8 @@ def ir_provenance(task, weights):
     info = check_ir_belongs(weights, task)
     if info is not None:
         return Provenance(weights, "IR", True, f"export_info.yaml names {info.template or 'no template'}", info)
-    from ..export.ir_graph import ir_conv_shapes
-    from ..export.openvino_predictor import read_ir
+    from ..omz_import.ir_graph import ir_conv_shapes
+    from ..inference.openvino_predictor import read_ir
     model = read_ir(weights)
     _, _, h, w = (int(d) for d in model.inputs[0].get_partial_shape().to_shape())
     ir_shapes = ir_conv_shapes(model)
@@ -74,7 +74,7 @@ def artefact_complexity(provenance, predictor):
     """(GFLOPs, Mp, where they come from) of the evaluated artefact itself: a snapshot's model (a
     pruned one's own shapes) at the evaluated input size; an IR's export_info.yaml ``complexity`` (the
     exported model's, written by export.py / compress.py --ptq) when recorded for this input size, else
-    counted from the IR's own graph (``export.ir_graph.ir_complexity``)."""
+    counted from the IR's own graph (``omz_import.ir_graph.ir_complexity``)."""
     base = getattr(predictor, "inner", predictor)
     size = tuple(int(v) for v in predictor.input_size)
     if provenance.kind == "snapshot":
@@ -84,8 +84,8 @@ def artefact_complexity(provenance, predictor):
     record = info.complexity if info is not None else None
     if record and tuple(record.get("input_size") or ()) == size and "gflops" in record and "mparams" in record:
         return float(record["gflops"]), float(record["mparams"]), "export_info.yaml (the exported model, ptflops)"
-    from ..export.ir_graph import ir_complexity
-    from ..export.openvino_predictor import read_ir
+    from ..omz_import.ir_graph import ir_complexity
+    from ..inference.openvino_predictor import read_ir
     gflops, mparams = ir_complexity(read_ir(provenance.path))
     return gflops, mparams, "the IR's graph (convolutions and activations; BatchNorm folded)"
 
@@ -99,11 +99,11 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
     Snapshot: the PyTorch model at ``input_size`` (w, h), default the snapshot's own. IR: OpenVINO on
     the CPU at ``precision`` (f32, bf16, f16 or default) with ``threads``; its input size is the IR's.
     ``keep_ratio``: letterbox frames instead of stretching them (None: as the IR was exported; a
-    snapshot stretches). ``tile``: None, or a dict of ``engine.tiling.TiledPredictor`` options
+    snapshot stretches). ``tile``: None, or a dict of ``inference.tiling.TiledPredictor`` options
     (``overlap``, ``tile_scale``): a full-frame pass plus overlapping tiles at the network's input size.
     """
     if is_ir(weights):
-        from ..export.openvino_predictor import OpenVINOPredictor
+        from ..inference.openvino_predictor import OpenVINOPredictor
         provenance = ir_provenance(task, weights)
         if not provenance.own:
             log.warning("%s: not shown to be %s's model (%s): reported as what it is, without the template's "
@@ -117,7 +117,7 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
         predictor = TorchPredictor(model, input_size or snapshot_size, keep_ratio=bool(keep_ratio),
                                    batch_size=batch_size)
     if tile is not None:
-        from ..engine.tiling import TiledPredictor
+        from ..inference.tiling import TiledPredictor
         test_cfg = task.cfg.model.get("test_cfg") or {}
         predictor = TiledPredictor(predictor, nms_iou=float((test_cfg.get("nms") or {}).get("iou_threshold", 0.45)),
                                    max_per_img=int(test_cfg.get("max_per_img", 200) or 200), **tile)
@@ -139,7 +139,7 @@ def _versions():
 
 def detection_settings(task, predictor, weights, precision, batch_size):
     """Everything besides the weights' content that decides ``predictor``'s detections, as a JSON-able
-    dict (the detection cache's key, ``engine.detection_cache``): the resolved model config (``model``
+    dict (the detection cache's key, ``inference.detection_cache``): the resolved model config (``model``
     with anchors and ``test_cfg``; ``img_norm_cfg``), the input size (w, h) and keep-ratio, the tiling
     options, the backend with its precision, the batch size (a snapshot batches frames) and the library
     versions. The model config is included for an IR too: tiling merges tiles with its ``test_cfg``."""

@@ -9,7 +9,7 @@ detections. ``read_ir_files`` reads the set through one folder descriptor, so ev
 an export's folder swap gets files of one set.
 
 IRs without export_info.yaml (e.g. Open Model Zoo's) are checked by their own graph when
-``export.openvino_predictor.OpenVINOPredictor`` reads them: one image input [1, 3, H, W] and an SSD
+``inference.openvino_predictor.OpenVINOPredictor`` reads them: one image input [1, 3, H, W] and an SSD
 ``detection_out`` [1, 1, N, 7] or ``boxes`` [N, 5] + ``labels`` outputs.
 
 The two typed artefact descriptions, each with one reader and one writer and a format version (a

@@ -54,8 +54,9 @@ def test_detection_cache_follows_model_py(omz_0200_work_dir, tmp_path):
     assert ap() == (13.84, True)  # the same model.py: served from the cache
     model_py = work / "model.py"
     original = model_py.read_text()
-    model_py.write_text(original + "\nmodel = dict(test_cfg=dict(nms=dict(type='nms', iou_threshold=0.3), "
-                                   "max_per_img=5))\n")
+    # the case's test_cfg change (merged onto the base's test_cfg, as mmcv merges a config's dicts)
+    model_py.write_text(original + "\nmodel['test_cfg'] = dict(nms=dict(type='nms', iou_threshold=0.3), "
+                                   "max_per_img=5)\n")
     assert ap() == (13.61, False)
     model_py.write_text(original)
     assert ap() == (13.84, True)

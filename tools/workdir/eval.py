@@ -38,7 +38,8 @@ def main(argv=None):
                    help="OpenVINO inference precision for IR (default f32; the CPU default would be bf16 on AMX)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass for snapshots (IR: 1)")
     p.add_argument("--cache-dir", default=os.path.join(HERE, ".detections_cache"),
-                   help="cache of detections per weights file and image list (default: .detections_cache here; "
+                   help="cache of detections per weights content, model.py, input size, tiling, precision and image "
+                   "list with sizes and mtimes (default: .detections_cache here; "
                    "'' disables)")
     p.add_argument("--input-size", type=input_size_or_width,
                    help="evaluate a snapshot at this input size instead of its own: W, WxH, or Wx (width W, the "

@@ -1,0 +1,118 @@
+"""Training-speed instrumentation (data-wait timing), the GPU check's CPU behaviour, and the training
+path without OpenVINO and NNCF (as on the GPU machine)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import AIRPORT_ANN, AIRPORT_ROOT, REPO, need_shared, template_path
+
+
+class SlowLoader:
+    """The real training loader, each batch delivered ``delay`` seconds late (a starving loader)."""
+
+    def __init__(self, loader, delay):
+        self.loader, self.delay = loader, delay
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            time.sleep(self.delay)
+            yield batch
+
+
+def test_trainer_logs_the_time_spent_waiting_for_data(synthetic_data, tmp_path, one_torch_thread):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ote_detection.apis.task import Task
+    from ote_detection.apis.train import build_train_dataset
+    from ote_detection.engine.hooks import HookBase, LoggerHook
+    from ote_detection.engine.optim import build_optimizer
+    from ote_detection.engine.trainer import Trainer, build_train_loader
+
+    ann, root = synthetic_data
+    task = Task(template_path())
+    task.set_input_size((64, 64))
+    loader = build_train_loader(build_train_dataset(task.cfg, ann, root, task.classes), batch_size=4, workers=0)
+    seen = []
+
+    class Probe(HookBase):
+        def after_iter(self):
+            seen.append(dict(self.trainer.storage["time"]))
+
+    records = {}
+    for delay in (0.0, 0.3):
+        model = task.build_detector()
+        trainer = Trainer(model, SlowLoader(loader, delay), build_optimizer(model, task.cfg.optimizer),
+                          max_epochs=1, progress=False)
+        tb = tmp_path / f"tb{delay}"
+        trainer.register_hooks([Probe(), LoggerHook(str(tb), interval=1)])
+        records[delay] = trainer.train()[0]
+    assert len(seen) == 2 * len(loader)
+    for t in seen:
+        assert set(t) == {"data", "forward", "backward", "optimizer", "iter"}
+        assert 0 <= t["data"] < t["iter"]
+        assert t["forward"] + t["backward"] + t["optimizer"] <= t["iter"]
+    slow, fast = records[0.3], records[0.0]
+    assert slow["data_time_s"] >= 0.3
+    assert 0 < fast["data_wait"] < slow["data_wait"] < 1
+    assert slow["data_wait"] == pytest.approx(slow["data_time_s"] / slow["iter_time_s"])
+    events = EventAccumulator(str(tmp_path / "tb0.3")).Reload()
+    data_times = [e.value for e in events.Scalars("train/data_time")]
+    assert len(data_times) == len(loader) and min(data_times) >= 0.3
+    assert [e.step for e in events.Scalars("epoch/data_wait")] == [1]
+
+
+@pytest.mark.slow
+def test_gpu_check_without_cuda_says_so_and_exits_0():
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHON=sys.executable)
+    r = subprocess.run(["bash", os.path.join(REPO, "benchmarks", "gpu_check.sh")], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["gpu_check: skipped, no CUDA device (torch.cuda.is_available() is false)"]
+    assert r.stderr == ""
+
+
+# what the GPU machine's python3 lacks besides the wheels gpu_check.sh brings
+BLOCKED = ("openvino", "nncf", "matplotlib", "torch_pruning", "torchao", "onnxscript")
+
+
+@pytest.mark.slow
+def test_training_and_torch_eval_run_without_openvino_and_nncf(work_dir_0200, tmp_path):
+    """train.py and eval.py of a snapshot, in one process where importing OpenVINO, NNCF (and the other
+    packages the GPU machine lacks) fails: neither path may import them."""
+    need_shared("data", "airport")
+    out = tmp_path / "out"
+    script = textwrap.dedent(f"""
+        import runpy, sys
+        for name in {BLOCKED!r}:
+            sys.modules[name] = None  # "import openvino" now raises ImportError
+        def cli(path, *args):
+            sys.argv = [path, *args]
+            try:
+                runpy.run_path(path, run_name="__main__")
+            except SystemExit as exc:
+                assert not exc.code, (path, exc.code)
+        wd = {str(work_dir_0200)!r}
+        cli(wd + "/train.py", "--train-ann-files", {AIRPORT_ANN!r}, "--train-data-roots", {AIRPORT_ROOT!r},
+            "--save-checkpoints-to", {str(out)!r}, "--epochs", "1", "--batch-size", "5", "--input-size", "128",
+            "--workers", "0", "--gpu-num", "0")
+        cli(wd + "/eval.py", "--load-weights", {str(out / "latest.pth")!r}, "--test-ann-files", {AIRPORT_ANN!r},
+            "--test-data-roots", {AIRPORT_ROOT!r}, "--save-metrics-to", {str(tmp_path / "metrics.yaml")!r},
+            "--cache-dir", "")
+        loaded = sorted(m for m in {BLOCKED!r} if sys.modules.get(m) is not None)
+        assert not loaded, loaded
+        print("ok")
+    """)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert r.stdout.strip().endswith("ok")
+    assert (tmp_path / "metrics.yaml").is_file()

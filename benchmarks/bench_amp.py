@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
-"""Training-step speed of train.py's --amp (bf16 autocast + channels_last) against fp32, in one process.
+"""Training-step speed of train.py's --amp against fp32, in one process.
 
 Times full training iterations (forward, loss in fp32, backward, SGD step) of a template's model on real
 airport images through the project's own ``Trainer.run_step``: fp32 NCHW (the baseline), fp32
-channels_last, bf16 autocast NCHW, and bf16 autocast + channels_last (what --amp runs on a CPU with AMX or
-AVX512-BF16; on other CPUs --amp runs fp32 channels_last). Variants are interleaved round by round so that
+channels_last, bf16 autocast NCHW, bf16 autocast + channels_last, and that with the depthwise
+convolutions' backward in fp32 (models/layers.Fp32DepthwiseConv2d): what --amp runs on a CPU with AMX or
+AVX512-BF16; on other CPUs --amp runs fp32 channels_last. Variants are interleaved round by round so that
 machine load affects them alike; the median ms per iteration, its split into forward (with the losses),
 backward and optimizer step, and the ratio to the fp32 baseline are printed.
 
 ``--profile N`` also runs N iterations of each variant under ``torch.profiler`` and prints the operators
-with the most self CPU time, split into forward and backward (autograd's ``*Backward`` nodes).
+with the most self CPU time.
 
-    python benchmarks/bench_amp.py [--template face-detection-0200] [--size 256] [--batch 8] [--threads 2]
-                                   [--rounds 6] [--profile 3] [--variants fp32,bf16+cl]
+    python benchmarks/bench_amp.py [--template 0200|0205|...] [--size 256] [--batch 8] [--threads 2]
+                                   [--rounds 6] [--profile 3] [--variants fp32+cl,bf16+cl,bf16+cl+dw32]
 """
 
 import argparse
@@ -32,11 +33,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AIRPORT = os.path.join(ROOT, "data", "airport")
 TEMPLATES = os.path.join(ROOT, "model_templates", "face-detection")
 
-# name -> (autocast dtype or None, channels_last)
-VARIANTS = {"fp32": (None, False), "fp32+cl": (None, True), "bf16": (torch.bfloat16, False),
-            "bf16+cl": (torch.bfloat16, True)}
+# name -> (autocast dtype or None, channels_last, depthwise convolutions in fp32)
+VARIANTS = {"fp32": (None, False, False), "fp32+cl": (None, True, False), "bf16": (torch.bfloat16, False, False),
+            "bf16+cl": (torch.bfloat16, True, False), "bf16+cl+dw32": (torch.bfloat16, True, True)}
 LABELS = {"fp32": "fp32", "fp32+cl": "fp32 channels_last", "bf16": "bf16 autocast",
-          "bf16+cl": "bf16 + channels_last"}
+          "bf16+cl": "bf16 + channels_last", "bf16+cl+dw32": "bf16 + cl, depthwise fp32"}
 
 
 def template_path(name):
@@ -97,14 +98,15 @@ def main():
                                   task.classes)
     batch = next(iter(build_train_loader(dataset, a.batch, 0)))
     native = amp_dtype("cpu")
-    amp_runs = "bf16+cl" if native is not None else "fp32+cl"
+    amp_runs = "bf16+cl+dw32" if native is not None else "fp32+cl"
     trainers = {}
     for name in names:
-        dtype, cl = VARIANTS[name]
+        dtype, cl, dw32 = VARIANTS[name]
         torch.manual_seed(0)
         model = task.build_detector()
         trainers[name] = Trainer(model, [batch], build_optimizer(model, dict(type="SGD", lr=1e-4, momentum=0.9)),
-                                 max_epochs=1, amp=dtype or False, channels_last=cl, progress=False)
+                                 max_epochs=1, amp=dtype or False, channels_last=cl, fp32_depthwise=dw32,
+                                 progress=False)
         trainers[name].model.train()
     times = {name: collections.defaultdict(list) for name in names}
     for r in range(a.rounds + 2):

@@ -46,8 +46,9 @@ def template_names():
     return sorted(d for d in os.listdir(TEMPLATES) if os.path.isfile(os.path.join(TEMPLATES, d, "template.yaml")))
 
 
-def step_rows(names, iters):
-    """(row name, ms/iter, peak MiB, note) of CUDA training steps, fp32 and amp, per template."""
+def step_rows(names, iters, device="cuda", small=False):
+    """(row name, ms/iter, peak MiB, note, error) of training steps, fp32 and amp, per template; ``small``
+    (the CPU dry run): batch 2 at 128x128."""
     import torch
 
     from ote_detection.apis.task import Task
@@ -56,16 +57,20 @@ def step_rows(names, iters):
     from ote_detection.engine.optim import build_optimizer
     from ote_detection.engine.trainer import Trainer, amp_dtype
 
-    device = torch.device("cuda")
+    device = torch.device(device)
+    cuda = device.type == "cuda"
     rows = []
     for name in names:
         task = Task(os.path.join(TEMPLATES, name, "template.yaml"))
-        batch_size = int(task.basic["batch_size"])
+        batch_size = 2 if small else int(task.basic["batch_size"])
+        if small:
+            task.set_input_size((128, 128))
         dataset = build_train_dataset(task.cfg, AIRPORT_ANN, AIRPORT, task.classes)
         batch = collate_train([dataset[i % len(dataset)] for i in range(batch_size)])
         w, h = task.input_size
         for amp in (False, True):
             label = f"step {name[-4:]} {'amp (' + str(amp_dtype(device)).split('.')[-1] + ')' if amp else 'fp32'}"
+            trainer = model = None
             try:
                 torch.manual_seed(0)
                 model = task.build_detector()
@@ -74,20 +79,22 @@ def step_rows(names, iters):
                 trainer.model.train()
                 for _ in range(3):
                     trainer.run_step(batch)
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
+                if cuda:
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
                 times = []
                 for _ in range(iters):
                     start = time.perf_counter()
                     trainer.run_step(batch)  # ends with .item(): synchronised
                     times.append((time.perf_counter() - start) * 1000)
-                peak = torch.cuda.max_memory_allocated() / 2**20
+                peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
                 rows.append((label, statistics.median(times), peak, f"batch {batch_size}, {w}x{h}", None))
             except Exception as exc:  # a failed row is reported, the others still run
                 rows.append((label, None, None, f"batch {batch_size}, {w}x{h}", one_line(exc)))
             finally:
                 trainer = model = None
-                torch.cuda.empty_cache()
+                if cuda:
+                    torch.cuda.empty_cache()
     return rows
 
 
@@ -110,10 +117,12 @@ def run_cmd(label, cmd, env, timeout):
     return (label, wall * 1000, None, "wall time of the command", None)
 
 
-def train_rows(tmp, env):
-    """train.py of 0200 through torchrun/NCCL and of 0206 (whose snapshot the eval row uses)."""
+def train_rows(tmp, env, cuda=True):
+    """train.py of 0200 through torchrun/NCCL and of 0206 (whose snapshot the eval row uses); without
+    ``cuda`` (the dry run) on the CPU (torchrun then uses gloo) at 128x128."""
     rows = []
-    common = ["--train-ann-files", AIRPORT_ANN, "--train-data-roots", AIRPORT, "--epochs", "1", "--workers", "2"]
+    common = ["--train-ann-files", AIRPORT_ANN, "--train-data-roots", AIRPORT, "--epochs", "1", "--workers", "2",
+              "--gpu-num", "1" if cuda else "0"] + ([] if cuda else ["--input-size", "128"])
     for name, torchrun in (("face-detection-0200", True), ("face-detection-0206", False)):
         work = os.path.join(tmp, name)
         r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "instantiate_template.py"),
@@ -125,14 +134,15 @@ def train_rows(tmp, env):
         out = os.path.join(tmp, f"out-{name}")
         launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
                     if torchrun else [sys.executable])
-        label = f"train.py {name[-4:]} --gpu-num 1" + (" (torchrun, NCCL)" if torchrun else "")
-        rows.append(run_cmd(label, launcher + [os.path.join(work, "train.py"), "--gpu-num", "1",
-                                               "--save-checkpoints-to", out] + common, env, timeout=300))
+        label = f"train.py {name[-4:]} --gpu-num {1 if cuda else 0}" + (
+            f" (torchrun, {'NCCL' if cuda else 'gloo'})" if torchrun else "")
+        rows.append(run_cmd(label, launcher + [os.path.join(work, "train.py"), "--save-checkpoints-to", out]
+                            + common, env, timeout=300 if cuda else 900))
     return rows
 
 
-def eval_row(snapshot):
-    """COCO AP of the 0206 snapshot on airport through CUDA, checked against the CPU."""
+def eval_row(snapshot, device="cuda"):
+    """COCO AP of the 0206 snapshot on airport through CUDA (``device``), checked against the CPU."""
     import torch
 
     from ote_detection.apis.task import Task
@@ -140,7 +150,7 @@ def eval_row(snapshot):
     from ote_detection.engine.predictor import TorchPredictor, detect_images
     from ote_detection.evaluation import evaluate_detections
 
-    label = "eval 0206 snapshot (CUDA)"
+    label = f"eval 0206 snapshot ({device})"
     if not os.path.isfile(snapshot):
         return (label, None, None, "", f"no snapshot at {snapshot} (the 0206 training row failed)")
     try:
@@ -149,17 +159,16 @@ def eval_row(snapshot):
         paths = [img["path"] for img in coco["images"]]
         keys = [img["id"] for img in coco["images"]]
         aps = {}
-        for device in ("cuda", "cpu"):
+        for dev in (device, "cpu"):
             model, size = task.load_snapshot(snapshot)
-            predictor = TorchPredictor(model.to(device), size, batch_size=5)
+            predictor = TorchPredictor(model.to(dev), size, batch_size=5)
             start = time.perf_counter()
-            dets = detect_images(predictor, paths, keys, batch_size=5, progress=False)
-            if device == "cuda":
+            dets = detect_images(predictor, paths, keys, batch_size=5, progress=False)  # numpy out: synchronised
+            if dev == device:
                 ms = (time.perf_counter() - start) * 1000 / len(paths)
-                torch.cuda.synchronize()
-            aps[device] = evaluate_detections(coco, dets, ["ap"])["ap"]
-        note = f"AP {aps['cuda']:.2f} (CPU {aps['cpu']:.2f}), ms per image"
-        error = None if abs(aps["cuda"] - aps["cpu"]) <= 0.5 else "CUDA and CPU AP differ by more than 0.5"
+            aps[dev] = evaluate_detections(coco, dets, ["ap"])["ap"]
+        note = f"AP {aps[device]:.2f} (CPU {aps['cpu']:.2f}), ms per image"
+        error = None if abs(aps[device] - aps["cpu"]) <= 0.5 else f"{device} and CPU AP differ by more than 0.5"
         return (label, ms, None, note, error)
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
@@ -172,23 +181,28 @@ def main():
                    "(default: all of model_templates/face-detection)")
     p.add_argument("--iters", type=int, default=10, help="timed training iterations per step row")
     p.add_argument("--skip-train", action="store_true", help="only the step rows (no train.py / eval rows)")
+    p.add_argument("--cpu-dry-run", action="store_true", help="run every row on the CPU at 128x128 and batch 2 "
+                   "(tests the script itself where no GPU is at hand; its figures say nothing about a GPU)")
     a = p.parse_args()
-    reason = no_cuda_reason()
+    reason = None if a.cpu_dry_run else no_cuda_reason()
     if reason:
         print(f"gpu_check: skipped, no CUDA: {reason}")
         return 0
     import torch
 
+    device = "cpu" if a.cpu_dry_run else "cuda"
+
     names = template_names() if a.templates == "all" else [
         n if n.startswith("face-detection-") else f"face-detection-{n}" for n in a.templates.split(",")]
     start = time.perf_counter()
-    rows = step_rows(names, a.iters)
+    rows = step_rows(names, a.iters, device, small=a.cpu_dry_run)
     if not a.skip_train:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
         with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
-            rows += train_rows(tmp, env)
-            rows.append(eval_row(os.path.join(tmp, "out-face-detection-0206", "latest.pth")))
-    print(f"GPU check: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+            rows += train_rows(tmp, env, cuda=not a.cpu_dry_run)
+            rows.append(eval_row(os.path.join(tmp, "out-face-detection-0206", "latest.pth"), device))
+    where = "CPU dry run" if a.cpu_dry_run else torch.cuda.get_device_name(0)
+    print(f"GPU check: {where}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
           f"{time.perf_counter() - start:.0f} s")
     print(f"| {'check':38s} | {'ms':>9s} | {'peak MiB':>8s} | {'status':6s} | note")
     print(f"|{'-' * 40}|{'-' * 11}|{'-' * 10}|{'-' * 8}|------")

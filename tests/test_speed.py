@@ -116,3 +116,43 @@ def test_training_and_torch_eval_run_without_openvino_and_nncf(work_dir_0200, tm
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert r.stdout.strip().endswith("ok")
     assert (tmp_path / "metrics.yaml").is_file()
+
+
+def test_depthwise_convs_with_fp32_backward_keep_weights_and_numerics():
+    """Under bf16 autocast the depthwise convolutions' forward is the same bf16 result and their gradients
+    match autocast's own within bf16 rounding; outside autocast and in the state_dict nothing changes."""
+    import torch
+
+    from ote_detection.apis.task import Task
+    from ote_detection.models.layers import Fp32DepthwiseConv2d, depthwise_convs_in_fp32
+
+    task = Task(template_path())
+    task.set_input_size((64, 64))
+    torch.manual_seed(0)
+    plain = task.build_detector().to(memory_format=torch.channels_last)
+    changed = task.build_detector().to(memory_format=torch.channels_last)
+    changed.load_state_dict(plain.state_dict())
+    # MobileNetV2: one depthwise 3x3 per bottleneck (17); the SSD head: cls and reg of its 2 levels (4, with bias)
+    assert depthwise_convs_in_fp32(changed) == 21
+    assert list(changed.state_dict()) == list(plain.state_dict())
+    assert sum(isinstance(m, Fp32DepthwiseConv2d) for m in changed.backbone.modules()) == 17
+    x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    plain.eval(), changed.eval()
+    with torch.no_grad():
+        for a, b in zip(plain(x), changed(x)):
+            for la, lb in zip(a, b):
+                assert torch.equal(la, lb)  # fp32, no autocast: the same module
+    plain.train(), changed.train()
+    outs = {}
+    for name, model in (("plain", plain), ("changed", changed)):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            levels = model(x)
+        loss = sum(o.float().square().mean() for level in levels for o in level)
+        loss.backward()
+        dw = [m.weight.grad for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+        outs[name] = (loss.item(), dw)
+    assert outs["changed"][0] == outs["plain"][0]  # the forward is autocast's bf16 forward
+    for ga, gb in zip(outs["plain"][1], outs["changed"][1]):
+        assert gb.dtype == torch.float32
+        assert torch.allclose(ga, gb, rtol=0.05, atol=0.02 * ga.abs().max().item())

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from ..data.coco import collate_train
+from ..models.layers import depthwise_convs_in_fp32
 from ..utils.errors import OteError
 from . import distributed as dist_utils
 
@@ -77,7 +78,7 @@ class Trainer:
     """
 
     def __init__(self, model, loader, optimizer, *, max_epochs, start_epoch=0, device="cpu", amp=False,
-                 channels_last=None, grad_clip=None, progress=True):
+                 channels_last=None, fp32_depthwise=None, grad_clip=None, progress=True):
         self.device = torch.device(device)
         self.channels_last = (self.device.type == "cpu" or amp) if channels_last is None else channels_last
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -95,6 +96,12 @@ class Trainer:
         if amp and self.autocast_dtype is None:
             log.warning("--amp: this CPU has no bf16 support (AMX or AVX512-BF16); training runs in fp32")
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
+        # bf16 autocast on the CPU: depthwise convolutions stay fp32 (oneDNN's bf16 depthwise backward is
+        # slower than fp32's; models/layers.Fp32DepthwiseConv2d); None: only there, True/False: force
+        if fp32_depthwise is None:
+            fp32_depthwise = self.device.type == "cpu" and self.autocast_dtype == torch.bfloat16
+        if fp32_depthwise and self.autocast_dtype is not None:
+            depthwise_convs_in_fp32(self.model)
         self.progress = progress and dist_utils.is_main()
         self.hooks = []
         self.storage = {}

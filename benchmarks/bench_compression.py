@@ -43,7 +43,7 @@ from ote_detection.apis.compress import compress  # noqa: E402
 from ote_detection.apis.evaluate import evaluate  # noqa: E402
 from ote_detection.apis.export import export  # noqa: E402
 from ote_detection.apis.import_weights import import_openvino_weights  # noqa: E402
-from ote_detection.export.openvino_predictor import OpenVINOPredictor  # noqa: E402
+from ote_detection.inference.openvino_predictor import OpenVINOPredictor  # noqa: E402
 
 DATA = {
     "airport": (os.path.join(SHARED, "data", "airport", "annotation_faces_train.json"),

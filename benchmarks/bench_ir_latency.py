@@ -24,7 +24,7 @@ import numpy as np
 
 from ote_detection.apis.export import export
 from ote_detection.apis.import_weights import import_openvino_weights
-from ote_detection.export.openvino_predictor import OpenVINOPredictor
+from ote_detection.inference.openvino_predictor import OpenVINOPredictor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))

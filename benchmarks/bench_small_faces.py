@@ -66,10 +66,10 @@ def main():
                                                       load_frames, parse_size_list, quantize_ir, time_predictor)
     from ote_detection.apis.task import Task
     from ote_detection.data.coco import load_coco_files
-    from ote_detection.engine.deploy import common_frame_hw, deployment_input_size, model_stride
-    from ote_detection.engine.tiling import TiledPredictor
+    from ote_detection.inference.deploy import common_frame_hw, deployment_input_size, model_stride
+    from ote_detection.inference.tiling import TiledPredictor
     from ote_detection.apis.import_weights import import_openvino_weights
-    from ote_detection.export.openvino_predictor import OpenVINOPredictor
+    from ote_detection.inference.openvino_predictor import OpenVINOPredictor
 
     work = a.work_dir or tempfile.mkdtemp(prefix="bench_small_faces_")
     os.makedirs(work, exist_ok=True)

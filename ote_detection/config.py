@@ -97,21 +97,117 @@ def input_size_wh(value):
     return int(width), int(height)
 
 
+# nested keys that mmdetection configs carry and nothing in ote-face reads (the paths are the dotted keys of
+# the merged config; ``data.train.dataset.*`` also stands for a ``data.train`` without a RepeatDataset)
+DEAD_NESTED_KEYS = {
+    "test_pipeline": "eval and export resize to input_size and normalise with img_norm_cfg",
+    "data_root": "--train-data-roots / --val-data-roots give the images",
+    "dataset_type": "the annotations are COCO JSON files given by --train-ann-files",
+    "data.samples_per_gpu": "template.yaml's hyper_parameters.basic.batch_size (or --batch-size) sets the batch size",
+    "data.val": "--val-ann-files / --val-data-roots give the validation data",
+    "data.test": "eval.py's --test-ann-files / --test-data-roots give the test data",
+    "data.train.dataset.ann_file": "--train-ann-files gives the annotations",
+    "data.train.dataset.img_prefix": "--train-data-roots gives the images",
+    "data.train.dataset.classes": "template.yaml's dataset_requirements.classes gives the classes",
+    "log_config.hooks": "the text log is always on; --tensorboard-dir adds TensorBoard",
+    "model.bbox_head.reg_decoded_bbox": "each head fixes what its box loss compares (SSD: deltas, FCOS/ATSS: boxes)",
+}
+PIPELINE_IMG_SCALE = "input_size sets the size (or --input-size)"
+
+
+def _train_dataset_node(cfg):
+    """The dataset dict of ``data.train`` under any RepeatDataset wrappers (``{}`` if there is none)."""
+    node = (cfg.get("data") or {}).get("train") or {}
+    while isinstance(node, dict) and node.get("type") == "RepeatDataset":
+        node = node.get("dataset") or {}
+    return node if isinstance(node, dict) else {}
+
+
+def _train_pipelines(cfg):
+    """The training pipeline lists of a config: ``data.train``'s own and the top-level ``train_pipeline``."""
+    node = _train_dataset_node(cfg)
+    return [p for p in (node.get("pipeline"), cfg.get("train_pipeline")) if isinstance(p, list)]
+
+
+def _resolve_normalize(cfg, path):
+    """A ``Normalize`` step without arguments takes the top-level ``img_norm_cfg`` (the values eval and export
+    use); one with other values than ``img_norm_cfg`` would train on differently scaled pixels: refused."""
+    norm = cfg.get("img_norm_cfg")
+    for pipeline in _train_pipelines(cfg):
+        for i, step in enumerate(pipeline):
+            if not isinstance(step, dict) or step.get("type") != "Normalize":
+                continue
+            args = {k: v for k, v in step.items() if k != "type"}
+            if not args and not norm:
+                raise OteError(f"{path}: the training pipeline's Normalize has no values and the config no "
+                               f"img_norm_cfg (e.g. img_norm_cfg = dict(mean=[0, 0, 0], std=[255, 255, 255], "
+                               f"to_rgb=True))")
+            if not args:
+                pipeline[i] = Config(type="Normalize", **Config.wrap(dict(norm)))
+            elif args and norm and _as_floats(args) != _as_floats(norm):
+                raise OteError(f"{path}: the training pipeline's Normalize {dict(args)} differs from img_norm_cfg "
+                               f"{dict(norm)}, which eval and export use; write dict(type='Normalize') to use "
+                               f"img_norm_cfg")
+
+
+def _as_floats(norm):
+    return ([float(v) for v in norm.get("mean", ())], [float(v) for v in norm.get("std", ())],
+            bool(norm.get("to_rgb", False)))
+
+
+def _dead_keys(cfg):
+    """{dotted key: why it is not read} for the keys of a merged config that nothing in ote-face reads."""
+    dead = {k: DEAD_KEYS[k] for k in DEAD_KEYS if k in cfg}
+    node = _train_dataset_node(cfg)
+    for key, why in DEAD_NESTED_KEYS.items():
+        parts = key.split(".")
+        if key.startswith("data.train.dataset."):
+            found = parts[-1] in node
+        else:
+            value = cfg
+            for part in parts:
+                value = value.get(part) if isinstance(value, dict) else None
+            found = value is not None
+        if found:
+            dead[key] = why
+    for pipeline in _train_pipelines(cfg)[:1]:
+        for step in pipeline:
+            if isinstance(step, dict) and "img_scale" in step:
+                dead[f"train_pipeline {step.get('type')}.img_scale"] = PIPELINE_IMG_SCALE
+    own = node.get("pipeline")
+    if isinstance(own, list) and isinstance(cfg.get("train_pipeline"), list) and own != cfg.train_pipeline:
+        dead["train_pipeline"] = "data.train's own pipeline is the one used"
+    read = HEAD_TRAIN_CFG_KEYS.get((cfg.model.get("bbox_head") or {}).get("type"), ())
+    for k in DEAD_TRAIN_CFG_KEYS:
+        if k in (cfg.model.get("train_cfg") or {}) and k not in read:
+            dead[f"model.train_cfg.{k}"] = "not used by this head"
+    return dead
+
+
 def load_config(path):
     """Execute an mmdetection-style ``model.py`` (with ``_base_`` inheritance and ``_delete_`` merging,
-    as mmcv's Config) and return its public top-level variables."""
+    as mmcv's Config) and return its public top-level variables.
+
+    Resolved here: a training-pipeline ``Normalize`` without arguments gets ``img_norm_cfg``'s values. Keys
+    that nothing reads are named in one warning; a value ote-face cannot honour (``model.pretrained``,
+    a training dataset other than COCO JSON) is refused with one line."""
     path = os.path.abspath(path)
     cfg = Config.wrap(_read_py_config(path))
     for key in REQUIRED_KEYS:
         if key not in cfg:
             raise OteError(f"{path}: model config has no '{key}'")
-    dead = [k for k in DEAD_KEYS if k in cfg]
-    read = HEAD_TRAIN_CFG_KEYS.get((cfg.model.get("bbox_head") or {}).get("type"), ())
-    dead += [f"model.train_cfg.{k}" for k in DEAD_TRAIN_CFG_KEYS
-             if k in (cfg.model.get("train_cfg") or {}) and k not in read]
+    if cfg.model.get("pretrained"):
+        raise OteError(f"{path}: model.pretrained={cfg.model.pretrained!r} is not supported: set "
+                       f"model.backbone.pretrained=True (ImageNet weights) or give --load-weights")
+    kind = _train_dataset_node(cfg).get("type", "CocoDataset")
+    if kind != "CocoDataset":
+        raise OteError(f"{path}: data.train dataset type '{kind}' is not supported (only CocoDataset: COCO JSON "
+                       f"files given by --train-ann-files)")
+    _resolve_normalize(cfg, path)
+    dead = _dead_keys(cfg)
     if dead:
         log.warning("%s: ignored key(s) %s (%s)", path, ", ".join(dead),
-                    "; ".join(f"{k}: {DEAD_KEYS[k]}" for k in dead if k in DEAD_KEYS) or "not used by this head")
+                    "; ".join(f"{k}: {why}" for k, why in dead.items()))
     cfg["filename"] = path
     return cfg
 
@@ -151,13 +247,6 @@ def load_template(path):
             if key not in metric:
                 raise OteError(f"{path}: metrics[{i}] has no '{key}' field")
     return template
-
-
-def find_template(work_dir):
-    path = os.path.join(work_dir, "template.yaml")
-    if not os.path.isfile(path):
-        raise OteError(f"{work_dir}: no template.yaml here (instantiate a template first)")
-    return path
 
 
 def template_config_path(template_path, template):

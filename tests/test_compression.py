@@ -50,6 +50,7 @@ def airport2(tmp_path_factory):
     return ann, root
 
 
+@pytest.mark.slow
 def test_no_algorithm_is_one_line_error(work_dir_0200, airport2, tmp_path):
     r = _compress(work_dir_0200, airport2, tmp_path / "out", "--load-weights", str(work_dir_0200 / "model.py"))
     assert r.returncode == 2, r.stderr
@@ -65,15 +66,17 @@ def test_no_algorithm_is_one_line_error(work_dir_0200, airport2, tmp_path):
         compress(str(work_dir_0200 / "template.yaml"), ann, root, str(tmp_path / "out"), nncf_quantization=True)
 
 
+@pytest.mark.slow
 def test_quantized_ir_runs_int8_close_to_fp32():
     """QAT model of 0200 (NNCF range init on real images) -> IR with FakeQuantize; its convolutions run
     in u8 on the CPU and its detections on a real frame are those of the FP32 model, within a tolerance."""
     from ote_detection.apis.task import Task
     from ote_detection.compression.quantization import is_nncf_model, quantize_model
     from ote_detection.engine.checkpoint import load_weights
-    from ote_detection.engine.predictor import TorchPredictor
-    from ote_detection.export.openvino_export import convert_to_openvino, save_openvino
-    from ote_detection.export.openvino_predictor import OpenVINOPredictor, match_detections
+    from ote_detection.inference.predictor import TorchPredictor
+    from ote_detection.export.exporter import convert_to_openvino
+    from ote_detection.export.openvino_export import save_openvino
+    from ote_detection.inference.openvino_predictor import OpenVINOPredictor, match_detections
     from ote_detection.models.inference import InferenceModel
 
     snapshot, _ = imported_snapshot()
@@ -104,6 +107,7 @@ def test_quantized_ir_runs_int8_close_to_fp32():
     assert m["min_iou"] > 0.7 and m["max_score_diff"] < 0.3, m
 
 
+@pytest.mark.slow
 def test_compress_quantization_checkpoint_resumes_and_evaluates(work_dir_0200, airport2, tmp_path):
     from ote_detection.apis.evaluate import evaluate
     from ote_detection.compression import restore_compressed_model
@@ -140,6 +144,7 @@ def test_compress_quantization_checkpoint_resumes_and_evaluates(work_dir_0200, a
         assert key in metrics
 
 
+@pytest.mark.slow
 def test_sparsity_reaches_configured_level_at_configured_step(work_dir_0200, airport2, tmp_path):
     from ote_detection.engine.checkpoint import load_checkpoint_file
     snapshot, _ = imported_snapshot()
@@ -161,11 +166,12 @@ def test_sparsity_reaches_configured_level_at_configured_step(work_dir_0200, air
         assert zeros == pytest.approx(level, abs=0.01)
 
 
+@pytest.mark.slow
 def test_pruning_removes_filters_and_the_pruned_model_exports_and_runs(work_dir_0200, airport2, tmp_path):
     from ote_detection.apis.export import export
     from ote_detection.apis.task import Task
     from ote_detection.engine.checkpoint import load_checkpoint_file
-    from ote_detection.export.openvino_predictor import OpenVINOPredictor
+    from ote_detection.inference.openvino_predictor import OpenVINOPredictor
     snapshot, _ = imported_snapshot()
 
     def short(part):
@@ -197,6 +203,7 @@ def test_pruning_removes_filters_and_the_pruned_model_exports_and_runs(work_dir_
     assert dets.ndim == 2 and dets.shape[1] == 6 and np.isfinite(dets).all()
 
 
+@pytest.mark.slow
 def test_ptq_with_accuracy_control_writes_an_int8_ir_that_eval_reads(work_dir_0200, airport2, tmp_path):
     """--ptq: NNCF's quantize_with_accuracy_control on the IR, metric = COCO AP on the val files."""
     import yaml

@@ -73,6 +73,7 @@ def test_no_face_category(tmp_path):
     assert "no category named 'face'" in _bad(tmp_path, lambda d, t: d.update(categories=[{"id": 1, "name": "person"}]))
 
 
+@pytest.mark.slow
 def test_train_cli_reports_bad_input_in_one_line(tmp_path, work_dir_0200):
     """Corrupt and truncated images, a bad JSON: exit code 2, one line naming the file, no traceback."""
     need_shared("data", "airport")

@@ -70,6 +70,7 @@ def edge_fraction(img, box, color):
     return hits / max(total, 1)
 
 
+@pytest.mark.slow
 def test_ir_on_image_folder_draws_boxes_where_faces_are(work_dir_0200, omz_ir, png_folder, tmp_path):
     """Subprocess, OMZ 0200 IR, f32: one annotated PNG per input, the box colour on the border of every
     detection (computed here with the same predictor), not there in the input."""
@@ -98,6 +99,7 @@ def test_ir_on_image_folder_draws_boxes_where_faces_are(work_dir_0200, omz_ir, p
     assert f"{boxes} boxes drawn" in r.stdout
 
 
+@pytest.mark.slow
 def test_ir_on_video_writes_every_frame(work_dir_0200, omz_ir, video6, tmp_path):
     """Subprocess, asynchronous OpenVINO on a 6-frame video -> an mp4 with 6 frames of the input's size."""
     from ote_detection.data.frames import count_video_frames
@@ -113,6 +115,7 @@ def test_ir_on_video_writes_every_frame(work_dir_0200, omz_ir, video6, tmp_path)
     assert not [n for n in os.listdir(tmp_path) if n != "out.mp4"], "no temporary file left behind"
 
 
+@pytest.mark.slow
 def test_snapshot_on_video(work_dir_0200, video6, tmp_path):
     """Subprocess, a random-initialised snapshot (PyTorch, 128x128): one annotated image per video frame."""
     from ote_detection.apis.task import Task

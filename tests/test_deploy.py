@@ -44,7 +44,7 @@ def _found(dets, gt_xyxy, score_thr=0.5):
 
 
 def test_deployment_input_size_rules():
-    from ote_detection.engine.deploy import deployment_input_size, parse_aspect
+    from ote_detection.inference.deploy import deployment_input_size, parse_aspect
     from ote_detection.utils.errors import OteError
     hd = (1080, 1920)
     assert deployment_input_size((1280, None), frame_hw=hd) == (1280, 736)   # 720 rounded up to stride 32
@@ -67,7 +67,7 @@ def test_deployment_input_size_rules():
 
 def test_model_stride_of_the_ssd_templates():
     from ote_detection.config import load_config
-    from ote_detection.engine.deploy import model_stride
+    from ote_detection.inference.deploy import model_stride
     for name in ("face-detection-0200", "face-detection-0207"):
         assert model_stride(load_config(os.path.join(TEMPLATES, name, "model.py")).model) == 32
 
@@ -75,8 +75,8 @@ def test_model_stride_of_the_ssd_templates():
 def test_keep_ratio_maps_boxes_back_on_a_real_frame(one_torch_thread):
     """A 384x216 (16:9) airport crop letterboxed into the OMZ IR's 256x256 input: the detections come back in
     the crop's pixels on the two faces (as they do stretched), = the network's boxes / the letterbox scale."""
-    from ote_detection.engine.predictor import letterbox
-    from ote_detection.export.openvino_predictor import OpenVINOPredictor
+    from ote_detection.inference.predictor import letterbox
+    from ote_detection.inference.openvino_predictor import OpenVINOPredictor
     ir = need_shared(*OMZ_0200)
     frame, gt = _frame(0)
     x0, y0, w, h = 1050, 120, 384, 216
@@ -103,7 +103,7 @@ def test_keep_ratio_maps_boxes_back_on_a_real_frame(one_torch_thread):
 
 
 def test_tile_grid_covers_the_frame_with_overlap():
-    from ote_detection.engine.tiling import tile_grid
+    from ote_detection.inference.tiling import tile_grid
     tiles = tile_grid((1080, 1920), (256, 256), 0.2)
     xs = sorted({t[0] for t in tiles})
     ys = sorted({t[1] for t in tiles})
@@ -120,8 +120,8 @@ def test_tiling_finds_faces_the_256_input_misses(one_torch_thread):
     import torch
     from torchvision.ops import box_iou
 
-    from ote_detection.engine.tiling import TiledPredictor
-    from ote_detection.export.openvino_predictor import OpenVINOPredictor
+    from ote_detection.inference.tiling import TiledPredictor
+    from ote_detection.inference.openvino_predictor import OpenVINOPredictor
     ir = need_shared(*OMZ_0200)
     frame, gt = _frame(4)
     plain = OpenVINOPredictor(ir, precision="default", threads=1)
@@ -172,6 +172,7 @@ def test_size_report_bins_add_up_to_the_total():
 # ---- input-size sweep -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_choose_input_size_exports_and_evaluates_a_non_square_size(tmp_path, one_torch_thread):
     """The OMZ weights imported into a snapshot, exported at 640x (-> 640x384 for 1080p frames), letterboxed
     airport frames: the IR keeps the OMZ contract and finds faces the 256x256 input misses."""
@@ -230,6 +231,7 @@ def test_clustering_count_levels_and_coverage():
     assert few.shape == (9, 2)
 
 
+@pytest.mark.slow
 def test_cluster_anchors_tool_rewrites_model_py(tmp_path):
     need_shared("data", "airport")
     work = tmp_path / "wd"

@@ -95,6 +95,7 @@ def test_wrong_checksum_and_unreachable_host(tmp_path, server, monkeypatch):
     assert not (tmp_path / "wd" / "snapshot.pth").exists()
 
 
+@pytest.mark.slow
 def test_offline_message_is_one_line(tmp_path):
     """The real template URL: unreachable here, so the CLI says how to go on."""
     env_cache = str(tmp_path / "cache")

@@ -2,11 +2,13 @@
 
 import os
 
+import pytest
 import yaml
 
 from conftest import REPO, run_tool
 
 
+@pytest.mark.slow
 def test_end_to_end_job_on_synthetic_sample(tmp_path):
     work = tmp_path / "e2e"
     r = run_tool([os.path.join(REPO, "tools", "run_end_to_end.py"), "--work-dir", str(work), "--epochs", "1",

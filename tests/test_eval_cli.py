@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 import torch
 import yaml
 
@@ -10,6 +11,7 @@ from ote_detection.apis.task import Task
 from ote_detection.engine.checkpoint import save_checkpoint
 
 
+@pytest.mark.slow
 def test_eval_wider_and_pr_curves(work_dir_0200, tmp_path):
     need_shared("data", "wider_val5")
     need_shared("data", "wider_val_gt")
@@ -38,6 +40,7 @@ def test_eval_wider_and_pr_curves(work_dir_0200, tmp_path):
     assert r.returncode == 2 and "WIDER FACE ground truth" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_eval_runs_open_model_zoo_irs_unchanged(work_dir_0200, tmp_path):
     """eval.py takes the published OMZ IR (FP16 and FP16-INT8) like our own export; the trained OMZ
     model finds the airport faces (its AP here is 13.84 at FP16, see README)."""

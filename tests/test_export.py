@@ -14,8 +14,8 @@ from test_omz_import import imported_snapshot, omz_ir, real_images
 from ote_detection.apis.export import export
 from ote_detection.apis.task import Task
 from ote_detection.engine.checkpoint import save_checkpoint
-from ote_detection.engine.predictor import TorchPredictor, detect_images
-from ote_detection.export.openvino_predictor import OpenVINOPredictor, match_detections
+from ote_detection.inference.predictor import TorchPredictor, detect_images
+from ote_detection.inference.openvino_predictor import OpenVINOPredictor, match_detections
 from ote_detection.utils.errors import OteError, run_cli
 
 SSD = ["face-detection-0200", "face-detection-0202", "face-detection-0204", "face-detection-0207"]
@@ -46,6 +46,7 @@ def _with_label(dets):
     return np.concatenate([dets, np.zeros((len(dets), 1), np.float32)], axis=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SSD)
 def test_export_each_ssd_template(name, tmp_path):
     snap = random_snapshot(name, tmp_path / "snap.pth")
@@ -84,6 +85,7 @@ def test_export_each_ssd_template(name, tmp_path):
     assert s["max_score_diff"] < 1e-4, s
 
 
+@pytest.mark.slow
 def test_parity_ir_vs_pytorch_on_real_images(tmp_path):
     """Imported OMZ weights (real detections): the exported IR (f32 hint) gives the PyTorch detections."""
     snap, _ = imported_snapshot()
@@ -184,6 +186,7 @@ def test_export_cli_bad_snapshots(work_dir_0200, tmp_path, capsys):
     assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []
 
 
+@pytest.mark.slow
 def test_export_into_existing_folder_keeps_other_files_and_replaces_ir(work_dir_0200, tmp_path):
     export_main = _load_workdir_script(str(work_dir_0200), "export").main
     snap = random_snapshot("face-detection-0200", tmp_path / "snap.pth")
@@ -225,6 +228,7 @@ def test_ir_bad_files_one_line_errors(work_dir_0200, tmp_path, capsys):
         OpenVINOPredictor(str(tmp_path / "nothing.xml"))
 
 
+@pytest.mark.slow
 def test_export_input_size_without_checkpoint_meta_is_the_templates(tmp_path):
     """(A snapshot's meta input_size is used when present: SMALL in the tests above.)"""
     snap = random_snapshot("face-detection-0200", tmp_path / "s.pth")
@@ -235,6 +239,7 @@ def test_export_input_size_without_checkpoint_meta_is_the_templates(tmp_path):
     assert OpenVINOPredictor(xml).input_size == Task(template_path()).input_size == (256, 256)
 
 
+@pytest.mark.slow
 def test_anchor_free_ir_has_omz_boxes_labels_outputs_and_pytorch_parity(tmp_path):
     """face-detection-0205 (FCOS): decode in the graph + MulticlassNms; outputs boxes [N, 5] and labels [N]
     as Open Model Zoo's 0205/0206 IRs; the IR (f32) gives the PyTorch model's detections box for box."""

@@ -237,6 +237,7 @@ class _Decoded(torch.nn.Module):
         return self.detector.bbox_head.decode(self.detector(img), self.hw)
 
 
+@pytest.mark.slow
 def test_fcos_decode_exports(fcos):
     _, det = fcos
     det.eval()
@@ -249,6 +250,7 @@ def test_fcos_decode_exports(fcos):
     assert torch.allclose(want[0], got[0], atol=1e-4) and torch.allclose(want[1], got[1], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_atss_head_decode_exports():
     torch.manual_seed(0)
     head = ATSSHead(num_classes=1, in_channels=32, feat_channels=32, stacked_convs=1,

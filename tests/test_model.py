@@ -1,6 +1,7 @@
 """SSD building blocks on crafted cases, and that the loss goes down when fitting real images."""
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import AIRPORT_ANN, AIRPORT_ROOT, need_shared, template_path
@@ -43,9 +44,10 @@ def test_max_iou_assigner_semantics():
     assert MaxIoUAssigner(0.4, 0.4).assign(anchors, torch.zeros(0, 4)).tolist() == [0, 0, 0, 0]
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_frame_predictor_maps_boxes_to_each_frame():
     """Frames of any size in, boxes in each frame's pixels out (stretched and keep-ratio resizing)."""
-    from ote_detection.engine.predictor import TorchPredictor, letterbox
+    from ote_detection.inference.predictor import TorchPredictor, letterbox
     task = Task(template_path())
     model = task.build_inference_model().eval()
     frames = [np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)
@@ -65,6 +67,7 @@ def test_frame_predictor_maps_boxes_to_each_frame():
     assert img[round(120 * scale[1]):].max() == 0 and img[:round(120 * scale[1])].max() > 0  # padding below
 
 
+@pytest.mark.slow
 def test_loss_falls_when_fitting_real_images():
     need_shared("data", "airport")
     torch.manual_seed(0)

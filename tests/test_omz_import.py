@@ -13,9 +13,9 @@ import torch
 from conftest import REPO, SHARED, need_shared, run_tool, template_path
 from ote_detection.apis.task import Task
 from ote_detection.engine.checkpoint import load_checkpoint_file, load_weights
-from ote_detection.engine.predictor import TorchPredictor, detect_images
+from ote_detection.inference.predictor import TorchPredictor, detect_images
 from ote_detection.apis.import_weights import import_openvino_weights
-from ote_detection.export.openvino_predictor import OpenVINOPredictor, match_detections
+from ote_detection.inference.openvino_predictor import OpenVINOPredictor, match_detections
 from ote_detection.utils.errors import OteError
 
 OMZ = os.path.join(SHARED, "models", "omz")
@@ -111,6 +111,7 @@ def test_imported_0200_matches_omz_ir_with_clip_before_nms_exactly(tmp_path):
         assert s["min_iou"] > 0.999 and s["max_score_diff"] < 1e-4, s
 
 
+@pytest.mark.slow
 def test_import_cli_rejects_ir_of_another_input_size(tmp_path):
     out = tmp_path / "x.pth"
     r = run_tool([os.path.join(REPO, "tools", "import_openvino_weights.py"), template_path("face-detection-0200"),

@@ -29,7 +29,7 @@ import yaml
 from conftest import REPO, copy_airport_subset, need_shared, run_tool, write_json
 from ote_detection.data.coco import load_coco_files
 from ote_detection.engine.checkpoint import load_checkpoint_file, save_checkpoint
-from ote_detection.engine.detection_cache import DetectionCache
+from ote_detection.inference.detection_cache import DetectionCache
 from ote_detection.utils.artefacts import check_ir_belongs, read_ir_files
 from ote_detection.utils.errors import OteError, run_cli
 from ote_detection.utils.fileio import atomic_torch_save, atomic_write_text, file_mode, recover_dir
@@ -152,6 +152,7 @@ def trained(work_dir_0200, wider9, tmp_path_factory):
     return {"out": out, "rc": first.returncode, "stderr": stderr, "second": second}
 
 
+@pytest.mark.slow
 def test_two_trainings_into_one_folder(trained):
     assert trained["rc"] == 0, trained["stderr"][-3000:]
     assert trained["second"] is not None, "the first training ended before its lock could be seen"
@@ -159,6 +160,7 @@ def test_two_trainings_into_one_folder(trained):
     assert sorted(os.listdir(trained["out"])) == ["epoch_1.pth", "latest.pth"]
 
 
+@pytest.mark.slow
 def test_zero_size_boxes_of_our_converter_train_and_evaluate(trained, wider9):
     """7.7: the official text's zero-size boxes train (skipped, counted, said once) and evaluate."""
     err = trained["stderr"]
@@ -200,6 +202,7 @@ def test_zero_size_boxes_of_our_converter_train_and_evaluate(trained, wider9):
         load_coco_files(write_json(os.path.join(os.path.dirname(ann), "neg.json"), bad), root)
 
 
+@pytest.mark.slow
 def test_previous_run_is_never_destroyed(trained, work_dir_0200, wider9, tmp_path, capsys, caplog):
     ann, root = wider9
     out = trained["out"]
@@ -278,6 +281,7 @@ def test_arguments_mean_what_they_say(work_dir_0200, tmp_path, capsys):
 
 # --- before epoch 1 ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_failures_are_found_before_any_compute(work_dir_0200, trained, tmp_path, capsys):
     train_dir, val_dir = tmp_path / "train", tmp_path / "val"
     ann, data = copy_airport_subset(str(train_dir), n=2)
@@ -315,6 +319,7 @@ def test_failures_are_found_before_any_compute(work_dir_0200, trained, tmp_path,
 
 # --- data that would give a silently wrong result ----------------------------------------------------
 
+@pytest.mark.slow
 def test_data_that_would_be_silently_wrong_is_refused(tmp_path, work_dir_0200, trained, capsys, caplog):
     def bad(change, *expected):
         folder = tmp_path / f"case{len(os.listdir(tmp_path))}"
@@ -381,6 +386,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_folder_swap_survives_kill_9_and_readers_never_see_a_mix(tmp_path):
     """atomic_dir as export uses it: kill -9 at random points leaves the old or the new complete set, the
     next writer removes the leftovers, and a reader racing the swaps always reads one set."""
@@ -416,6 +422,7 @@ def test_folder_swap_survives_kill_9_and_readers_never_see_a_mix(tmp_path):
     assert reads > 10
 
 
+@pytest.mark.slow
 def test_export_kill_9_ir_belongs_and_cache_is_disposable(work_dir_0200, trained, wider9, tmp_path, capsys,
                                                           caplog):
     ann, root = wider9
@@ -486,6 +493,7 @@ def test_cache_folder_that_cannot_be_written_only_costs_the_cache(tmp_path, capl
 
 # --- full disk ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, work_dir_0200, trained, capsys):
     from ote_detection.apis.task import Task
     with tmpfs(tmp_path / "small", "size=2m") as small:
@@ -513,6 +521,7 @@ def test_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, work_dir_0200, t
 
 # --- WIDER folders (7.8) -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_wider_dir_accepts_root_val_or_images_folder(tmp_path, work_dir_0200, trained, capsys, caplog):
     from ote_detection.data.wider import WIDER_GT_FILES, find_wider_gt_dir, find_wider_images_dir
     val5 = need_shared("data", "wider_val5", "images")

@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 import torch
 import yaml
 
@@ -18,6 +19,7 @@ def _train(work, ann, root, out, *extra):
     return r
 
 
+@pytest.mark.slow
 def test_train_resume_load_and_eval(work_dir_0200, synthetic_data, tmp_path):
     ann, root = synthetic_data
     out = tmp_path / "out"
@@ -61,6 +63,7 @@ def test_train_resume_load_and_eval(work_dir_0200, synthetic_data, tmp_path):
     assert r2.returncode == 0 and "from the cache" in r2.stderr
 
 
+@pytest.mark.slow
 def test_snapshot_of_another_template_is_refused(work_dir_0200, synthetic_data, tmp_path):
     from ote_detection.apis.task import Task
     from ote_detection.engine.checkpoint import save_checkpoint
@@ -73,6 +76,7 @@ def test_snapshot_of_another_template_is_refused(work_dir_0200, synthetic_data, 
     assert r.returncode == 2 and "not of 'face-detection-0200'" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gloo(work_dir_0200, synthetic_data, tmp_path):
     """A real two-process DistributedDataParallel run on the CPU (gloo); both ranks step the same weights."""
     ann, root = synthetic_data

@@ -37,6 +37,7 @@ def write_jpg(path, width, height):
     assert cv2.imwrite(str(path), np.full((height, width, 3), 127, np.uint8))
 
 
+@pytest.mark.slow
 @needs_shared
 def test_val5_images_match_shared_coco(tmp_path):
     out = tmp_path / "val5.json"
@@ -66,6 +67,7 @@ def test_val5_images_match_shared_coco(tmp_path):
     assert ids == list(range(1, 353))
 
 
+@pytest.mark.slow
 @needs_shared
 def test_missing_image_is_one_line_error(tmp_path):
     line = error_line(run_tool(VAL_TXT, VAL5 / "images", tmp_path / "x.json"))
@@ -73,6 +75,7 @@ def test_missing_image_is_one_line_error(tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
+@pytest.mark.slow
 @needs_shared
 def test_truncated_and_non_numeric_input(tmp_path):
     lines = VAL_TXT.read_text().splitlines()
@@ -97,6 +100,7 @@ def test_truncated_and_non_numeric_input(tmp_path):
     assert line.startswith(f"error: {broken}:2: expected the number of boxes")
 
 
+@pytest.mark.slow
 def test_zero_face_images_negative_and_invalid_boxes(tmp_path):
     images = tmp_path / "WIDER_val" / "images"
     write_jpg(images / "1--Ev" / "1_a.jpg", 64, 48)
@@ -128,6 +132,7 @@ def test_zero_face_images_negative_and_invalid_boxes(tmp_path):
     assert coco["images"][0]["file_name"] == "WIDER_val/images/1--Ev/1_a.jpg"
 
 
+@pytest.mark.slow
 def test_help_describes_flags():
     proc = run_tool("--help")
     assert proc.returncode == 0

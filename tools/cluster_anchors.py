@@ -45,7 +45,7 @@ def main(argv=None):
 
     from ote_detection.config import load_config
     from ote_detection.data.coco import load_coco_files
-    from ote_detection.engine.deploy import common_frame_hw, deployment_input_size
+    from ote_detection.inference.deploy import common_frame_hw, deployment_input_size
     from ote_detection.models.anchor_clustering import (anchor_coverage, box_sizes, filter_min_size, flat_anchors,
                                                         format_anchors, kmeans_anchors, rewrite_model_py, split_levels,
                                                         template_anchors, config_min_size, config_input_size)

@@ -25,12 +25,13 @@ import numpy as np
 
 from ..data.coco import load_coco_files
 from ..data.transforms import read_image
-from ..engine.deploy import common_frame_hw, deployment_input_size, model_stride
-from ..engine.predictor import letterbox
+from ..inference.deploy import common_frame_hw, deployment_input_size, model_stride
+from ..inference.predictor import letterbox
 from ..evaluation.coco_ap import coco_ap
 from ..evaluation.size_report import face_size_report
-from ..export.openvino_export import convert_to_openvino, save_openvino
-from ..export.openvino_predictor import OpenVINOPredictor
+from ..export.exporter import convert_to_openvino
+from ..export.openvino_export import save_openvino
+from ..inference.openvino_predictor import OpenVINOPredictor
 from ..utils.errors import OteError
 from .task import Task
 

@@ -6,9 +6,9 @@ import yaml
 
 from ..data.coco import load_coco_files
 from ..data.wider import WIDER_GT_FILES, find_wider_gt_dir, find_wider_images_dir  # noqa: F401 (re-exported)
-from ..engine.deploy import common_frame_hw, deployment_input_size, model_stride
-from ..engine.detection_cache import DetectionCache
-from ..engine.predictor import detect_images
+from ..inference.deploy import common_frame_hw, deployment_input_size, model_stride
+from ..inference.detection_cache import DetectionCache
+from ..inference.predictor import detect_images
 from ..evaluation import WiderFaceGT, evaluate_detections
 from ..evaluation.metrics import format_metrics_table, metrics_to_yaml_entries
 from ..evaluation.size_report import face_size_report, format_size_report, size_report_entries

@@ -5,8 +5,9 @@ import os
 
 import yaml
 
-from ..engine.deploy import deployment_input_size, model_stride
-from ..export.openvino_export import INPUT_NAME, convert_to_openvino, export_onnx, save_openvino
+from ..inference.deploy import deployment_input_size, model_stride
+from ..export.exporter import convert_to_openvino, export_onnx
+from ..export.openvino_export import INPUT_NAME, save_openvino
 from ..utils.errors import OteError
 from ..utils.artefacts import EXPORT_INFO, ir_checksums
 from ..utils.fileio import OutputLock, atomic_dir, check_writable_dir, sha256sum
@@ -24,7 +25,7 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
     export intact, a reader sees the old set or the new set. export_info.yaml records each file's
     sha256. ``input_size``: (w, h) instead of the snapshot's own, or (w, None): width w, the height from
     ``aspect`` (default 16:9) rounded up to the model's stride, for letterboxed frames
-    (``engine/deploy.py``). Returns the path of model.xml."""
+    (``inference/deploy.py``). Returns the path of model.xml."""
     task = Task(template)
     if not load_weights:
         raise OteError("--load-weights is required: the snapshot (.pth) to export")

@@ -1,6 +1,6 @@
 """Import of an OpenVINO IR's weights (Open Model Zoo face detectors) into a template's snapshot: the
-orchestration behind tools/import_openvino_weights.py. The graph reading is ``export/ir_graph.py``, the
-SSD mapping ``export/omz_ssd.py``, the BatchNorm calibration ``engine/bn_calibration.py``."""
+orchestration behind tools/import_openvino_weights.py. The graph reading is ``omz_import/ir_graph.py``, the
+SSD mapping ``omz_import/ssd_mapping.py``, the BatchNorm calibration ``engine/bn_calibration.py``."""
 
 import logging
 import os
@@ -11,10 +11,10 @@ import torch.nn as nn
 
 from ..engine.bn_calibration import calibrate_batchnorm
 from ..engine.checkpoint import load_weights
-from ..export.ir_graph import CONV_TYPES, ConstEvaluator, IRConv, _name
-from ..export.omz_ssd import (_check_pair, _check_priors, _ConvTracer, _head_convs, _identity_bn_var,
-                              _preprocessing, compare_head_outputs)
-from ..export.openvino_predictor import detection_output_node, find_ir_pair, read_ir
+from ..omz_import.ir_graph import CONV_TYPES, ConstEvaluator, IRConv, node_name
+from ..omz_import.ssd_mapping import (check_pair, check_priors, ConvTracer, head_convs, identity_bn_var,
+                              read_preprocessing, compare_head_outputs)
+from ..inference.openvino_predictor import detection_output_node, find_ir_pair, read_ir
 from ..models.inference import InferenceModel
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_torch_save, sha256sum
@@ -68,16 +68,16 @@ def import_openvino_weights(template, ir_path, out_path, verify=True, calibratio
     num_classes = head.num_classes
     bg = int(det.get_attributes()["background_label_id"])
     if bg not in (0, num_classes):
-        raise OteError(f"IR layer {_name(det)}: background_label_id {bg}; expected {num_classes} (background last, "
+        raise OteError(f"IR layer {node_name(det)}: background_label_id {bg}; expected {num_classes} (background last, "
                        f"ours) or 0")
-    _check_priors(model, det, InferenceModel(detector, task.img_norm_cfg).eval(), (w, h), ev)
+    check_priors(model, det, InferenceModel(detector, task.img_norm_cfg).eval(), (w, h), ev)
 
     chain_lengths = [len([m for m in conv.modules() if isinstance(m, nn.Conv2d)]) for conv in head.reg_convs]
-    heads = _head_convs(det, ev, conv_nodes, chain_lengths)
+    heads = head_convs(det, ev, conv_nodes, chain_lengths)
     head_ids = {id(c) for levels in heads.values() for convs in levels for c in convs}
     backbone_ir = [c for c in ir_convs if id(c) not in head_ids]
 
-    tracer = _ConvTracer(detector)
+    tracer = ConvTracer(detector)
     with torch.no_grad():
         detector(torch.zeros(1, 3, h, w))
     tracer.close()
@@ -85,7 +85,7 @@ def import_openvino_weights(template, ir_path, out_path, verify=True, calibratio
     backbone_ours = [n for n in tracer.order if not n.startswith("bbox_head.")]
     if len(backbone_ours) != len(backbone_ir):
         for ir, name in zip(backbone_ir, backbone_ours):
-            _check_pair(ir, name, modules[name])  # names the first layer that differs
+            check_pair(ir, name, modules[name])  # names the first layer that differs
         first_extra = backbone_ir[len(backbone_ours)].describe() if len(backbone_ir) > len(backbone_ours) else \
             f"our '{backbone_ours[len(backbone_ir)]}'"
         raise OteError(f"the IR's backbone has {len(backbone_ir)} convolutions, this template's "
@@ -99,11 +99,11 @@ def import_openvino_weights(template, ir_path, out_path, verify=True, calibratio
                      if isinstance(m, nn.Conv2d)]
             pairs.extend(zip(convs, names))
     for ir, name in pairs:
-        _check_pair(ir, name, modules[name])
+        check_pair(ir, name, modules[name])
 
     # the first convolution absorbs the IR's input transform against our normalisation
     first_ir, first_name = pairs[0]
-    perm_ir, s_ir, t_ir, fq_in = _preprocessing(model, ev, first_ir)
+    perm_ir, s_ir, t_ir, fq_in = read_preprocessing(model, ev, first_ir)
     norm = task.img_norm_cfg
     mean, std = np.array(norm["mean"], np.float64), np.array(norm["std"], np.float64)
     perm_ours = np.array([2, 1, 0]) if norm.get("to_rgb", True) else np.arange(3)
@@ -154,7 +154,7 @@ def import_openvino_weights(template, ir_path, out_path, verify=True, calibratio
             put(bn_name + ".weight", np.ones(bn.num_features))
             put(bn_name + ".bias", bn_bias)
             put(bn_name + ".running_mean", np.zeros(bn.num_features))
-            put(bn_name + ".running_var", np.full(bn.num_features, _identity_bn_var(bn.eps)))
+            put(bn_name + ".running_var", np.full(bn.num_features, identity_bn_var(bn.eps)))
     for key in state:
         if key.endswith("num_batches_tracked"):
             continue

@@ -15,31 +15,76 @@ log = logging.getLogger(__name__)
 TEMPLATE_FILES = ("template.yaml",)
 
 
-def copy_config(src, dst, base_dir):
-    """Copy an mmdetection-style config to ``dst``; the files of its ``_base_`` (recursively) go to
-    ``base_dir``, and the copied ``_base_`` entries point there, so the work dir is self-contained."""
-    with open(src, encoding="utf-8") as f:
+def _base_entries(path):
+    """(text, [(ast node of a ``_base_ = ...`` value, [base paths as written])]) of one config file."""
+    with open(path, encoding="utf-8") as f:
         text = f.read()
     try:
         tree = ast.parse(text)
     except SyntaxError as exc:
-        raise OteError(f"{src}: cannot be read as a Python config: {exc}") from exc
+        raise OteError(f"{path}: cannot be read as a Python config: {exc}") from exc
+    entries = []
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_base_" for t in node.targets):
-            value = ast.literal_eval(node.value)
-            bases = [value] if isinstance(value, str) else list(value)
-            for base in bases:
-                base_src = os.path.normpath(os.path.join(os.path.dirname(src), base))
-                if not os.path.isfile(base_src):
-                    raise OteError(f"{src}: _base_ file {base} not found at {base_src}")
-                copy_config(base_src, os.path.join(base_dir, os.path.basename(base)), base_dir)
-            rel = [os.path.relpath(os.path.join(base_dir, os.path.basename(b)), os.path.dirname(dst)) for b in bases]
-            new = repr(rel[0]) if isinstance(value, str) else repr(rel)
-            segment = ast.get_source_segment(text, node.value)
-            text = text.replace(segment, new, 1)
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError as exc:
+                raise OteError(f"{path}: _base_ must be a path or a list of paths") from exc
+            entries.append((node.value, [value] if isinstance(value, str) else list(value)))
+    return text, entries
+
+
+def _base_files(path, found):
+    """Every file ``path`` inherits from, recursively (absolute paths, into ``found``)."""
+    for _, bases in _base_entries(path)[1]:
+        for base in bases:
+            base_path = os.path.normpath(os.path.join(os.path.dirname(path), base))
+            if not os.path.isfile(base_path):
+                raise OteError(f"{path}: _base_ file {base} not found at {base_path}")
+            if base_path not in found:
+                found.add(base_path)
+                _base_files(base_path, found)
+    return found
+
+
+def _write_rewritten(src, dst, where):
+    """Copy config ``src`` to ``dst`` with its ``_base_`` entries pointing at ``where[base file]``."""
+    text, entries = _base_entries(src)
+    for node, bases in reversed(entries):
+        rel = [os.path.relpath(where[os.path.normpath(os.path.join(os.path.dirname(src), b))], os.path.dirname(dst))
+               for b in bases]
+        new = repr(rel[0]) if isinstance(ast.literal_eval(node), str) else "".join(
+            ["[\n"] + [f"    {r!r},\n" for r in rel] + ["]"])
+        lines = text.splitlines(keepends=True)
+
+        def offset(lineno, col):  # ast columns count UTF-8 bytes
+            return sum(map(len, lines[:lineno - 1])) + len(lines[lineno - 1].encode()[:col].decode())
+        text = text[:offset(node.lineno, node.col_offset)] + new + text[offset(node.end_lineno, node.end_col_offset):]
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     with open(dst, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def copy_config(src, dst, base_dir):
+    """Copy an mmdetection-style config to ``dst`` and the files it inherits (``_base_``, recursively) into
+    ``base_dir``, keeping their layout relative to the folder that holds them all (the template tree's
+    ``_base_/``: models/, datasets/, schedules/, default_runtime.py); the copied ``_base_`` entries point at
+    the copies, so the work dir is self-contained. When that folder is named ``_base_`` its other config
+    files come too, to switch a concern by editing one line."""
+    src = os.path.abspath(src)
+    files = _base_files(src, set())
+    if files and os.path.basename(os.path.commonpath([os.path.dirname(f) for f in files])) == "_base_":
+        tree = os.path.commonpath([os.path.dirname(f) for f in files])
+        for folder, _, names in os.walk(tree):
+            for name in names:
+                if name.endswith(".py"):
+                    files.add(os.path.join(folder, name))
+                    _base_files(os.path.join(folder, name), files)
+    root = os.path.commonpath([os.path.dirname(f) for f in files]) if files else ""
+    where = {f: os.path.join(base_dir, os.path.relpath(f, root)) for f in files}
+    for f in sorted(files):
+        _write_rewritten(f, where[f], where)
+    _write_rewritten(src, dst, where)
 
 
 def instantiate(template_path, work_dir, load_snapshot=True):

@@ -4,7 +4,7 @@ import os
 
 import yaml
 
-from ..engine.predictor import TorchPredictor
+from ..inference.predictor import TorchPredictor
 from ..utils.artefacts import check_ir_belongs, ir_paths
 
 IR_SUFFIXES = (".xml", ".bin")
@@ -34,7 +34,7 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
     (``overlap``, ``tile_scale``): a full-frame pass plus overlapping tiles at the network's input size.
     """
     if is_ir(weights):
-        from ..export.openvino_predictor import OpenVINOPredictor
+        from ..inference.openvino_predictor import OpenVINOPredictor
         check_ir_belongs(weights, task)
         keep = ir_keep_ratio(weights) if keep_ratio is None else keep_ratio
         predictor = OpenVINOPredictor(weights, precision=precision, threads=threads, keep_ratio=keep)
@@ -43,7 +43,7 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
         predictor = TorchPredictor(model, input_size or snapshot_size, keep_ratio=bool(keep_ratio),
                                    batch_size=batch_size)
     if tile is not None:
-        from ..engine.tiling import TiledPredictor
+        from ..inference.tiling import TiledPredictor
         test_cfg = task.cfg.model.get("test_cfg") or {}
         predictor = TiledPredictor(predictor, nms_iou=float((test_cfg.get("nms") or {}).get("iou_threshold", 0.45)),
                                    max_per_img=int(test_cfg.get("max_per_img", 200) or 200), **tile)

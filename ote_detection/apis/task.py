@@ -18,15 +18,6 @@ class Task:
         self.name = self.template["name"]
         self.classes = tuple((self.template.get("dataset_requirements") or {}).get("classes") or ("face",))
 
-    @classmethod
-    def from_work_dir(cls, work_dir=None):
-        work_dir = work_dir or os.getcwd()
-        path = os.path.join(work_dir, "template.yaml")
-        if not os.path.isfile(path):
-            raise OteError(f"{work_dir}: no template.yaml here (run tools/instantiate_template.py first, "
-                           f"or pass --template)")
-        return cls(path)
-
     @property
     def input_size(self):
         """(w, h) of the config's top-level ``input_size``."""

@@ -16,7 +16,7 @@ from ..engine.checkpoint import check_checkpoint_dir, load_checkpoint_file, load
 from ..engine.hooks import CheckpointHook, EvalHook, LoggerHook, LRSchedulerHook
 from ..engine.optim import build_lr_scheduler, build_optimizer, check_lr_config, set_base_lr
 from ..engine.plugin import PluginContext
-from ..engine.predictor import TorchPredictor, detect_images
+from ..inference.predictor import TorchPredictor, detect_images
 from ..engine.trainer import Trainer, build_train_loader, seed_everything
 from ..models.inference import InferenceModel
 from ..utils.errors import OteError

@@ -124,11 +124,6 @@ def conv_shapes(model):
     return shapes
 
 
-def filter_counts(model):
-    """Total output channels of all Conv2d layers (the 'filters')."""
-    return sum(int(m.out_channels) for m in model.modules() if isinstance(m, nn.Conv2d))
-
-
 @torch.no_grad()
 def resize_to_shapes(model, shapes):
     """Give the Conv2d / BatchNorm2d layers of a freshly built ``model`` the pruned ``shapes`` (values to

@@ -17,10 +17,11 @@ import cv2
 import yaml
 
 from ..data.coco import load_coco_files
-from ..engine.predictor import FramePredictor
+from ..inference.predictor import FramePredictor
 from ..evaluation import evaluate_detections
-from ..export.openvino_export import convert_to_openvino, save_openvino
-from ..export.openvino_predictor import OpenVINOPredictor
+from ..export.exporter import convert_to_openvino
+from ..export.openvino_export import save_openvino
+from ..inference.openvino_predictor import OpenVINOPredictor
 from ..utils.artefacts import ir_checksums
 from ..utils.errors import OteError
 from .env import import_nncf

@@ -164,7 +164,6 @@ def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True,
         if len(set(map(str, ann_ids))) != len(ann_ids):
             seen, again = set(), []
             for i in ann_ids:
-                (again if str(i) in seen else seen).add(str(i)) if False else None
                 if str(i) in seen:
                     again.append(i)
                 seen.add(str(i))

@@ -84,7 +84,7 @@ def foldable(inference_model):
     return (folded, True) if folded is not None else (inference_model, False)
 
 
-def _first_line(exc):
+def first_line(exc):
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -98,7 +98,7 @@ def capture(module, input_size):
         with torch.no_grad():
             return torch.export.export(module.eval(), (example,), strict=False)
     except Exception as exc:  # torch.export raises many kinds of errors
-        raise OteError(f"torch.export of the network failed: {_first_line(exc)}") from exc
+        raise OteError(f"torch.export of the network failed: {first_line(exc)}") from exc
 
 
 def convert_network(module, input_size):
@@ -125,40 +125,14 @@ def convert_network(module, input_size):
     except OteError:
         raise
     except Exception as exc:  # conversion failures come as many kinds of exceptions
-        raise OteError(f"OpenVINO conversion failed: {_first_line(exc)}") from exc
+        raise OteError(f"OpenVINO conversion failed: {first_line(exc)}") from exc
     param = net.get_parameters()[0]
     param.set_friendly_name(INPUT_NAME)
     param.output(0).get_tensor().set_names({INPUT_NAME})
     return net
 
 
-def convert_to_openvino(inference_model, input_size):
-    """The IR (``openvino.Model``) of ``inference_model`` for a [1, 3, h, w] input, post-processing
-    included, by the adapter of its head's ``export_family``. Returns ``(model, info)``: ``info`` is
-    what the adapter writes into ``export_info.yaml`` (``output`` fields and the folding flag)."""
-    from .adapters import adapter_for
-    inference_model = inference_model.eval()
-    adapter = adapter_for(inference_model.detector.bbox_head)
-    return adapter.to_openvino(inference_model, tuple(int(v) for v in input_size))
-
-
 def save_openvino(model, xml_path):
     """Write .xml + .bin in FP32 (no FP16 weight compression)."""
     import openvino as ov
     ov.save_model(model, xml_path, compress_to_fp16=False)
-
-
-def export_onnx(inference_model, input_size, path):
-    """ONNX of the network without NMS, through torch.export (``torch.onnx.export(dynamo=True)``);
-    the outputs are the adapter's raw ones (see ``export_info.yaml``). Returns their description."""
-    from .adapters import adapter_for
-    adapter = adapter_for(inference_model.detector.bbox_head)
-    module = adapter.raw_module(inference_model.eval(), input_size)
-    program = capture(module, input_size)
-    try:
-        onnx_program = torch.onnx.export(program, input_names=[INPUT_NAME], output_names=list(adapter.onnx_outputs),
-                                         dynamo=True, verbose=False)
-        onnx_program.save(path)
-    except Exception as exc:
-        raise OteError(f"ONNX export failed: {_first_line(exc)}") from exc
-    return dict(adapter.onnx_outputs)

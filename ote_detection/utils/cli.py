@@ -146,7 +146,7 @@ def fraction(text):
 
 
 def add_tiling_args(parser):
-    """``--tile``, ``--tile-overlap``, ``--tile-scale``: the tiled inference of ``engine/tiling.py``
+    """``--tile``, ``--tile-overlap``, ``--tile-scale``: the tiled inference of ``inference/tiling.py``
     (eval.py and visualize.py offer the same options)."""
     parser.add_argument("--tile", action="store_true",
                         help="tiled inference: a full-frame pass plus overlapping tiles cut from the frame at the "

@@ -1,6 +1,9 @@
 # face-detection-0200: SSD, MobileNetV2 (width 1.0) backbone, 256x256 input.
-# OTE's values (docs/templates.md); everything else is the shared SSD base.
-_base_ = '../_base_/ssd_face_detection.py'
+# OTE's values (docs/templates.md); everything else comes from the bases.
+_base_ = [
+    '../_base_/models/ssd_mobilenetv2.py', '../_base_/datasets/wider_face.py',
+    '../_base_/schedules/sgd_step_40_55_65.py', '../_base_/default_runtime.py',
+]
 
 input_size = 256
 
@@ -11,5 +14,3 @@ model = dict(
                     [122.0267, 66.048, 109.9093, 43.6053, 64.512]),
             heights=([12.8, 33.792, 21.76, 53.9307],
                      [194.1333, 139.008, 106.24, 89.6853, 61.952]))))
-
-data = dict(samples_per_gpu=65, workers_per_gpu=2)

@@ -1,6 +1,9 @@
 # face-detection-0204: SSD, MobileNetV2 (width 1.0) backbone, 448x448 input.
-# OTE's values (docs/templates.md); everything else is the shared SSD base.
-_base_ = '../_base_/ssd_face_detection.py'
+# OTE's values (docs/templates.md); everything else comes from the bases.
+_base_ = [
+    '../_base_/models/ssd_mobilenetv2.py', '../_base_/datasets/wider_face.py',
+    '../_base_/schedules/sgd_step_40_55_65.py', '../_base_/default_runtime.py',
+]
 
 input_size = 448
 
@@ -12,4 +15,4 @@ model = dict(
             heights=([22.4, 59.136, 38.08, 94.3787],
                      [339.7333, 243.264, 185.92, 156.9493, 108.416]))))
 
-data = dict(samples_per_gpu=32, workers_per_gpu=4)
+data = dict(workers_per_gpu=4)

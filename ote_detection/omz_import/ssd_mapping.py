@@ -30,56 +30,56 @@ import torch.nn as nn
 
 from ..models.inference import InferenceModel
 from ..utils.errors import OteError
-from .adapters import prior_tensor
-from .ir_graph import _consumers, _data_inputs, _find_level_concat, _name, _walk_back_to_conv
-from .openvino_predictor import detection_output_node
+from ..export.adapters import prior_tensor
+from .ir_graph import consumers, data_inputs, find_level_concat, node_name, walk_back_to_conv
+from ..inference.openvino_predictor import detection_output_node
 
 log = logging.getLogger(__name__)
 
 
-def _describe_module(name, conv):
+def describe_module(name, conv):
     return (f"our '{name}' ({conv.in_channels}->{conv.out_channels}, kernel {tuple(conv.kernel_size)}, "
             f"groups {conv.groups}, stride {tuple(conv.stride)})")
 
 
-def _check_pair(ir, name, conv):
+def check_pair(ir, name, conv):
     ok = (tuple(conv.weight.shape) == tuple(ir.weight.shape) and conv.groups == ir.groups
           and tuple(conv.stride) == ir.stride and tuple(conv.padding) == ir.padding
           and tuple(conv.dilation) == ir.dilation)
     if not ok:
         raise OteError(f"the IR does not map onto this template's model: {ir.describe()} vs "
-                       f"{_describe_module(name, conv)} (padding {ir.padding} vs {tuple(conv.padding)})")
+                       f"{describe_module(name, conv)} (padding {ir.padding} vs {tuple(conv.padding)})")
 
 
-def _head_convs(det, ev, conv_nodes, chain_lengths):
+def head_convs(det, ev, conv_nodes, chain_lengths):
     """For DetectionOutput inputs 0 (box deltas) and 1 (scores): per level, the IR convs from input to output."""
     branches = {}
     for port, branch in ((0, "reg"), (1, "cls")):
         src = det.input_value(port)
-        concat = _find_level_concat(src, ev)
+        concat = find_level_concat(src, ev)
         level_outputs = [i.get_source_output() for i in concat.inputs()] if concat is not None else [src]
         if len(level_outputs) != len(chain_lengths):
-            raise OteError(f"IR layer {_name(concat or det)}: {len(level_outputs)} head level(s) feed "
+            raise OteError(f"IR layer {node_name(concat or det)}: {len(level_outputs)} head level(s) feed "
                            f"DetectionOutput input {port}, the template has {len(chain_lengths)}")
         levels = []
         for out, length in zip(level_outputs, chain_lengths):
-            convs = [_walk_back_to_conv(out, ev, conv_nodes)]
+            convs = [walk_back_to_conv(out, ev, conv_nodes)]
             while len(convs) < length:
-                data = _data_inputs(convs[-1].node, ev)
-                convs.append(_walk_back_to_conv(data[0], ev, conv_nodes))
+                data = data_inputs(convs[-1].node, ev)
+                convs.append(walk_back_to_conv(data[0], ev, conv_nodes))
             levels.append(convs[::-1])
         branches[branch] = levels
     return branches
 
 
-def _preprocessing(model, ev, first_conv):
+def read_preprocessing(model, ev, first_conv):
     """The IR's input transform up to the first convolution: y[c] = s[c] * x[perm[c]] + t[c] (x = IR input)."""
     param = model.get_parameters()[0]
     perm, s, t = np.arange(3), np.ones(3), np.zeros(3)
     out = param.output(0)
     dropped_fq = False
     for _ in range(32):
-        users = _consumers(out)
+        users = consumers(out)
         data_users = [u for u in users if u.get_type_name() not in ("ShapeOf",)]
         if len(data_users) != 1:
             raise OteError(f"IR input '{param.get_friendly_name()}' feeds {len(data_users)} layers before the first "
@@ -91,10 +91,10 @@ def _preprocessing(model, ev, first_conv):
         consts = [i.get_source_output() for i in node.inputs() if ev.is_const(i.get_source_output())]
         if typ in ("Multiply", "Add", "Subtract", "Divide") and len(consts) == 1:
             if node.input_value(0) != out and typ in ("Subtract", "Divide"):
-                raise OteError(f"IR layer {_name(node)}: constant-minus/over-input preprocessing is not supported")
+                raise OteError(f"IR layer {node_name(node)}: constant-minus/over-input preprocessing is not supported")
             v = ev.value(consts[0]).reshape(-1)
             if v.size not in (1, 3):
-                raise OteError(f"IR layer {_name(node)}: preprocessing constant of shape {v.shape} is not per-channel")
+                raise OteError(f"IR layer {node_name(node)}: preprocessing constant of shape {v.shape} is not per-channel")
             v = np.broadcast_to(v, (3,))
             if typ == "Multiply":
                 s, t = s * v, t * v
@@ -112,12 +112,12 @@ def _preprocessing(model, ev, first_conv):
         elif typ == "Convert":
             pass
         else:
-            raise OteError(f"IR layer {_name(node)}: unsupported layer between the input and the first convolution")
+            raise OteError(f"IR layer {node_name(node)}: unsupported layer between the input and the first convolution")
         out = node.output(0)
     raise OteError("IR: the first convolution is not reached from the input within 32 layers")
 
 
-class _ConvTracer:
+class ConvTracer:
     """Our model's Conv2d modules in execution order, and the BatchNorm2d (if any) that reads each one."""
 
     def __init__(self, module):
@@ -149,7 +149,7 @@ class _ConvTracer:
             h.remove()
 
 
-def _identity_bn_var(eps):
+def identity_bn_var(eps):
     """A float32 running_var with float32(var + eps) == 1, so BN(x) = x * 1 / sqrt(1) exactly."""
     eps32 = np.float32(eps)
     var = np.float32(1) - eps32
@@ -160,7 +160,7 @@ def _identity_bn_var(eps):
     return float(np.float32(1) - eps32)
 
 
-def _check_priors(model, det, inference_model, input_size, ev):
+def check_priors(model, det, inference_model, input_size, ev):
     """PriorBoxClustered attributes (or a constant prior tensor) against our anchors and box coder stds."""
     head = inference_model.detector.bbox_head
     gen, stds = head.anchor_generator, np.array(head.bbox_coder.stds)
@@ -176,23 +176,23 @@ def _check_priors(model, det, inference_model, input_size, ev):
             step = float(a.get("step") or a.get("step_w") or 0)
             if (widths.shape != ours_w.shape or not np.allclose(widths, ours_w, rtol=1e-4)
                     or not np.allclose(heights, ours_h, rtol=1e-4) or (step and step != gen.strides[level])):
-                raise OteError(f"IR layer {_name(op)}: priors (step {step}, widths {widths.tolist()}) differ from "
+                raise OteError(f"IR layer {node_name(op)}: priors (step {step}, widths {widths.tolist()}) differ from "
                                f"the template's level {level} anchors (stride {gen.strides[level]}, widths "
                                f"{ours_w.tolist()})")
             if float(a.get("offset", 0.5)) != 0.5:
-                raise OteError(f"IR layer {_name(op)}: prior offset {a['offset']} (ours: 0.5, anchor at cell centre)")
+                raise OteError(f"IR layer {node_name(op)}: prior offset {a['offset']} (ours: 0.5, anchor at cell centre)")
             variances = np.array(a["variance"], dtype=np.float64)
             if variances.size and not np.allclose(variances, stds, rtol=1e-5):
-                raise OteError(f"IR layer {_name(op)}: prior variances {variances.tolist()} differ from the template's "
+                raise OteError(f"IR layer {node_name(op)}: prior variances {variances.tolist()} differ from the template's "
                                f"target_stds {stds.tolist()}")
         return
     src = det.input_value(2)
     if not ev.is_const(src):
-        raise OteError(f"IR layer {_name(det)}: priors are neither PriorBoxClustered layers nor a constant")
+        raise OteError(f"IR layer {node_name(det)}: priors are neither PriorBoxClustered layers nor a constant")
     ours = prior_tensor(inference_model, input_size)
     theirs = ev.value(src).reshape(ours.shape) if ev.value(src).size == ours.size else None
     if theirs is None or not np.allclose(theirs, ours, atol=1e-5):
-        raise OteError(f"IR layer {_name(src.get_node())}: constant priors differ from the template's anchors")
+        raise OteError(f"IR layer {node_name(src.get_node())}: constant priors differ from the template's anchors")
 
 
 def verification_image(width, height, seed=0):

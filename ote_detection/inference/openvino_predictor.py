@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou as tv_box_iou
 
-from ..engine.predictor import FramePredictor
+from .predictor import FramePredictor
 from ..utils.errors import OteError
 
 PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16", "default": None}
@@ -73,7 +73,7 @@ def output_contract(model):
 
 class OpenVINOPredictor(FramePredictor):
     """An OpenVINO IR (ours, or Open Model Zoo's face detectors) as a frame predictor (see
-    ``engine/predictor.py``): original BGR frames in, [N, 6] (x1, y1, x2, y2, score, label) in frame
+    ``inference/predictor.py``): original BGR frames in, [N, 6] (x1, y1, x2, y2, score, label) in frame
     pixels out.
 
     The IR has one [1, 3, H, W] input (BGR 0..255) and either output contract of ``output_contract``:

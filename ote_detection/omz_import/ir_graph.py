@@ -16,7 +16,7 @@ PASS_THROUGH = ("Add", "Multiply", "Subtract", "Relu", "Clamp", "Transpose", "Re
 
 
 
-def _name(node):
+def node_name(node):
     return f"{node.get_friendly_name()} ({node.get_type_name()})"
 
 
@@ -83,17 +83,17 @@ class ConstEvaluator:
             levels = int(node.get_attributes()["levels"])
             q = np.round((np.clip(x, il, ih) - il) / (ih - il) * (levels - 1))
             return q / (levels - 1) * (oh - ol) + ol
-        raise OteError(f"constant sub-graph with layer {_name(node)} is not supported by the importer")
+        raise OteError(f"constant sub-graph with layer {node_name(node)} is not supported by the importer")
 
 
-def _consumers(output):
+def consumers(output):
     return [i.get_node() for i in output.get_target_inputs()]
 
 
 SHAPE_ARG_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Gather", "StridedSlice", "Broadcast", "Tile")
 
 
-def _data_inputs(node, ev):
+def data_inputs(node, ev):
     """Inputs carrying tensor data (not constants; for layout ops only input 0, the others are shapes)."""
     inputs = list(node.inputs())
     if node.get_type_name() in SHAPE_ARG_OPS:
@@ -116,12 +116,12 @@ class IRConv:
             groups = 1
         self.weight, self.groups = w, groups
         if attrs.get("auto_pad", "explicit") not in ("explicit", "notset"):
-            raise OteError(f"IR layer {_name(node)}: auto_pad '{attrs['auto_pad']}' is not supported")
+            raise OteError(f"IR layer {node_name(node)}: auto_pad '{attrs['auto_pad']}' is not supported")
         self.stride = tuple(int(v) for v in attrs["strides"])
         self.dilation = tuple(int(v) for v in attrs["dilations"])
         pads_begin, pads_end = tuple(int(v) for v in attrs["pads_begin"]), tuple(int(v) for v in attrs["pads_end"])
         if pads_begin != pads_end:
-            raise OteError(f"IR layer {_name(node)}: asymmetric padding {pads_begin}/{pads_end} has no Conv2d "
+            raise OteError(f"IR layer {node_name(node)}: asymmetric padding {pads_begin}/{pads_end} has no Conv2d "
                            f"equivalent")
         self.padding = pads_begin
         # folded BatchNorm: per-channel Multiply then Add of constants after the convolution
@@ -129,7 +129,7 @@ class IRConv:
         scale = np.ones(w.shape[0])
         bias = np.zeros(w.shape[0])
         while True:
-            users = _consumers(out)
+            users = consumers(out)
             if len(users) != 1 or users[0].get_type_name() not in ("Add", "Multiply"):
                 break
             user = users[0]
@@ -162,36 +162,36 @@ class IRConv:
                 f"kernel {tuple(self.weight.shape[2:])}, groups {self.groups}, stride {self.stride})")
 
 
-def _walk_back_to_conv(output, ev, conv_nodes, stop_at_concat=False):
+def walk_back_to_conv(output, ev, conv_nodes, stop_at_concat=False):
     """From an output, follow the single data input back to the nearest convolution (or Concat)."""
     node = output.get_node()
     seen = 0
     while node.get_type_name() not in CONV_TYPES:
         if stop_at_concat and node.get_type_name() == "Concat":
             return node
-        data = _data_inputs(node, ev)
+        data = data_inputs(node, ev)
         if node.get_type_name() not in PASS_THROUGH or len(data) != 1:
-            raise OteError(f"IR layer {_name(node)}: the importer cannot follow the graph through it "
+            raise OteError(f"IR layer {node_name(node)}: the importer cannot follow the graph through it "
                            f"(expected one data input on the way from a head output to its convolution)")
         node = data[0].get_node()
         seen += 1
         if seen > 64:
-            raise OteError(f"IR layer {_name(node)}: no convolution found within 64 layers")
+            raise OteError(f"IR layer {node_name(node)}: no convolution found within 64 layers")
     return conv_nodes[node.get_instance_id()]
 
 
-def _find_level_concat(output, ev):
+def find_level_concat(output, ev):
     node = output.get_node()
     for _ in range(32):
         if node.get_type_name() == "Concat":
             return node
         if node.get_type_name() in CONV_TYPES:
             return None  # a single level, no Concat
-        data = _data_inputs(node, ev)
+        data = data_inputs(node, ev)
         if len(data) != 1:
-            raise OteError(f"IR layer {_name(node)}: the importer cannot follow the graph through it "
+            raise OteError(f"IR layer {node_name(node)}: the importer cannot follow the graph through it "
                            f"(looking for the Concat of the head levels)")
         node = data[0].get_node()
-    raise OteError(f"IR layer {_name(node)}: no Concat of head levels found")
+    raise OteError(f"IR layer {node_name(node)}: no Concat of head levels found")
 
 

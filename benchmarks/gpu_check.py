@@ -69,7 +69,8 @@ def step_rows(names, iters, device="cuda", small=False):
         batch = collate_train([dataset[i % len(dataset)] for i in range(batch_size)])
         w, h = task.input_size
         for amp in (False, True):
-            label = f"step {name[-4:]} {'amp (' + str(amp_dtype(device)).split('.')[-1] + ')' if amp else 'fp32'}"
+            kind = {torch.bfloat16: "bf16", torch.float16: "fp16, GradScaler"}.get(amp_dtype(device), "fp32")
+            label = f"step {name[-4:]} " + (f"amp ({kind})" if amp else "fp32")
             trainer = model = None
             try:
                 torch.manual_seed(0)
@@ -147,7 +148,7 @@ def eval_row(snapshot, device="cuda"):
 
     from ote_detection.apis.task import Task
     from ote_detection.data.coco import load_coco_files
-    from ote_detection.engine.predictor import TorchPredictor, detect_images
+    from ote_detection.inference.predictor import TorchPredictor, detect_images
     from ote_detection.evaluation import evaluate_detections
 
     label = f"eval 0206 snapshot ({device})"

@@ -79,6 +79,28 @@ def test_gpu_check_without_cuda_says_so_and_exits_0():
     assert r.stderr == ""
 
 
+@pytest.mark.slow
+def test_gpu_check_rows_run_on_the_cpu_dry_run():
+    """Every row of the GPU check (steps, train.py under torchrun with one process, the 0206 snapshot's
+    eval) on the CPU at 128x128: the script's own code paths work where no GPU is at hand."""
+    need_shared("data", "airport")
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "gpu_check.py"), "--cpu-dry-run",
+                        "--templates", "0200", "--iters", "1"], env=env, capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and "check" not in line]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "step 0200 fp32", f"step 0200 amp ({'bf16' if _cpu_bf16() else 'fp32'})",
+        "train.py 0200 --gpu-num 0 (torchrun, gloo)", "train.py 0206 --gpu-num 0", "eval 0206 snapshot (cpu)"]
+    assert all(row.split("|")[4].strip() == "ok" for row in rows)
+    assert r.stdout.splitlines()[-1] == "gpu_check: all 5 checks ok"
+
+
+def _cpu_bf16():
+    from ote_detection.engine.trainer import amp_dtype
+    return amp_dtype("cpu") is not None
+
+
 # what the GPU machine's python3 lacks besides the wheels gpu_check.sh brings
 BLOCKED = ("openvino", "nncf", "matplotlib", "torch_pruning", "torchao", "onnxscript")
 

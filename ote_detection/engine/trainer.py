@@ -96,8 +96,9 @@ class Trainer:
         if amp and self.autocast_dtype is None:
             log.warning("--amp: this CPU has no bf16 support (AMX or AVX512-BF16); training runs in fp32")
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
-        # bf16 autocast on the CPU: depthwise convolutions stay fp32 (oneDNN's bf16 depthwise backward is
-        # slower than fp32's; models/layers.Fp32DepthwiseConv2d); None: only there, True/False: force
+        # bf16 autocast on the CPU: the depthwise convolutions' backward runs in fp32, their forward stays
+        # bf16 (oneDNN's bf16 depthwise backward is slower than fp32's: models/layers.Fp32DepthwiseConv2d);
+        # fp32_depthwise None: only there, True / False: force
         if fp32_depthwise is None:
             fp32_depthwise = self.device.type == "cpu" and self.autocast_dtype == torch.bfloat16
         if fp32_depthwise and self.autocast_dtype is not None:

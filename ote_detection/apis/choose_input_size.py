@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from ..data.coco import load_coco_files
-from ..data.transforms import read_image
+from ..data.images import IMAGE_EXTS, read_image
 from ..inference.deploy import common_frame_hw, deployment_input_size, model_stride
 from ..inference.predictor import letterbox
 from ..evaluation.coco_ap import coco_ap
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 __all__ = ["choose_input_size", "export_ir", "quantize_ir", "evaluate_predictor", "time_predictor",
            "format_sweep", "load_frames", "calibration_frames", "mark_choice"]
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def export_ir(inference_model, size, xml_path):

@@ -405,6 +405,9 @@ def run_demo(template, load_weights, video, output=None, show=None, score_thr=0.
         raise
     stats = run_frames(predictor, source, sink, show=show, score_thr=score_thr, class_names=task.classes,
                        jobs=jobs, sync=sync, max_frames=max_frames, overlay=overlay)
+    skipped = getattr(source, "skipped_summary", lambda: None)()
+    if skipped:
+        log(f"warning: {skipped}")
     line = ("stopped early: " if stats.stopped_early else "done: ") + stats.summary()
     if sink is not None and sink.count:
         line += f"; wrote {sink.describe()}"

@@ -4,7 +4,7 @@ import logging
 
 import yaml
 
-from ..data.coco import load_coco_files
+from ..data.coco import check_data_flags, load_coco_files
 from ..data.wider import WIDER_GT_FILES, find_wider_gt_dir, find_wider_images_dir  # noqa: F401 (re-exported)
 from ..inference.deploy import common_frame_hw, deployment_input_size, model_stride
 from ..inference.detection_cache import DetectionCache
@@ -45,6 +45,7 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
     size (``evaluation/size_report.py``) at score ``size_report_thr`` is printed and saved under its own
     keys; WIDER e/m/h are computed at the evaluated input size."""
     task = Task(template)
+    check_data_flags(test_ann_files, test_data_roots, "--test")
     if not test_ann_files and not wider_dir:
         raise OteError("nothing to evaluate on: give --test-ann-files/--test-data-roots or --wider-dir")
     # everything that can fail without computing is checked first: outputs writable, the weights
@@ -53,7 +54,7 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
         check_writable_file(save_metrics_to, "--save-metrics-to file")
     if save_pr_curves:
         check_writable_dir(save_pr_curves, "--save-pr-curves folder")
-    coco = load_coco_files(test_ann_files, test_data_roots, task.classes) if test_ann_files else None
+    coco = load_coco_files(test_ann_files, test_data_roots, task.classes, flags="--test") if test_ann_files else None
     wider_gt = wider_images = None
     if wider_dir:
         wider_images = find_wider_images_dir(wider_dir)

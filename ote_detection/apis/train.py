@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 from ..config import input_size_wh
-from ..data.coco import CocoDataset, RepeatDataset, load_coco_files
+from ..data.coco import CocoDataset, RepeatDataset, check_data_flags, load_coco_files
 from ..data.transforms import with_input_size
 from ..engine import distributed as dist_utils
 from ..engine.checkpoint import check_checkpoint_dir, load_checkpoint_file, load_weights, save_checkpoint
@@ -200,9 +200,11 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
             start_epoch = int((load_checkpoint_file(options.resume_from).get("meta") or {}).get("epoch", 0))
         if lock is not None:
             check_checkpoint_dir(options.save_checkpoints_to, options.resume_from, start_epoch, options.overwrite)
+        check_data_flags(options.val_ann_files, options.val_data_roots, "--val")
         build_train_dataset(copy.deepcopy(cfg), options.train_ann_files, options.train_data_roots, task.classes)
         if options.val_ann_files:
-            options.val_coco = load_coco_files(options.val_ann_files, options.val_data_roots, task.classes)
+            options.val_coco = load_coco_files(options.val_ann_files, options.val_data_roots, task.classes,
+                                               flags="--val")
         return _launch(task, options, plugin, processes)
     finally:
         if lock is not None:

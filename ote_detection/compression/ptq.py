@@ -13,10 +13,10 @@ import shutil
 import tempfile
 import time
 
-import cv2
 import yaml
 
 from ..data.coco import load_coco_files
+from ..data.images import read_image
 from ..inference.predictor import FramePredictor
 from ..evaluation import evaluate_detections
 from ..export.exporter import convert_to_openvino
@@ -40,9 +40,7 @@ class _Resizer(FramePredictor):
 def _load_items(coco, resizer):
     items = []
     for img in coco["images"]:
-        frame = cv2.imread(img["path"])
-        if frame is None:
-            raise OteError(f"{img['path']}: cannot read image")
+        frame = read_image(img["path"])
         tensor, scale = resizer.preprocess(frame)
         items.append((img["id"], tensor.numpy()[None], scale, frame.shape[:2]))
     return items
@@ -67,8 +65,8 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
                        "measured on them")
     model, snapshot_size = task.load_snapshot(load_weights)
     size = tuple(input_size or snapshot_size)
-    train_coco = load_coco_files(train_ann_files, train_data_roots, task.classes)
-    val_coco = load_coco_files(val_ann_files, val_data_roots, task.classes)
+    train_coco = load_coco_files(train_ann_files, train_data_roots, task.classes, flags="--train")
+    val_coco = load_coco_files(val_ann_files, val_data_roots, task.classes, flags="--val")
     start = time.time()
     fp32, _ = convert_to_openvino(model, size)
     resizer = _Resizer(size)

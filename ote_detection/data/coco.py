@@ -17,10 +17,36 @@ log = logging.getLogger(__name__)
 
 
 def split_paths(value):
-    """'a,b' -> ['a', 'b'] (the comma-separated form of --*-ann-files / --*-data-roots)."""
+    """'a,b' -> ['a', 'b'] (the comma-separated form of --*-ann-files / --*-data-roots); None -> []."""
+    if value is None:
+        return []
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
     return [v for v in str(value).split(",") if v]
+
+
+def check_data_flags(ann_files, data_roots, prefix):
+    """One line when a ``{prefix}-ann-files`` / ``{prefix}-data-roots`` pair is given half (e.g. prefix
+    '--test'): the missing flag is named."""
+    if split_paths(ann_files) and not split_paths(data_roots):
+        raise OteError(f"{prefix}-data-roots is missing: give the image folder of each {prefix}-ann-files file "
+                       f"({', '.join(split_paths(ann_files))}), comma-separated in the same order")
+    if split_paths(data_roots) and not split_paths(ann_files):
+        raise OteError(f"{prefix}-ann-files is missing: {prefix}-data-roots ({', '.join(split_paths(data_roots))}) "
+                       f"needs the COCO annotation file that lists its images")
+
+
+def _id_type_mismatch(ann_ids, image_ids):
+    """'annotation 1 -> image_id 0 (int), but the images' ids are str, e.g. '0'' when the ids differ
+    only in type (JSON 0 vs "0"), else None."""
+    by_text = {str(i): i for i in image_ids}
+    for ann_id, ref in ann_ids:
+        match = by_text.get(str(ref))
+        if match is not None and type(match) is not type(ref):
+            return (f"annotation {ann_id} -> image_id {ref!r} ({type(ref).__name__}), but the images' ids are "
+                    f"{type(match).__name__}s, e.g. {match!r}: JSON {json.dumps(ref)} and {json.dumps(match)} "
+                    "differ; make the types agree")
+    return None
 
 
 def _load_json(path):
@@ -55,7 +81,7 @@ def _say_once(level, msg, *args):
         log.log(level, text)
 
 
-def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True, check_images=True):
+def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True, check_images=True, flags=None):
     """Merge COCO files into one COCO dict with new, unique image and annotation ids.
 
     Every image gets ``path`` (root + file_name). Category ids are remapped to 1..len(classes) by
@@ -77,14 +103,24 @@ def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True,
     iscrowd 0 is a ground-truth face no detection can match (IoU 0), i.e. a missed face.
     Exact duplicate boxes are counted and said once (they are in WIDER FACE's val set too).
     ``require_boxes``: no box of ``classes`` at all is an error (AP would be undefined: nan).
+    ``flags``: the command-line prefix of the pair (e.g. '--test'), named when one of them is missing.
+
+    An image with an EXIF orientation is read as displayed (``data.images``); boxes are read in that
+    frame. A width/height equal to the stored (unrotated) size is an error naming the orientation; an
+    orientation the sizes cannot confirm (180 degrees, mirrors, square images) is said once, counted.
     """
+    if flags:
+        check_data_flags(ann_files, img_roots, flags)
     ann_files, img_roots = split_paths(ann_files), split_paths(img_roots)
     if not ann_files:
-        raise OteError("no annotation file given")
+        raise OteError(f"no annotation file given{f' ({flags}-ann-files)' if flags else ''}")
+    if not img_roots:
+        raise OteError(f"no image folder given for {', '.join(ann_files)}"
+                       f"{f' ({flags}-data-roots is missing)' if flags else ''}")
     if len(ann_files) != len(img_roots):
         raise OteError(f"{len(ann_files)} annotation file(s) but {len(img_roots)} data root(s): give one root per file")
     merged = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)]}
-    clipped, zero_size, other_category, duplicates = 0, [], 0, []
+    clipped, zero_size, other_category, duplicates, unconfirmed = 0, [], 0, [], []
     seen_paths = {}
     for ann_file, root in zip(ann_files, img_roots):
         data = _load_json(ann_file)
@@ -127,20 +163,34 @@ def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True,
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise OteError(f"{missing[0]}: image file not found{more} (listed in {ann_file})")
-        sizes = _check_images(paths, what=ann_file) if check_images else {}
+        infos = _check_images(paths, what=ann_file) if check_images else {}
         id_map, wrong_size = {}, []
         for img, path in zip(data["images"], paths):
             new = dict(img, id=len(merged["images"]) + 1, path=path, source_id=img["id"], source=ann_file)
-            real = sizes.get(path)
+            info = infos.get(path)
+            real = info.size if info is not None else None
+            confirmed = False
             if "width" in img or "height" in img:
                 w, h = _finite_number(img.get("width")), _finite_number(img.get("height"))
                 if w is None or h is None or w <= 0 or h <= 0:
                     raise OteError(f"{ann_file}: image {img['file_name']} has width/height "
                                    f"{img.get('width')!r}/{img.get('height')!r}, not positive numbers")
                 if real is not None and (int(w), int(h)) != tuple(real):
-                    wrong_size.append(f"{img['file_name']} ({int(w)}x{int(h)} in the file, {real[0]}x{real[1]} real)")
+                    if info.orientation != 1 and (int(w), int(h)) == info.stored:
+                        wrong_size.append(
+                            f"{img['file_name']} has {info.describe_orientation()}: {int(w)}x{int(h)} in the file is "
+                            f"its stored size, but the tools read it as displayed, {real[0]}x{real[1]} (EXIF applied, "
+                            "as cv2.imread and image viewers do), and read its boxes in that frame; if the boxes were "
+                            "drawn on the stored pixels, remove the tag (e.g. exiftool -Orientation=1 -n FILE) "
+                            "or give the displayed size and boxes")
+                    else:
+                        wrong_size.append(f"{img['file_name']} ({int(w)}x{int(h)} in the file, {real[0]}x{real[1]} "
+                                          "real)")
+                confirmed = real is not None and real[0] != real[1] and info.orientation in (5, 6, 7, 8)
             elif real is not None:
                 new.update(width=real[0], height=real[1])
+            if info is not None and info.orientation != 1 and not confirmed:
+                unconfirmed.append(f"{img['file_name']} ({info.describe_orientation()})")
             else:
                 h_, w_ = read_image(path).shape[:2]
                 new.update(width=w_, height=h_)
@@ -148,7 +198,14 @@ def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True,
             merged["images"].append(new)
         if wrong_size:
             raise OteError(f"{ann_file}: {len(wrong_size)} image(s) whose width/height differ from the image file, "
-                           f"e.g. {wrong_size[0]}: the boxes may be of another image size")
+                           f"e.g. {wrong_size[0]}" + ("" if "EXIF orientation" in wrong_size[0] else
+                                                      ": the boxes may be of another image size"))
+        if unconfirmed:
+            _say_once(logging.WARNING, "%s: %d image(s) carry an EXIF orientation that width/height cannot confirm, "
+                      "e.g. %s: boxes are read in the frame as displayed (EXIF applied, as cv2.imread and image "
+                      "viewers do); if they were drawn on the stored pixels, remove the tag (e.g. exiftool "
+                      "-Orientation=1 -n FILE)", ann_file, len(unconfirmed), unconfirmed[0])
+            unconfirmed = []
         # annotations
         anns = data.get("annotations", [])
         if not isinstance(anns, list) or not all(isinstance(a, dict) for a in anns):
@@ -207,8 +264,12 @@ def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True,
                 bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1), iscrowd=int(bool(ann.get("iscrowd", 0)))))
         if unknown_img:
             a = unknown_img[0]
+            mismatch = _id_type_mismatch([(x.get("id"), x.get("image_id")) for x in unknown_img], id_map)
+            if mismatch:
+                raise OteError(f"{ann_file}: {len(unknown_img)} annotation(s) refer to their image by an id of "
+                               f"another type, e.g. {mismatch}")
             raise OteError(f"{ann_file}: {len(unknown_img)} annotation(s) refer to unknown images, e.g. annotation "
-                           f"{a.get('id')} -> image {a.get('image_id')}")
+                           f"{a.get('id')} -> image {a.get('image_id')!r}")
         if bad_box:
             a = bad_box[0]
             raise OteError(f"{ann_file}: {len(bad_box)} annotation(s) without a valid bbox (4 finite numbers "

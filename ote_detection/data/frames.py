@@ -23,9 +23,8 @@ import numpy as np
 
 from ..utils.errors import OteError
 from ..utils.fileio import file_mode
-from .transforms import read_image
+from .images import IMAGE_EXTS, WRITABLE_EXTS, read_image
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTS = {".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 DEFAULT_VIDEO_FPS = 25.0
 IMAGES_VIDEO_FPS = 5.0  # a folder of images written as a video: a slide show
@@ -145,21 +144,59 @@ class CaptureSource(_Source):
 
 
 class ImageSource(_Source):
-    """One image file, or the images of a folder (not recursive, natural name order)."""
+    """One image file, or the images of a folder (not recursive, natural name order).
+
+    In a folder, files that are not readable images (a macOS ``._*`` AppleDouble companion, a copy cut
+    short, damaged data) are skipped and collected in ``skipped`` [(path, reason)] for one counted
+    warning (``skipped_summary``); the frames are numbered without gaps. A single image that cannot be
+    read, or a folder without one readable image, is an OteError."""
 
     def __init__(self, spec, paths, kind):
         super().__init__(spec)
         self.kind = kind
         self.paths = paths
         self.total = len(paths)
-        # decode the first image now: a bad file fails before the model is loaded
-        self._first = read_image(paths[0])
+        self.skipped = []
+        # decode the first readable image now: a bad input fails before the model is loaded
+        self._first, self._start = None, 0
+        for i, path in enumerate(paths):
+            image = self._read(path, must=kind == "image")
+            if image is not None:
+                self._first, self._start = image, i
+                break
+        if self._first is None:
+            raise OteError(f"{spec}: no readable image among its {len(paths)} image file(s), e.g. "
+                           f"{self.skipped[0][1]}")
+
+    def _read(self, path, must=False):
+        try:
+            return read_image(path)
+        except OteError as exc:
+            if must:
+                raise
+            reason = str(exc)
+            if os.path.basename(path).startswith("._"):
+                reason = f"{path}: a macOS metadata file (AppleDouble '._' companion), not an image"
+            self.skipped.append((path, reason))
+            return None
 
     def __iter__(self):
-        for index, path in enumerate(self.paths):
-            image = self._first if index == 0 and self._first is not None else read_image(path)
+        index = 0
+        for i in range(self._start, len(self.paths)):
+            path = self.paths[i]
+            image = self._first if i == self._start and self._first is not None else self._read(path)
             self._first = None
+            if image is None:
+                continue
             yield Frame(index, os.path.basename(path), image)
+            index += 1
+
+    def skipped_summary(self):
+        """One line on the skipped files (None if none were)."""
+        if not self.skipped:
+            return None
+        return (f"{self.spec}: skipped {len(self.skipped)} of {len(self.paths)} file(s) that are not readable "
+                f"images, e.g. {self.skipped[0][1]}")
 
 
 def open_source(spec):
@@ -177,7 +214,7 @@ def open_source(spec):
         names = sorted((n for n in os.listdir(spec) if n.lower().endswith(IMAGE_EXTS)
                         and os.path.isfile(os.path.join(spec, n))), key=_natural_key)
         if not names:
-            raise OteError(f"{spec}: folder has no images ({', '.join(IMAGE_EXTS)})")
+            raise OteError(f"{spec}: folder has no images (files named {', '.join(IMAGE_EXTS)})")
         return ImageSource(spec, [os.path.join(spec, n) for n in names], "folder")
     if not os.access(spec, os.R_OK):
         raise OteError(f"{spec}: not readable (permission denied)")
@@ -317,6 +354,8 @@ class ImageFolderSink:
     def write(self, name, image):
         if self.suffix:
             name = os.path.splitext(name)[0] + self.suffix
+        elif not name.lower().endswith(WRITABLE_EXTS):  # e.g. a .gif or .pgm input frame: written as PNG
+            name = os.path.splitext(name)[0] + ".png"
         _write_image(os.path.join(self.path, name), image)
         self.count += 1
 

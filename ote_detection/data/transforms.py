@@ -13,20 +13,7 @@ from torchvision.ops import box_iou
 
 from ..registry import TRANSFORMS
 from ..utils.errors import OteError
-
-
-def read_image(path):
-    """Decode an image file to BGR uint8; a clear error for missing, corrupt or truncated files."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise OteError(f"{path}: cannot read image ({exc.strerror})") from exc
-    if data[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:].tobytes():
-        raise OteError(f"{path}: truncated JPEG (no end-of-image marker)")
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is None:
-        raise OteError(f"{path}: cannot decode image (corrupt or not an image file)")
-    return img
+from .images import read_image  # noqa: F401 - the one image reader (data.images), used here and re-exported
 
 
 def resize_image(img, size):

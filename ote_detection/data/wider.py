@@ -140,12 +140,10 @@ def _find_image(images_dir: str, rel_path: str):
 
 
 def _image_size(path: str):
-    import cv2
+    """(width, height) as every tool reads the image (header only; EXIF orientation applied)."""
+    from .images import probe_image
 
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise OteError(f"{path}: cannot read the image")
-    return int(img.shape[1]), int(img.shape[0])
+    return probe_image(path).size
 
 
 def wider_to_coco(gt_txt: str, images_dir: str, skip_missing: bool = False,

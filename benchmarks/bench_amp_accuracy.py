@@ -57,6 +57,10 @@ def main():
     last_f, last_m = histories[False][-1], histories[True][-1]
     print(f"AP after {a.epochs} epochs: fp32 {last_f['ap']:.2f}, amp {last_m['ap']:.2f}, "
           f"difference {last_m['ap'] - last_f['ap']:+.2f} points")
+    n = min(3, a.epochs)  # AP on a few images swings from one epoch to the next: also the mean of the last ones
+    mean_f = sum(h["ap"] for h in histories[False][-n:]) / n
+    mean_m = sum(h["ap"] for h in histories[True][-n:]) / n
+    print(f"mean AP of the last {n} epochs: fp32 {mean_f:.2f}, amp {mean_m:.2f}, difference {mean_m - mean_f:+.2f}")
 
 
 if __name__ == "__main__":

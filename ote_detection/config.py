@@ -218,6 +218,7 @@ TEMPLATE_KEYS = {
     "dataset_requirements": False, "max_nodes": False, "training_target": False,
     "inference_target": False, "hyper_parameters": True, "output_format": False,
     "optimisations": False, "metrics": True, "gpu_num": True, "tensorboard": False, "config": True,
+    "omz_weights": False,  # the Open Model Zoo IRs of the template (tools/import_openvino_weights.py --download)
 }
 
 

@@ -12,7 +12,7 @@ model's stride; the frames are letterboxed, so the aspect is kept). Example:
 
 import argparse
 
-from ote_detection.utils.cli import existing_file, output_dir, positive_float, positive_int
+from ote_detection.utils.cli import add_data_format_arg, existing_file, output_dir, positive_float, positive_int
 from ote_detection.utils.errors import run_cli
 
 
@@ -22,7 +22,8 @@ def main(argv=None):
     p.add_argument("weights", type=existing_file, help="PyTorch snapshot (.pth) to export at each size "
                    "(e.g. made by tools/import_openvino_weights.py from an Open Model Zoo IR)")
     p.add_argument("--val-ann-files", required=True, help="COCO annotation file(s) of the validation set, comma-separated")
-    p.add_argument("--val-data-roots", required=True, help="image root(s) of those files, comma-separated")
+    p.add_argument("--val-data-roots", help="image root(s) of those files, comma-separated (COCO)")
+    add_data_format_arg(p)
     p.add_argument("--sizes", default="256,640x,960x,1280x",
                    help="comma-separated input sizes to try: W, WxH or Wx (default: %(default)s)")
     p.add_argument("--precision", default="default", choices=["default", "f32", "bf16", "f16"],
@@ -48,7 +49,7 @@ def main(argv=None):
                                      precision=a.precision, keep_ratio=not a.stretch,
                                      int8_calibration=a.int8_calibration, calibration_images=a.calibration_images,
                                      save_irs_to=a.save_irs_to, score_thr=a.score_thr, tolerance=a.tolerance,
-                                     repeats=a.repeats, all_threads=not a.no_all_threads)
+                                     repeats=a.repeats, all_threads=not a.no_all_threads, data_format=a.data_format)
     import openvino as ov
     hint = a.precision if a.precision != "default" else \
         f"default (= {ov.Core().get_property('CPU', 'INFERENCE_PRECISION_HINT').to_string()} on this CPU)"

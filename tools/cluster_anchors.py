@@ -18,7 +18,8 @@ import argparse
 import logging
 import os
 
-from ote_detection.utils.cli import existing_file, input_size_or_width, non_negative_float, positive_int
+from ote_detection.utils.cli import (add_data_format_arg, existing_file, input_size_or_width, non_negative_float,
+                                     positive_int)
 from ote_detection.utils.errors import OteError, run_cli
 
 log = logging.getLogger("cluster_anchors")
@@ -27,7 +28,9 @@ log = logging.getLogger("cluster_anchors")
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_py", type=existing_file, help="the work dir's model.py (or a template's, read-only without --write)")
-    p.add_argument("--train-ann-files", required=True, help="COCO annotation file(s), comma-separated")
+    p.add_argument("--train-ann-files", required=True, help="COCO annotation file(s), comma-separated (or datasets "
+                   "of --data-format)")
+    add_data_format_arg(p)
     p.add_argument("--train-data-roots", default=None, help="image root(s), comma-separated (only to check the "
                    "files; sizes are read from the json)")
     p.add_argument("--input-size", type=input_size_or_width, default=None,
@@ -55,6 +58,11 @@ def main(argv=None):
         widths, heights, strides, pos_thr = template_anchors(cfg)
     except ValueError as exc:
         raise OteError(f"{a.model_py}: {exc}") from exc
+    from ote_detection.data.formats import is_coco, prepare_datasets
+    if not is_coco(a.data_format):  # converted to COCO json first; the images are checked on the way
+        a.train_ann_files, a.train_data_roots = prepare_datasets(a.train_ann_files, a.train_data_roots, a.data_format)
+        a.train_ann_files = ",".join(a.train_ann_files)
+        a.train_data_roots = ",".join(a.train_data_roots)
     files = [s for s in a.train_ann_files.split(",") if s]
     for f in files:
         if not os.path.isfile(f):

@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from ..data.coco import load_coco_files
+from ..data.formats import prepare_datasets
 from ..data.images import IMAGE_EXTS, read_image
 from ..inference.deploy import common_frame_hw, deployment_input_size, model_stride
 from ..inference.predictor import letterbox
@@ -42,13 +43,14 @@ __all__ = ["choose_input_size", "export_ir", "quantize_ir", "evaluate_predictor"
 
 
 
-def export_ir(inference_model, size, xml_path):
-    """Write the IR of ``inference_model`` at ``size`` (w, h) to ``xml_path`` (FP32); returns the path."""
+def export_ir(inference_model, size, xml_path, classes=("face",), keep_ratio=True):
+    """Write the IR of ``inference_model`` at ``size`` (w, h) to ``xml_path`` (FP32); returns the path.
+    ``keep_ratio``: frames are letterboxed into it (its model_info says so)."""
     import warnings
     os.makedirs(os.path.dirname(os.path.abspath(xml_path)), exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, _ = convert_to_openvino(inference_model, size)
+        model, _ = convert_to_openvino(inference_model, size, classes=classes, keep_ratio=keep_ratio)
     save_openvino(model, xml_path)
     return xml_path
 
@@ -93,7 +95,7 @@ def quantize_ir(xml_path, frames, out_xml, keep_ratio=True, preset="mixed"):
         warnings.simplefilter("ignore")
         quantized = nncf.quantize(model, nncf.Dataset(list(frames), transform), preset=presets[preset],
                                   subset_size=len(frames))
-    ov.save_model(quantized, out_xml, compress_to_fp16=False)
+    save_openvino(quantized, out_xml, source=model)
     return out_xml
 
 
@@ -173,13 +175,14 @@ def mark_choice(rows, tolerance=1.0, key="ap50"):
 
 def choose_input_size(template, weights, ann_files, data_roots, sizes, precision="default", keep_ratio=True,
                       int8_calibration=None, calibration_images=10, save_irs_to=None, score_thr=0.5,
-                      tolerance=1.0, repeats=1, all_threads=True, progress=True):
+                      tolerance=1.0, repeats=1, all_threads=True, progress=True, data_format="coco"):
     """The sweep; returns ``(rows, choice index)``; each row: size, precision, ap, ap50, recall_small,
     best_recall_small, ms_1 (1 thread), ms_all (all threads, or NaN), xml."""
     task = Task(template)
     if str(weights).lower().endswith((".xml", ".bin")):
         raise OteError(f"{weights}: an IR has one input size; give the PyTorch snapshot (.pth) to sweep sizes")
     model, _ = task.load_snapshot(weights)
+    ann_files, data_roots = prepare_datasets(ann_files, data_roots, data_format, task.classes, "--val")
     coco = load_coco_files(ann_files, data_roots, task.classes)
     frames = load_frames(coco)
     frame_hw = common_frame_hw(coco["images"])
@@ -191,7 +194,7 @@ def choose_input_size(template, weights, ann_files, data_roots, sizes, precision
     from tqdm import tqdm
     for size in tqdm(wanted, desc="sizes", disable=not progress):
         name = f"{size[0]}x{size[1]}"
-        xml = export_ir(model, size, os.path.join(out_dir, name, "model.xml"))
+        xml = export_ir(model, size, os.path.join(out_dir, name, "model.xml"), task.classes, keep_ratio)
         variants = [("FP32 IR, " + precision, xml)]
         if calib is not None:
             q = quantize_ir(xml, calib, os.path.join(out_dir, name, "model_int8.xml"), keep_ratio)

@@ -43,7 +43,10 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
     if resume_from:
         meta = load_checkpoint_file(resume_from).get("meta") or {}
         stored = (meta.get("compression") or {}).get("parts")
-        if stored is not None and list(stored) != list(settings.parts):
+        if stored is None:
+            raise OteError(f"{resume_from}: not a compress.py checkpoint; start compressing it with --load-weights "
+                           f"{resume_from} (train.py --resume-from continues its training)")
+        if list(stored) != list(settings.parts):
             raise OteError(f"{resume_from}: compressed with {', '.join(stored)}, not "
                            f"{', '.join(settings.parts)}; give the same --nncf-* flags to resume")
     log.info("compression: %s (settings of %s)", ", ".join(settings.parts), settings.path)
@@ -53,6 +56,12 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
         if resume_from:
             raise OteError("--ptq starts from --load-weights, not --resume-from")
         from ..compression.ptq import post_training_quantization
+        from ..data.formats import prepare_datasets
+        data_format = train_kwargs.get("data_format")
+        train_ann_files, train_data_roots = prepare_datasets(train_ann_files, train_data_roots, data_format,
+                                                             task.classes)
+        train_kwargs["val_ann_files"], train_kwargs["val_data_roots"] = prepare_datasets(
+            train_kwargs.get("val_ann_files"), train_kwargs.get("val_data_roots"), data_format, task.classes, "--val")
         return post_training_quantization(task, load_weights, train_ann_files, train_data_roots, save_checkpoints_to,
                                           val_ann_files=train_kwargs.get("val_ann_files"),
                                           val_data_roots=train_kwargs.get("val_data_roots"), max_drop=max_drop,

@@ -1,7 +1,7 @@
 """The demo (work dir ``visualize.py``): live face detection on a camera, a video, an image or a folder.
 
 ``run_demo`` opens the input (``data.frames.open_source``), builds a ``FramePredictor`` for a snapshot or
-an IR (``apis.predictor.make_predictor``), and runs ``run_frames``:
+an IR (``apis.predictor.make_predictor``), and runs ``run_frames`` with the frame runners of ``inference/runners.py``:
 
 * **OpenVINO IR, asynchronous** (default): a reader thread decodes and preprocesses frames into a bounded
   queue; the main thread starts ``jobs`` inference requests on an ``openvino.AsyncInferQueue`` over
@@ -23,17 +23,16 @@ folder). Ctrl-C stops a camera (or any input) cleanly: what was written is kept 
 
 import collections
 import os
-import queue
 import sys
-import threading
 import time
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..data.drawing import draw_detections, draw_text_lines
 from ..data.frames import open_sink, open_source
+from ..inference.runners import (AsyncRunner, FrameReader, FrameRunner, SyncRunner, is_tiled, keep_frame,
+                                 sequential_frames, supports_async)
 from ..utils.errors import OteError
 from .predictor import is_ir, make_predictor
 from .task import Task
@@ -43,7 +42,6 @@ __all__ = ["run_demo", "run_frames", "DemoStats", "gui_available", "display_avai
 WINDOW = "ote-face demo (q or Esc quits)"
 NO_GUI_HINT = ("this OpenCV build has no GUI (opencv-python-headless); for a window install opencv-python "
                "instead: pip uninstall -y opencv-python-headless && pip install opencv-python")
-_END = object()
 
 
 # ------------------------------------------------------------------------------------------ display
@@ -138,130 +136,6 @@ class DemoStats:
                 f"({self.model_fps:.1f} FPS), end to end {self.e2e_fps:.1f} FPS")
 
 
-# ------------------------------------------------------------------------------------------ inference
-
-def supports_async(predictor):
-    return hasattr(predictor, "compiled") and hasattr(predictor, "decode_outputs")
-
-
-class SyncRunner:
-    """Inference in the calling thread: ``submit`` computes the result at once."""
-
-    def __init__(self, predictor):
-        self.predictor = predictor
-        self.results = {}
-
-    def submit(self, index, tensor):
-        t0 = time.perf_counter()
-        det = self.predictor.infer_batch(tensor[None])[0]
-        self.results[index] = (det, time.perf_counter() - t0)
-
-    def pop(self, index, block):
-        return self.results.pop(index, None)
-
-    def wait_all(self):
-        pass
-
-
-class AsyncRunner:
-    """``jobs`` OpenVINO infer requests in flight (``AsyncInferQueue``); results keyed by frame index."""
-
-    def __init__(self, predictor, jobs):
-        import openvino as ov
-        self.predictor = predictor
-        self.n_outputs = len(predictor.compiled.outputs)
-        self.queue = ov.AsyncInferQueue(predictor.compiled, int(jobs))
-        self.queue.set_callback(self._done)
-        self.results = {}
-        self.last_done = 0.0
-        self.cond = threading.Condition()
-
-    def _done(self, request, userdata):
-        index, t0 = userdata
-        now = time.perf_counter()
-        try:  # OpenVINO's own end time (taken before this Python callback waits for the GIL)
-            now = min(now, t0 + float(request.latency) / 1000)
-        except (AttributeError, TypeError, ValueError):
-            pass
-        # the time this request added to the inference engine's busy time (the union of the requests'
-        # start..end intervals, callbacks coming in end order): with several requests queued on one CPU
-        # stream, a request's own start..end also counts the time it waited for the one before
-        latency = max(0.0, now - max(t0, self.last_done))
-        self.last_done = max(self.last_done, now)
-        try:
-            outputs = [request.get_output_tensor(i).data for i in range(self.n_outputs)]
-            det = np.array(self.predictor.decode_outputs(outputs), np.float32, copy=True)
-        except Exception as exc:  # re-raised in the main thread
-            det = exc
-        with self.cond:
-            self.results[index] = (det, latency)
-            self.cond.notify_all()
-
-    def submit(self, index, tensor):
-        array = tensor.numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
-        self.queue.get_idle_request_id()  # waits for a free request, so that t0 is the start of inference
-        self.queue.start_async({0: np.ascontiguousarray(array[None], np.float32)}, (index, time.perf_counter()))
-
-    def pop(self, index, block):
-        with self.cond:
-            if block:
-                self.cond.wait_for(lambda: index in self.results)
-            return self.results.pop(index, None)
-
-    def wait_all(self):
-        self.queue.wait_all()
-
-
-class _Reader(threading.Thread):
-    """Decodes and preprocesses frames ahead of inference into a bounded queue (in order)."""
-
-    def __init__(self, source, preprocess, depth, max_frames=None):
-        super().__init__(daemon=True, name="demo-reader")
-        self.source, self.preprocess, self.max_frames = source, preprocess, max_frames
-        self.items = queue.Queue(maxsize=max(1, depth))
-        self.stop = threading.Event()
-
-    def _put(self, item):
-        while not self.stop.is_set():
-            try:
-                self.items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run(self):
-        try:
-            for frame in self.source:
-                if self.stop.is_set() or not self._put((frame, *self.preprocess(frame.image))):
-                    break
-                if self.max_frames and frame.index + 1 >= self.max_frames:
-                    break
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            self._put(exc)
-        self._put(_END)
-
-    def __iter__(self):
-        while True:
-            item = self.items.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self):
-        self.stop.set()
-        self.join(timeout=5)
-
-
-def _sequential(source, preprocess, max_frames):
-    for frame in source:
-        yield (frame, *preprocess(frame.image))
-        if max_frames and frame.index + 1 >= max_frames:
-            return
-
-
 def run_frames(predictor, source, sink=None, show=False, score_thr=0.5, class_names=None, jobs=2, sync=False,
                max_frames=None, progress=True, overlay=True):
     """Detect, draw and write/show every frame of ``source``; returns ``DemoStats``.
@@ -269,14 +143,17 @@ def run_frames(predictor, source, sink=None, show=False, score_thr=0.5, class_na
     ``jobs``: OpenVINO requests in flight (IR only); ``sync``: the plain one-frame-at-a-time loop;
     ``max_frames``: stop after that many frames; ``overlay``: draw the FPS lines."""
     import cv2
-    use_async = supports_async(predictor) and not sync
-    runner = AsyncRunner(predictor, jobs) if use_async else SyncRunner(predictor)
+    tiled = is_tiled(predictor)
+    use_async = supports_async(predictor) and not sync and not tiled
+    runner = AsyncRunner(predictor, jobs) if use_async else FrameRunner(predictor) if tiled else SyncRunner(predictor)
+    # tiles are cut from the original frame: the reader only decodes
+    preprocess = keep_frame if tiled else predictor.preprocess
     wait_per_image = show and source.kind in ("image", "folder")
     total = source.total if not max_frames else min(source.total or max_frames, max_frames)
     bar = tqdm(total=total, unit="frame", disable=not progress or (show and source.kind == "camera"),
                dynamic_ncols=True, leave=False)
-    reader = None if sync else _Reader(source, predictor.preprocess, depth=max(2, jobs + 1), max_frames=max_frames)
-    items = _sequential(source, predictor.preprocess, max_frames) if sync else reader
+    reader = None if sync else FrameReader(source, preprocess, depth=max(2, jobs + 1), max_frames=max_frames)
+    items = sequential_frames(source, preprocess, max_frames) if sync else reader
     stats = DemoStats()
     pending = collections.deque()
     quit_requested = False
@@ -293,7 +170,7 @@ def run_frames(predictor, source, sink=None, show=False, score_thr=0.5, class_na
             if isinstance(det_net, BaseException):
                 raise det_net
             image = frame.image
-            det = predictor.postprocess(det_net, scale, image.shape[:2])
+            det = det_net if tiled else predictor.postprocess(det_net, scale, image.shape[:2])
             drawn = draw_detections(image, det, score_thr, class_names)
             stats.add(latency, drawn)
             if overlay:
@@ -309,7 +186,7 @@ def run_frames(predictor, source, sink=None, show=False, score_thr=0.5, class_na
 
     # one warm-up inference: the first request of a freshly compiled model is slower than the others
     width, height = predictor.input_size
-    predictor.infer_batch(torch.zeros(1, 3, height, width))
+    (predictor.inner if tiled else predictor).infer_batch(torch.zeros(1, 3, height, width))
     ok = False
     try:
         if reader is not None:
@@ -349,6 +226,11 @@ def run_frames(predictor, source, sink=None, show=False, score_thr=0.5, class_na
 def describe_predictor(predictor, weights, use_async, jobs):
     w, h = predictor.input_size
     fit = "letterboxed (--keep-ratio)" if predictor.keep_ratio else "stretched"
+    if is_tiled(predictor):
+        tiw, tih = predictor.tile_size()
+        fit += (f"; tiled: full frame + tiles of {tiw:g}x{tih:g} frame px (--tile-scale {predictor.tile_scale:g}, "
+                f"overlap >= {predictor.overlap:g}), merged with NMS")
+        predictor = predictor.inner
     if hasattr(predictor, "compiled"):
         try:
             prec = str(predictor.compiled.get_property("INFERENCE_PRECISION_HINT")).replace("<Type: '", "")
@@ -393,7 +275,7 @@ def run_demo(template, load_weights, video, output=None, show=None, score_thr=0.
         predictor = make_predictor(task, load_weights, precision=precision, threads=threads,
                                    input_size=tuple(input_size) if input_size else None,
                                    keep_ratio=keep_ratio, batch_size=1, tile=tile)
-        use_async = supports_async(predictor) and not sync
+        use_async = supports_async(predictor) and not sync and not is_tiled(predictor)
         log(describe_predictor(predictor, load_weights, use_async, jobs))
         if output is not None:
             sink = open_sink(output, source)

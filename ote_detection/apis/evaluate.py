@@ -4,7 +4,8 @@ import logging
 
 import yaml
 
-from ..data.coco import check_data_flags, load_coco_files
+from ..data.coco import load_coco_files
+from ..data.formats import prepare_datasets
 from ..data.wider import WIDER_GT_FILES, find_wider_gt_dir, find_wider_images_dir  # noqa: F401 (re-exported)
 from ..inference.deploy import common_frame_hw, deployment_input_size, model_stride
 from ..inference.detection_cache import DetectionCache
@@ -36,16 +37,17 @@ def _detect_cached(predictor, weights, precision, input_size, paths, keys, cache
 
 def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, save_metrics_to=None,
              wider_dir=None, wider_gt_dir=None, save_pr_curves=None, precision="f32", batch_size=8,
-             cache_dir=None, threads=None, input_size=None, keep_ratio=None, tile=None, size_report_thr=0.5):
+             cache_dir=None, threads=None, input_size=None, keep_ratio=None, tile=None, size_report_thr=0.5,
+             data_format="coco"):
     """Compute the template's metrics for a snapshot or an IR; write metrics.yaml; return {key: value}.
 
     ``input_size``: run a snapshot at another input size than its own: (w, h), or (w, None) for a width
     with the height from the test frames' aspect (letterboxed); an IR has its export size. ``tile``:
     options of tiled inference (see ``make_predictor``). With test annotation files, the recall by face
     size (``evaluation/size_report.py``) at score ``size_report_thr`` is printed and saved under its own
-    keys; WIDER e/m/h are computed at the evaluated input size."""
+    keys; WIDER e/m/h are computed at the evaluated input size. ``data_format``: of the test files, coco or a
+    Datumaro format name (``data/formats.py``)."""
     task = Task(template)
-    check_data_flags(test_ann_files, test_data_roots, "--test")
     if not test_ann_files and not wider_dir:
         raise OteError("nothing to evaluate on: give --test-ann-files/--test-data-roots or --wider-dir")
     # everything that can fail without computing is checked first: outputs writable, the weights
@@ -54,6 +56,8 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
         check_writable_file(save_metrics_to, "--save-metrics-to file")
     if save_pr_curves:
         check_writable_dir(save_pr_curves, "--save-pr-curves folder")
+    test_ann_files, test_data_roots = prepare_datasets(test_ann_files, test_data_roots, data_format, task.classes,
+                                                       prefix="--test")  # checks a half-given COCO pair
     coco = load_coco_files(test_ann_files, test_data_roots, task.classes, flags="--test") if test_ann_files else None
     wider_gt = wider_images = None
     if wider_dir:

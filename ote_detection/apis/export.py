@@ -34,7 +34,7 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
     model, snapshot_size = task.load_snapshot(load_weights)  # checks template and shapes, one line each
     size = deployment_input_size(tuple(input_size) if input_size is not None else None, aspect=aspect,
                                  stride=model_stride(model), default=snapshot_size)
-    keep_ratio = input_size is not None and input_size[1] is None
+    keep_ratio = input_size is not None and input_size[1] is None  # the IR's model_info says fit_to_window
     out_dir = os.path.abspath(save_model_to)
     if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         raise OteError(f"{out_dir}: exists and is not a folder (give a folder for --save-model-to)")
@@ -42,8 +42,8 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
     check_writable_dir(parent, "folder of --save-model-to")  # before converting, not after
     # one export at a time into out_dir; the new set is built beside it and swapped in as a whole
     with OutputLock(out_dir, "export.py"), atomic_dir(out_dir, owned=EXPORT_FILES) as tmp:
-        ov_model, info = convert_to_openvino(model, size)
-        save_openvino(ov_model, os.path.join(tmp, "model.xml"))
+        ov_model, info = convert_to_openvino(model, size, classes=task.classes, keep_ratio=keep_ratio)
+        save_openvino(ov_model, os.path.join(tmp, "model.xml"), shown_as=os.path.join(out_dir, "model.xml"))
         files = ["model.xml", "model.bin"]
         if onnx:
             onnx_outputs = export_onnx(model, size, os.path.join(tmp, "model.onnx"))
@@ -72,7 +72,7 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
         }
         if onnx:
             export_info["onnx"] = {"file": "model.onnx", "outputs": onnx_outputs}
-        with open(os.path.join(tmp, EXPORT_INFO), "w", encoding="utf-8") as f:
+        with open(os.path.join(tmp, EXPORT_INFO), "w", encoding="utf-8") as f:  # a full disk: atomic_dir's line
             yaml.safe_dump(export_info, f, sort_keys=False)
     xml = os.path.join(out_dir, "model.xml")
     log.info("exported %s (%dx%d) to %s", task.name, size[0], size[1], xml)

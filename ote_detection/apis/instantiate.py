@@ -8,7 +8,7 @@ import shutil
 from ..config import load_template
 from ..utils.download import download
 from ..utils.errors import OteError
-from ..utils.fileio import sha256sum
+from ..utils.fileio import check_writable_dir, sha256sum, write_error
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,23 @@ def copy_config(src, dst, base_dir):
     _write_rewritten(src, dst, where)
 
 
-def instantiate(template_path, work_dir, load_snapshot=True):
-    """Copy the template folder's config files and dependencies into ``work_dir``; returns the list of files."""
+def instantiate(template_path, work_dir, load_snapshot=True, omz_weights=None):
+    """Copy the template folder's config files and dependencies into ``work_dir``; returns the list of files.
+
+    ``omz_weights``: a precision (FP32, FP16, FP16-INT8): when the OTE snapshot cannot be downloaded, the
+    template's Open Model Zoo IR of that precision is fetched into ``work_dir/omz_ir`` and its weights
+    imported into the snapshot instead (``apis/omz_weights.py``, ``apis/import_weights.py``)."""
     template_path = os.path.abspath(template_path)
     template = load_template(template_path)
     src_dir = os.path.dirname(template_path)
-    os.makedirs(work_dir, exist_ok=True)
+    check_writable_dir(work_dir, "work dir")
+    try:
+        return _instantiate(template_path, template, src_dir, work_dir, load_snapshot, omz_weights)
+    except OSError as exc:  # a full disk or a folder inside the work dir that cannot be written
+        raise write_error(work_dir, exc) from None
+
+
+def _instantiate(template_path, template, src_dir, work_dir, load_snapshot, omz_weights=None):
     written = []
     for name in sorted(os.listdir(src_dir)):
         path = os.path.join(src_dir, name)
@@ -115,7 +126,18 @@ def instantiate(template_path, work_dir, load_snapshot=True):
             if os.path.isfile(destination) and sha256sum(destination) == dep["sha256"]:
                 written.append(dep["destination"])
                 continue
-            download(source, dep["sha256"], dep.get("size"), destination)
+            try:
+                download(source, dep["sha256"], dep.get("size"), destination,
+                         offline_hint="continue with --do-not-load-snapshot or --omz-weights")
+            except OteError as exc:
+                if not omz_weights or not template.get("omz_weights") or dep["destination"] != \
+                        template.get("initial_weights", "snapshot.pth"):
+                    raise
+                log.warning("%s; importing Open Model Zoo's %s IR instead", exc, omz_weights)
+                from .import_weights import import_openvino_weights
+                from .omz_weights import download_omz_ir
+                ir = download_omz_ir(template_path, omz_weights, os.path.join(work_dir, "omz_ir"))
+                import_openvino_weights(template_path, ir, destination)
         else:
             path = os.path.normpath(os.path.join(src_dir, source))
             if not os.path.isfile(path):

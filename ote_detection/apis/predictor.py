@@ -30,7 +30,7 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
     Snapshot: the PyTorch model at ``input_size`` (w, h), default the snapshot's own. IR: OpenVINO on
     the CPU at ``precision`` (f32, bf16, f16 or default) with ``threads``; its input size is the IR's.
     ``keep_ratio``: letterbox frames instead of stretching them (None: as the IR was exported; a
-    snapshot stretches). ``tile``: None, or a dict of ``engine.tiling.TiledPredictor`` options
+    snapshot stretches). ``tile``: None, or a dict of ``inference.tiling.TiledPredictor`` options
     (``overlap``, ``tile_scale``): a full-frame pass plus overlapping tiles at the network's input size.
     """
     if is_ir(weights):

@@ -10,6 +10,7 @@ import torch
 
 from ..config import input_size_wh
 from ..data.coco import CocoDataset, RepeatDataset, check_data_flags, load_coco_files
+from ..data.formats import prepare_datasets
 from ..data.transforms import with_input_size
 from ..engine import distributed as dist_utils
 from ..engine.checkpoint import check_checkpoint_dir, load_checkpoint_file, load_weights, save_checkpoint
@@ -49,6 +50,7 @@ class TrainOptions:
     amp: bool = False
     overwrite: bool = False
     progress: bool = True
+    data_format: Optional[str] = "coco"  # or a Datumaro format name: converted first (data/formats.py)
     # filled in by ``train`` before the processes start
     val_coco: Optional[dict] = None
     use_cuda: bool = False
@@ -116,7 +118,10 @@ def _run(options, plugin=None):
     model = detector.to(device)
     if plugin is not None:
         ctx = PluginContext(device=device, input_size=task.input_size, batch_size=options.batch_size,
-                            init_loader=lambda: build_train_loader(dataset, options.batch_size, 0, options.seed),
+                            # each training image once (not RepeatDataset's copies): calibration counts images
+                            init_loader=lambda: build_train_loader(
+                                dataset.dataset if isinstance(dataset, RepeatDataset) else dataset,
+                                options.batch_size, 0, options.seed),
                             resume_checkpoint=resume_ckpt)
         model = plugin.prepare_model(detector, ctx)
     optimizer = build_optimizer(model, cfg.optimizer)
@@ -156,11 +161,22 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     options = TrainOptions(template=os.path.abspath(template), train_ann_files=train_ann_files,
                            train_data_roots=train_data_roots, save_checkpoints_to=save_checkpoints_to, **kwargs)
     task = Task(options.template)
+    if options.data_format is not None:  # coco: only checks that each file has its image folder
+        options.train_ann_files, options.train_data_roots = prepare_datasets(
+            options.train_ann_files, options.train_data_roots, options.data_format, task.classes, "--train")
+        options.val_ann_files, options.val_data_roots = prepare_datasets(
+            options.val_ann_files, options.val_data_roots, options.data_format, task.classes, "--val")
+        options.data_format = None  # done: DDP processes and compress get COCO json
     if options.resume_from and options.load_weights:
         raise OteError("give either --resume-from or --load-weights, not both")
     for path in (options.resume_from, options.load_weights):
         if path:
             meta = load_checkpoint_file(path).get("meta") or {}  # fail early, with the file's name
+            parts = (meta.get("compression") or {}).get("parts")
+            if parts and plugin is None:  # its compressed structure and optimizer are compress.py's
+                flags = " ".join("--" + p.replace("_", "-") for p in parts)
+                raise OteError(f"{path}: a compress.py checkpoint ({', '.join(parts)}); continue it with compress.py "
+                               f"--resume-from {path} {flags} (train.py resumes and starts from train.py snapshots)")
             if path == options.resume_from and options.input_size is None and meta.get("input_size"):
                 options.input_size = tuple(meta["input_size"])  # a resumed run keeps its input size
             if (meta.get("source") or {}).get("batchnorm") == "identity" and not task.cfg.model.backbone.get("norm_eval"):

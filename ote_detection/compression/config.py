@@ -15,7 +15,8 @@ import os
 from ..config import merge_dict
 from ..utils.errors import OteError
 
-__all__ = ["CompressionSettings", "PARTS", "enabled_parts", "load_compression_settings", "apply_to_model_config"]
+__all__ = ["CompressionSettings", "PARTS", "enabled_parts", "load_compression_settings", "apply_to_model_config",
+           "validate_compression_config", "SCHEMA"]
 
 PARTS = ("nncf_quantization", "nncf_sparsity", "nncf_pruning")
 ALGORITHM_OF_PART = {"nncf_quantization": "quantization", "nncf_sparsity": "magnitude_sparsity",
@@ -54,6 +55,183 @@ class CompressionSettings:
         self.__dict__.update(state)
 
 
+# --- the schema of compression_config.json ----------------------------------------------------------
+# Every key this tool reads, with its type and range. The whole file is checked when it is read (before
+# any weights, data or NNCF set-up): one line names the file, the key and the problem. A key the tool
+# does not read is refused too: it would be silently ignored.
+
+class _Bad(Exception):
+    pass
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+class Num:
+    """A number (``integer``: a whole one) in [lo, hi] (``lo_open`` / ``hi_open``: excluded)."""
+
+    def __init__(self, lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
+        self.lo, self.hi, self.lo_open, self.hi_open, self.integer = lo, hi, lo_open, hi_open, integer
+
+    def describe(self):
+        kind = "an integer" if self.integer else "a number"
+        lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        hi = "" if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return f"{kind} {' and '.join(t for t in (lo, hi) if t)}".strip()
+
+    def check(self, value, where):
+        ok = _is_number(value) and (not self.integer or float(value).is_integer())
+        if ok and self.lo is not None:
+            ok = value > self.lo if self.lo_open else value >= self.lo
+        if ok and self.hi is not None:
+            ok = value < self.hi if self.hi_open else value <= self.hi
+        if not ok:
+            raise _Bad(f"{where} = {json.dumps(value)}: must be {self.describe()}")
+
+
+class OneOf:
+    def __init__(self, *values):
+        self.values = values
+
+    def check(self, value, where):
+        if value not in self.values or isinstance(value, bool) != any(isinstance(v, bool) for v in self.values):
+            raise _Bad(f"{where} = {json.dumps(value)}: must be one of {', '.join(json.dumps(v) for v in self.values)}")
+
+
+class Type:
+    def __init__(self, kind, name):
+        self.kind, self.name = kind, name
+
+    def check(self, value, where):
+        if not isinstance(value, self.kind):
+            raise _Bad(f"{where} = {json.dumps(value)}: must be {self.name}")
+
+
+class List:
+    def __init__(self, item, length=None, increasing=False):
+        self.item, self.length, self.increasing = item, length, increasing
+
+    def check(self, value, where):
+        if not isinstance(value, list):
+            raise _Bad(f"{where} = {json.dumps(value)}: must be a list")
+        if self.length is not None and len(value) != self.length:
+            raise _Bad(f"{where} = {json.dumps(value)}: must have {self.length} entries")
+        for i, v in enumerate(value):
+            self.item.check(v, f"{where}[{i}]")
+        if self.increasing and any(b <= a for a, b in zip(value, value[1:])):
+            raise _Bad(f"{where} = {json.dumps(value)}: must be increasing")
+
+
+class Either:
+    """A single value (``scalar``) or a list of them (``listed``)."""
+
+    def __init__(self, scalar, listed):
+        self.scalar, self.listed = scalar, listed
+
+    def check(self, value, where):
+        (self.listed if isinstance(value, list) else self.scalar).check(value, where)
+
+
+class Dict:
+    """A JSON object of the keys given (each optional), nothing else."""
+
+    def __init__(self, keys, required=()):
+        self.keys, self.required = keys, required
+
+    def check(self, value, where):
+        if not isinstance(value, dict):
+            raise _Bad(f"{where or 'the file'}: must be a JSON object")
+        for key in self.required:
+            if key not in value:
+                raise _Bad(f"{_join(where, key)}: missing")
+        for key, v in value.items():
+            if key not in self.keys:
+                raise _Bad(f"{_join(where, key)}: not a key this tool reads (known here: {', '.join(self.keys)})")
+            self.keys[key].check(v, _join(where, key))
+
+
+class Algorithm:
+    """One entry of ``nncf_config.compression``: the schema of its ``algorithm``."""
+
+    def check(self, value, where):
+        if not isinstance(value, dict):
+            raise _Bad(f"{where}: must be a JSON object")
+        name = value.get("algorithm")
+        if name not in ALGORITHMS:
+            raise _Bad(f"{where}.algorithm = {json.dumps(name)}: must be one of {', '.join(ALGORITHMS)}")
+        ALGORITHMS[name].check(value, where)
+        ALGORITHM_CHECKS[name](value, where)
+
+
+def _join(where, key):
+    return f"{where}.{key}" if where else key
+
+
+BOOL = Type(bool, "true or false")
+STR = Type(str, "a string")
+RATIO = Num(0, 1, hi_open=True)
+POSITIVE_INT = Num(1, integer=True)
+COUNT = Num(0, integer=True)
+
+OPTIMIZER = Dict({"type": OneOf("SGD", "Adam", "AdamW"), "lr": Num(0, lo_open=True), "momentum": Num(0, 1),
+                  "weight_decay": Num(0), "nesterov": BOOL, "dampening": Num(0), "betas": List(RATIO, length=2),
+                  "eps": Num(0, lo_open=True), "_delete_": BOOL})
+LR_CONFIG = Dict({"policy": OneOf("step", "cosine", "fixed"), "step": Either(POSITIVE_INT, List(POSITIVE_INT,
+                  increasing=True)), "gamma": Num(0, lo_open=True), "min_lr": Num(0), "warmup": OneOf(None, "linear"),
+                  "warmup_iters": COUNT, "warmup_ratio": Num(0, 1, lo_open=True), "_delete_": BOOL})
+ALGORITHMS = {
+    "quantization": Dict({"algorithm": STR, "initializer": Dict({
+        "range": Dict({"num_init_samples": POSITIVE_INT}),
+        "batchnorm_adaptation": Dict({"num_bn_adaptation_samples": COUNT})})}),
+    "magnitude_sparsity": Dict({"algorithm": STR, "params": Dict({
+        "schedule": OneOf("multistep", "polynomial", "exponential"), "multistep_sparsity_levels": List(RATIO),
+        "multistep_steps": List(POSITIVE_INT, increasing=True), "sparsity_target": RATIO, "sparsity_init": RATIO})}),
+    "filter_pruning": Dict({"algorithm": STR, "pruning_init": RATIO, "ignored_scopes": List(STR), "params": Dict({
+        "schedule": OneOf("exponential", "exponential_with_bias", "baseline"), "pruning_init": RATIO,
+        "pruning_target": RATIO, "pruning_flops_target": RATIO, "pruning_steps": COUNT, "num_init_steps": COUNT,
+        "weight_importance": OneOf("geometric_median")})}),
+}
+
+
+def _check_sparsity(algo, where):
+    params = algo.get("params") or {}
+    if params.get("schedule", "multistep") == "multistep":
+        levels, steps = params.get("multistep_sparsity_levels", [0.1, 0.5]), params.get("multistep_steps", [90])
+        if len(levels) != len(steps) + 1:
+            raise _Bad(f"{where}.params.multistep_sparsity_levels = {json.dumps(levels)}: needs one entry more than "
+                       f"multistep_steps = {json.dumps(steps)}")
+
+
+def _check_pruning(algo, where):
+    params = algo.get("params") or {}
+    init = params.get("pruning_init", algo.get("pruning_init", 0.0))
+    target = params.get("pruning_target", params.get("pruning_flops_target", 0.5))
+    if init > target:
+        raise _Bad(f"{where}.params: pruning_init {init:g} is above the pruning target {target:g}")
+
+
+ALGORITHM_CHECKS = {"quantization": lambda algo, where: None, "magnitude_sparsity": _check_sparsity,
+                    "filter_pruning": _check_pruning}
+PART = Dict({"find_unused_parameters": BOOL, "optimizer": OPTIMIZER, "lr_config": LR_CONFIG,
+             "total_epochs": POSITIVE_INT,
+             "nncf_config": Dict({"input_info": Dict({"sample_size": List(POSITIVE_INT, length=4)}),
+                                  "compression": List(Algorithm()), "log_dir": STR, "target_device": STR})})
+SCHEMA = Dict({"base": PART, **{part: PART for part in PARTS}, "order_of_parts": List(OneOf(*PARTS))})
+
+
+def validate_compression_config(data, path):
+    """Check the whole ``data`` of ``path`` against ``SCHEMA``; one OteError line naming the key."""
+    try:
+        SCHEMA.check(data, "")
+        order = data.get("order_of_parts") or []
+        if len(set(order)) != len(order):
+            raise _Bad(f"order_of_parts = {json.dumps(order)}: names a part twice")
+    except _Bad as exc:
+        raise OteError(f"{path}: {exc}") from None
+    return data
+
+
 def read_compression_config(path):
     if not os.path.isfile(path):
         raise OteError(f"{path}: compression config not found")
@@ -64,7 +242,7 @@ def read_compression_config(path):
         raise OteError(f"{path}: not a readable JSON compression config ({exc})") from exc
     if not isinstance(data, dict):
         raise OteError(f"{path}: not a compression config (expected a JSON object)")
-    return data
+    return validate_compression_config(data, path)
 
 
 def enabled_parts(template, flags):

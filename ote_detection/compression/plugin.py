@@ -125,6 +125,10 @@ class CompressionPlugin(TrainingPlugin):
         num_init, num_bn = quantization_params(self.quantization)
         loader = self._init_loader()
         init_images = collect_images(loader, num_init)
+        if 0 < len(init_images) < num_init:
+            log.warning("quantization: the training set gives %d image(s) for range initialisation, fewer than "
+                        "num_init_samples %d of %s: the ranges are set from these %d", len(init_images), num_init,
+                        self.settings.path, len(init_images))
         bn_batches = collect_batches(loader, num_bn) if num_bn else []
         if not init_images:
             raise OteError("quantization: the training set gave no image for range initialisation")

@@ -24,6 +24,7 @@ from ..export.openvino_export import save_openvino
 from ..inference.openvino_predictor import OpenVINOPredictor
 from ..utils.artefacts import ir_checksums
 from ..utils.errors import OteError
+from ..utils.fileio import is_write_failure, write_error
 from .env import import_nncf
 from .quantization import quantization_params
 
@@ -68,7 +69,7 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
     train_coco = load_coco_files(train_ann_files, train_data_roots, task.classes, flags="--train")
     val_coco = load_coco_files(val_ann_files, val_data_roots, task.classes, flags="--val")
     start = time.time()
-    fp32, _ = convert_to_openvino(model, size)
+    fp32, _ = convert_to_openvino(model, size, classes=task.classes)
     resizer = _Resizer(size)
     calib = _load_items(train_coco, resizer)
     val = _load_items(val_coco, resizer)
@@ -89,25 +90,33 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
     config = {"INFERENCE_PRECISION_HINT": "f32"}
     ap_fp32 = ir_average_precision(fp32, core.compile_model(fp32, "CPU", config), val, val_coco)
     ap_int8 = ir_average_precision(quantized, core.compile_model(quantized, "CPU", config), val, val_coco)
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".ptq.", dir=out_dir)
     try:
-        save_openvino(quantized, os.path.join(tmp, "model.xml"))
-        info = {"template": task.name, "source_snapshot": os.path.abspath(load_weights), "input_size": list(size),
-                "method": "nncf.quantize_with_accuracy_control (OpenVINO backend, preset mixed)",
-                "max_drop_ap_points": float(max_drop), "calibration_images": subset,
-                "validation_images": len(val), "ap_fp32_ir": ap_fp32, "ap_int8_ir": ap_int8,
-                "seconds": round(elapsed, 1)}
-        with open(os.path.join(tmp, "ptq_info.yaml"), "w", encoding="utf-8") as f:
-            yaml.safe_dump(info, f, sort_keys=False)
-        # what eval.py / visualize.py check before reading an IR: its template, classes and file checksums
-        export_info = {"template": task.name, "classes": list(task.classes), "precision": "INT8 (PTQ)",
-                       "input": {"input_size": list(size), "keep_ratio": False},
-                       "sha256": ir_checksums(tmp, ["model.xml", "model.bin"])}
-        with open(os.path.join(tmp, "export_info.yaml"), "w", encoding="utf-8") as f:
-            yaml.safe_dump(export_info, f, sort_keys=False)
-        for name in ("model.bin", "ptq_info.yaml", "model.xml", "export_info.yaml"):  # .bin before .xml
-            os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+        os.makedirs(out_dir, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".ptq.", dir=out_dir)
+    except OSError as exc:
+        raise write_error(out_dir, exc) from None
+    try:
+        try:
+            save_openvino(quantized, os.path.join(tmp, "model.xml"), source=fp32)
+            info = {"template": task.name, "source_snapshot": os.path.abspath(load_weights), "input_size": list(size),
+                    "method": "nncf.quantize_with_accuracy_control (OpenVINO backend, preset mixed)",
+                    "max_drop_ap_points": float(max_drop), "calibration_images": subset,
+                    "validation_images": len(val), "ap_fp32_ir": ap_fp32, "ap_int8_ir": ap_int8,
+                    "seconds": round(elapsed, 1)}
+            with open(os.path.join(tmp, "ptq_info.yaml"), "w", encoding="utf-8") as f:
+                yaml.safe_dump(info, f, sort_keys=False)
+            # what eval.py / visualize.py check before reading an IR: its template, classes and file checksums
+            export_info = {"template": task.name, "classes": list(task.classes), "precision": "INT8 (PTQ)",
+                           "input": {"input_size": list(size), "keep_ratio": False},
+                           "sha256": ir_checksums(tmp, ["model.xml", "model.bin"])}
+            with open(os.path.join(tmp, "export_info.yaml"), "w", encoding="utf-8") as f:
+                yaml.safe_dump(export_info, f, sort_keys=False)
+            for name in ("model.bin", "ptq_info.yaml", "model.xml", "export_info.yaml"):  # .bin before .xml
+                os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+        except (OSError, RuntimeError) as exc:  # a full or read-only disk: one line, nothing half-written kept
+            if is_write_failure(exc):
+                raise write_error(os.path.join(out_dir, "model.xml"), exc) from None
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("PTQ: AP %.2f (FP32 IR) -> %.2f (INT8 IR) in %.0f s; wrote %s", ap_fp32, ap_int8, elapsed,

@@ -31,21 +31,18 @@ def is_nncf_model(module):
 
 
 def collect_images(loader, count):
-    """Up to ``count`` single images [1, 3, h, w] (normalised, as the model takes them) from a training
-    loader whose batches are ``(imgs, gt_bboxes, gt_labels)``."""
+    """Up to ``count`` single images [1, 3, h, w] (normalised, as the model takes them) from one pass over a
+    training loader whose batches are ``(imgs, gt_bboxes, gt_labels)``: each training image at most once,
+    so a set smaller than ``count`` gives fewer (the caller says so)."""
     images = []
     if count <= 0:
         return images
-    while len(images) < count:
-        before = len(images)
-        for batch in loader:
-            imgs = batch[0] if isinstance(batch, (list, tuple)) else batch
-            for img in imgs:
-                images.append(img[None].float().contiguous())
-                if len(images) >= count:
-                    return images
-        if len(images) == before:  # empty loader
-            break
+    for batch in loader:
+        imgs = batch[0] if isinstance(batch, (list, tuple)) else batch
+        for img in imgs:
+            images.append(img[None].float().contiguous())
+            if len(images) >= count:
+                return images
     return images
 
 

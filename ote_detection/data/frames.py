@@ -14,6 +14,7 @@ folder of images named after the source's frames.
 """
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -22,7 +23,8 @@ import cv2
 import numpy as np
 
 from ..utils.errors import OteError
-from ..utils.fileio import file_mode
+from ..utils.fileio import (LOW_SPACE_BYTES, check_writable_dir, check_writable_file, file_mode, free_bytes,
+                            write_error)
 from .images import IMAGE_EXTS, WRITABLE_EXTS, read_image
 
 VIDEO_EXTS = {".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
@@ -276,11 +278,14 @@ class VideoSink:
         self.size = None
         self.count = 0
         directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".", suffix=self.ext,
-                                        dir=directory)
-        os.close(fd)
-        os.chmod(self.tmp, file_mode())  # an ordinary file of the user, not mkstemp's 0600
+        try:
+            os.makedirs(directory, exist_ok=True)
+            fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".", suffix=self.ext,
+                                            dir=directory)
+            os.close(fd)
+            os.chmod(self.tmp, file_mode())  # an ordinary file of the user, not mkstemp's 0600
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
 
     def write(self, name, image):
         h, w = image.shape[:2]
@@ -306,10 +311,36 @@ class VideoSink:
         if self.writer is not None:
             self.writer.release()
             self.writer = None
-        if self.count:
+        if not self.count:
+            self.abort()
+            return
+        self._check_written()
+        try:
             os.replace(self.tmp, self.path)
-        elif os.path.exists(self.tmp):
-            os.remove(self.tmp)
+        except OSError as exc:
+            self.abort()
+            raise write_error(self.path, exc) from None
+
+    def _check_written(self):
+        """OpenCV's writer never reports a failed write (a full disk leaves a video without its index):
+        the finished file must open and give its last frame back, else it is removed with one line."""
+        with quiet_opencv():
+            cap = cv2.VideoCapture(self.tmp)
+            try:
+                ok = cap.isOpened()
+                if ok:
+                    cap.set(cv2.CAP_PROP_POS_FRAMES, self.count - 1)
+                    ok = cap.read()[0]
+            finally:
+                cap.release()
+        if ok:
+            return
+        free = free_bytes(self.tmp)
+        self.abort()
+        if free is not None and free < LOW_SPACE_BYTES:
+            raise write_error(self.path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+        raise OteError(f"{self.path}: OpenCV's video writer did not write the {self.count} frames readably "
+                       f"({VIDEO_EXTS[self.ext]} in {self.ext}); try .mp4, .avi or a folder")
 
     def abort(self):
         if self.writer is not None:
@@ -328,14 +359,17 @@ def _write_image(path, image):
     if not ok:
         raise OteError(f"{path}: OpenCV cannot encode {ext} images")
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    os.chmod(tmp, file_mode())
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        os.chmod(tmp, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data.tobytes())
         os.replace(tmp, path)
+    except OSError as exc:  # read-only folder, full disk: one line (the frames written before stay)
+        raise write_error(path, exc) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
 
 
@@ -349,7 +383,7 @@ class ImageFolderSink:
         self.path = os.fspath(path)
         self.suffix = suffix
         self.count = 0
-        os.makedirs(self.path, exist_ok=True)
+        check_writable_dir(self.path, "--output folder")
 
     def write(self, name, image):
         if self.suffix:
@@ -376,7 +410,7 @@ class ImageFileSink:
     def __init__(self, path):
         self.path = os.fspath(path)
         self.count = 0
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        check_writable_file(self.path, "--output image")
 
     def write(self, name, image):
         if self.count:

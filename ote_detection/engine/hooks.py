@@ -138,28 +138,60 @@ class LoggerHook(HookBase):
     """The per-epoch log line (main process) and tensorboard scalars: ``train/*`` every ``interval``
     iterations (losses, lr, and ``train/data_time`` / ``train/iter_time``: seconds spent waiting for the
     loader / for the whole iteration), ``epoch/*`` (losses, lr, timing, validation metrics) after each
-    epoch."""
+    epoch.
+
+    TensorBoard logs are a by-product: a full or read-only disk under ``tensorboard_dir`` stops them with
+    one warning, and training goes on (the event writer's background thread would print a traceback:
+    its failure is taken over here)."""
 
     def __init__(self, tensorboard_dir=None, interval=10):
         self.tensorboard_dir = tensorboard_dir
         self.interval = max(1, int(interval))
         self.writer = None
+        self._thread_hook = None
 
     def before_train(self):
         if self.tensorboard_dir and dist_utils.is_main():
+            import threading
+
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(self.tensorboard_dir)
+            previous = threading.excepthook
+
+            def quiet_writer_thread(args):  # tensorboard's _AsyncWriterThread: its error reaches us on the next call
+                if type(args.thread).__module__.startswith("tensorboard.") and issubclass(args.exc_type, OSError):
+                    return
+                previous(args)
+
+            self._thread_hook = (threading, previous)
+            threading.excepthook = quiet_writer_thread
+            self._tensorboard(lambda: setattr(self, "writer", SummaryWriter(self.tensorboard_dir)))
+
+    def _tensorboard(self, write):
+        """Run a tensorboard call; a failed write disables tensorboard with one warning."""
+        try:
+            write()
+        except OSError as exc:
+            log.warning("tensorboard: %s: %s; tensorboard logging stopped, training goes on", self.tensorboard_dir,
+                        exc.strerror or exc)
+            writer, self.writer = self.writer, None
+            if writer is not None:
+                try:
+                    writer.close()
+                except OSError:
+                    pass
 
     def after_iter(self):
         t = self.trainer
         if self.writer and t.iter % self.interval == 0:
-            for k, v in t.storage["losses"].items():
-                self.writer.add_scalar(f"train/{k}", v, t.iter)
-            self.writer.add_scalar("train/lr", t.storage["lr"], t.iter)
-            times = t.storage.get("time") or {}
-            for k in ("data", "iter"):
-                if k in times:
-                    self.writer.add_scalar(f"train/{k}_time", times[k], t.iter)
+            def write():
+                for k, v in t.storage["losses"].items():
+                    self.writer.add_scalar(f"train/{k}", v, t.iter)
+                self.writer.add_scalar("train/lr", t.storage["lr"], t.iter)
+                times = t.storage.get("time") or {}
+                for k in ("data", "iter"):
+                    if k in times:
+                        self.writer.add_scalar(f"train/{k}_time", times[k], t.iter)
+            self._tensorboard(write)
 
     def after_epoch(self):
         if not dist_utils.is_main():
@@ -167,13 +199,19 @@ class LoggerHook(HookBase):
         t = self.trainer
         record = t.storage["epoch"]
         if self.writer:
-            for k, v in record.items():
-                self.writer.add_scalar(f"epoch/{k}", v, t.epoch + 1)
-            self.writer.flush()
+            def write():
+                for k, v in record.items():
+                    self.writer.add_scalar(f"epoch/{k}", v, t.epoch + 1)
+                self.writer.flush()
+            self._tensorboard(write)
         log.info(
             "epoch %d/%d: %s", t.epoch + 1, t.max_epochs, ", ".join(f"{k} {v:.4g}" for k, v in record.items()))
 
     def after_train(self):
         if self.writer:
-            self.writer.close()
+            self._tensorboard(self.writer.close)
             self.writer = None
+        if self._thread_hook is not None:
+            threading, previous = self._thread_hook
+            threading.excepthook = previous
+            self._thread_hook = None

@@ -12,7 +12,8 @@ The calls, in each training process (the object is pickled to spawned DDP proces
    ``forward(img[, gt_bboxes, gt_labels])`` and ``predict(img)``). With ``--resume-from`` of a
    checkpoint written by this plugin, ``ctx.resume_checkpoint`` is that checkpoint (dict with
    ``state_dict``, ``meta``, ``hooks``): rebuild the same structure and load its ``state_dict``.
-   ``ctx.init_loader()`` gives a DataLoader over the training images (no augmentation-free promise:
+   ``ctx.init_loader()`` gives a DataLoader over the training images, each once per pass (no RepeatDataset
+   copies; no augmentation-free promise:
    the training pipeline, shuffled, ``ctx.batch_size``), ``ctx.input_size`` the (w, h) input.
 3. ``hooks() -> list[HookBase]``: added after the default hooks (see ``engine/hooks.py``).
 4. ``checkpoint_meta() -> dict``: merged into every checkpoint's ``meta`` (plain Python types), so

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from ..utils.fileio import atomic_path
 
 __all__ = ["save_pr_curves"]
 
@@ -39,7 +39,7 @@ def save_pr_curves(curves: dict, path_png: str, title: str) -> str:
     ax.grid(True, alpha=0.4)
     if curves:
         ax.legend(loc="lower left")
-    folder = os.path.dirname(os.path.abspath(path_png))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(path_png, bbox_inches="tight")
+    # written beside and moved into place: a full or read-only disk is one line and keeps an older chart
+    with atomic_path(path_png) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
     return path_png

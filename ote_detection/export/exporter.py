@@ -6,16 +6,23 @@ import torch
 
 from ..utils.errors import OteError
 from .adapters import adapter_for
-from .openvino_export import INPUT_NAME, capture, first_line
+from ..utils.fileio import is_write_failure
+from .model_info import model_info, set_model_info
+from .openvino_export import INPUT_NAME, capture, first_line, quiet_onnx_optimizer
 
 
-def convert_to_openvino(inference_model, input_size):
+def convert_to_openvino(inference_model, input_size, classes=("face",), keep_ratio=False):
     """The IR (``openvino.Model``) of ``inference_model`` for a [1, 3, h, w] input, post-processing
-    included, by the adapter of its head's ``export_family``. Returns ``(model, info)``: ``info`` is
-    what the adapter writes into ``export_info.yaml`` (``output`` fields and the folding flag)."""
+    included, by the adapter of its head's ``export_family``, with Model API's ``model_info`` in its
+    runtime info (``export/model_info.py``: ``classes`` as labels; ``keep_ratio``: frames letterboxed
+    into it, input size ``Wx``). Returns ``(model, info)``: ``info`` is what the adapter writes into
+    ``export_info.yaml`` (``output`` fields and the folding flag)."""
     inference_model = inference_model.eval()
-    adapter = adapter_for(inference_model.detector.bbox_head)
-    return adapter.to_openvino(inference_model, tuple(int(v) for v in input_size))
+    head = inference_model.detector.bbox_head
+    adapter = adapter_for(head)
+    model, info = adapter.to_openvino(inference_model, tuple(int(v) for v in input_size))
+    set_model_info(model, model_info(head, classes, keep_ratio))
+    return model, info
 
 
 def export_onnx(inference_model, input_size, path):
@@ -25,9 +32,12 @@ def export_onnx(inference_model, input_size, path):
     module = adapter.raw_module(inference_model.eval(), input_size)
     program = capture(module, input_size)
     try:
-        onnx_program = torch.onnx.export(program, input_names=[INPUT_NAME], output_names=list(adapter.onnx_outputs),
-                                         dynamo=True, verbose=False)
+        with quiet_onnx_optimizer():
+            onnx_program = torch.onnx.export(program, input_names=[INPUT_NAME],
+                                             output_names=list(adapter.onnx_outputs), dynamo=True, verbose=False)
         onnx_program.save(path)
     except Exception as exc:
+        if is_write_failure(exc):  # a full disk: the caller (utils.fileio.atomic_dir) names the output folder
+            raise
         raise OteError(f"ONNX export failed: {first_line(exc)}") from exc
     return dict(adapter.onnx_outputs)

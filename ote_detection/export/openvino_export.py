@@ -8,6 +8,7 @@ the graph API by the head family's adapter (``export/adapters.py``): ``Detection
 0..255 (no mean/scale to apply outside).
 """
 
+import contextlib
 import copy
 import logging
 import warnings
@@ -16,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..utils.errors import OteError
+from ..utils.fileio import LOW_SPACE_BYTES, free_bytes, is_write_failure, write_error
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +134,49 @@ def convert_network(module, input_size):
     return net
 
 
-def save_openvino(model, xml_path):
-    """Write .xml + .bin in FP32 (no FP16 weight compression)."""
+def save_openvino(model, xml_path, shown_as=None, source=None):
+    """Write .xml + .bin in FP32 (no FP16 weight compression). A full or read-only disk (OpenVINO says
+    ``RuntimeError: basic_ios::clear: iostream error``) is one OteError line naming ``shown_as`` (the
+    final path when ``xml_path`` is a temporary one). ``source``: the IR ``model`` was made from (e.g. the
+    FP32 IR NNCF quantized): its ``model_info`` is written where ``model`` has none."""
+    import errno
+    import os
+
     import openvino as ov
-    ov.save_model(model, xml_path, compress_to_fp16=False)
+
+    from .model_info import get_model_info, set_model_info
+    if source is not None and not get_model_info(model):
+        set_model_info(model, get_model_info(source))
+    try:
+        ov.save_model(model, xml_path, compress_to_fp16=False)
+    except (OSError, RuntimeError) as exc:
+        if not is_write_failure(exc):
+            raise
+        free = free_bytes(xml_path)  # OpenVINO's stream error has no errno: too little room is a full disk
+        if free is not None and free < ir_bytes(model) + LOW_SPACE_BYTES:
+            exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise write_error(shown_as or xml_path, exc) from None
+
+
+def ir_bytes(model):
+    """Bytes of an ``openvino.Model``'s constants: about the size of its .bin."""
+    return sum(op.get_byte_size() for op in model.get_ordered_ops() if op.get_type_name() == "Constant")
+
+
+# the ONNX optimizer's INFO lines (~80 per export: "Removed 517 unused nodes", "Replaced initializer ...");
+# their warnings and errors still show
+ONNX_OPTIMIZER_LOGGERS = ("onnxscript", "onnx_ir")
+
+
+@contextlib.contextmanager
+def quiet_onnx_optimizer():
+    """The loggers of ``ONNX_OPTIMIZER_LOGGERS`` at WARNING for the block (restored afterwards)."""
+    loggers = [logging.getLogger(name) for name in ONNX_OPTIMIZER_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

@@ -26,9 +26,13 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
+from ..utils.errors import OteError
 from .predictor import FramePredictor
 
-__all__ = ["TiledPredictor", "tile_grid"]
+__all__ = ["TiledPredictor", "tile_grid", "MIN_TILE_SIDE", "MAX_TILES_PER_FRAME"]
+
+MIN_TILE_SIDE = 8  # frame pixels: a tile smaller than this holds no face (and 0 px tiles cannot be resized)
+MAX_TILES_PER_FRAME = 1024  # network runs per frame: beyond this a --tile-scale / --tile-overlap is a typo
 
 
 def _positions(length, tile, overlap):
@@ -68,6 +72,12 @@ class TiledPredictor(FramePredictor):
         if float(tile_scale) <= 0:
             raise ValueError(f"tile_scale must be positive, got {tile_scale}")
         self.inner = predictor
+        w, h = predictor.input_size
+        if min(w, h) / float(tile_scale) < MIN_TILE_SIDE:
+            raise OteError(f"--tile-scale {float(tile_scale):g}: tiles of {w / float(tile_scale):.3g}x"
+                           f"{h / float(tile_scale):.3g} frame pixels (the {w}x{h} input / {float(tile_scale):g}); "
+                           f"a tile needs at least {MIN_TILE_SIDE} px a side, so --tile-scale at most "
+                           f"{min(w, h) / MIN_TILE_SIDE:g} for this model")
         self.overlap = float(overlap)
         self.full_frame = bool(full_frame)
         self.tile_scale = float(tile_scale)
@@ -93,7 +103,15 @@ class TiledPredictor(FramePredictor):
         return w / self.tile_scale, h / self.tile_scale
 
     def tiles(self, frame_hw):
-        """Tile rectangles for a frame; none when one tile would cover the whole frame."""
+        """Tile rectangles for a frame; none when one tile would cover the whole frame. More than
+        ``MAX_TILES_PER_FRAME`` is refused with one line, before any of them is cut."""
+        h, w = (int(v) for v in frame_hw[:2])
+        tw, th = (min(int(round(t)), side) for t, side in zip(self.tile_size(), (w, h)))
+        count = len(_positions(w, tw, self.overlap)) * len(_positions(h, th, self.overlap))
+        if count > MAX_TILES_PER_FRAME:
+            raise OteError(f"tiling a {w}x{h} frame into tiles of {tw}x{th} px with overlap {self.overlap:g} takes "
+                           f"{count} tiles, over the bound of {MAX_TILES_PER_FRAME} per frame: use a smaller "
+                           "--tile-scale or --tile-overlap")
         grid = tile_grid(frame_hw, self.tile_size(), self.overlap)
         h, w = frame_hw[:2]
         if len(grid) == 1 and grid[0] == (0, 0, w, h) and self.full_frame:

@@ -164,12 +164,25 @@ def tiling_options(args):
     return dict(overlap=args.tile_overlap, tile_scale=args.tile_scale) if args.tile else None
 
 
+DATA_FORMAT_HELP = ("dataset format of the annotation files: coco (default: our own reader) or a Datumaro format "
+                    "name (voc, voc_detection, yolo, cvat, wider_face, kitti, datumaro, ...); with a Datumaro format "
+                    "each --*-ann-files entry is a dataset folder (or file) as Datumaro imports it, and no "
+                    "--*-data-roots are given")
+
+
+def add_data_format_arg(parser):
+    """``--data-format NAME`` (``data/formats.py``)."""
+    parser.add_argument("--data-format", default="coco", metavar="NAME", help=DATA_FORMAT_HELP)
+
+
 def add_training_args(parser, defaults="the template's", load_weights_help=None, resume_help=None):
     """The flags train.py and compress.py share (data, output folder, start weights, schedule, processes),
     each checked when parsed. ``defaults``: where unset values come from, for the help texts."""
-    parser.add_argument("--train-ann-files", required=True, help="COCO annotation file(s), comma-separated")
-    parser.add_argument("--train-data-roots", required=True,
-                        help="image folder(s), one per annotation file, comma-separated")
+    parser.add_argument("--train-ann-files", required=True, help="COCO annotation file(s), comma-separated (or "
+                        "datasets of --data-format)")
+    parser.add_argument("--train-data-roots",
+                        help="image folder(s), one per annotation file, comma-separated (COCO)")
+    add_data_format_arg(parser)
     parser.add_argument("--val-ann-files", help="COCO annotation file(s) for validation (COCO AP after each epoch)")
     parser.add_argument("--val-data-roots", help="image folder(s) of the validation annotation file(s)")
     parser.add_argument("--save-checkpoints-to", required=True, type=output_dir,
@@ -210,4 +223,4 @@ def training_kwargs(args):
                 base_learning_rate=args.base_learning_rate, gpu_num=args.gpu_num,
                 tensorboard_dir=args.tensorboard_dir, workers=args.workers,
                 input_size=tuple(args.input_size) if args.input_size else None, seed=args.seed,
-                overwrite=args.overwrite)
+                overwrite=args.overwrite, data_format=args.data_format)

@@ -32,7 +32,8 @@ from .errors import OteError
 log = logging.getLogger(__name__)
 
 __all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "atomic_dir", "sha256sum", "OutputLock",
-           "check_writable_dir", "check_writable_file", "clean_leftovers", "file_mode", "write_error"]
+           "check_writable_dir", "check_writable_file", "clean_leftovers", "file_mode", "free_bytes",
+           "is_write_failure", "write_error"]
 
 
 def _read_umask():
@@ -99,13 +100,42 @@ def _tmp_name(directory, name):
     return os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
+# what torch's zip writer and OpenVINO's C++ streams say when a write fails (they carry no errno)
+_WRITER_ERRORS = ("PytorchStreamWriter", "unexpected pos", "failed writing", "No space left", "basic_ios",
+                  "iostream error")
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+LOW_SPACE_BYTES = 1 << 20
+
+
+def free_bytes(path):
+    """Bytes this user may still write on the file system of ``path`` (its nearest existing folder)."""
+    path = os.path.abspath(os.fspath(path))
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_frsize * (st.f_bfree if os.geteuid() == 0 else st.f_bavail)
+
+
+def is_write_failure(exc):
+    """Whether ``exc`` is a failed write: an OSError of a full or read-only file system, or a writer's
+    RuntimeError without an errno (torch.save's zip writer, OpenVINO's ``basic_ios::clear``)."""
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL_ERRNOS + (errno.EROFS,)
+    return isinstance(exc, RuntimeError) and any(t in str(exc) for t in _WRITER_ERRORS)
+
+
 def write_error(path, exc):
-    """OteError for an OSError (or torch's writer RuntimeError) met while writing ``path``."""
+    """OteError for an OSError (or a writer's RuntimeError, see ``is_write_failure``) met while writing
+    ``path``: disk full (ENOSPC, EDQUOT, or a writer error with under 1 MiB left), read-only, or the
+    system's own words."""
     err = getattr(exc, "errno", None)
     text = str(exc)
-    if err == errno.ENOSPC or err == errno.EDQUOT or (
-            isinstance(exc, RuntimeError) and ("unexpected pos" in text or "failed writing" in text
-                                               or "No space left" in text)):
+    writer = isinstance(exc, RuntimeError) and any(t in text for t in _WRITER_ERRORS)
+    free = free_bytes(path) if writer else None
+    if err in _FULL_ERRNOS or "No space left" in text or (free is not None and free < LOW_SPACE_BYTES):
         return OteError(f"{path}: disk full while writing (free some space; the previous file, if any, is intact)")
     if err in (errno.EROFS, errno.EACCES, errno.EPERM):
         return OteError(f"{path}: cannot write ({os.strerror(err)})")
@@ -141,7 +171,7 @@ def atomic_path(path):
     except OSError as exc:
         raise write_error(path, exc) from None
     except RuntimeError as exc:
-        if "PytorchStreamWriter" in str(exc) or "unexpected pos" in str(exc) or "failed writing" in str(exc):
+        if is_write_failure(exc):
             raise write_error(path, exc) from None
         raise
     finally:
@@ -247,6 +277,9 @@ def atomic_dir(out_dir, owned=None):
     ``atomic_dir`` or ``recover_dir`` puts the complete folder back (the new one carries a completion
     mark). Leftovers of killed runs are removed by the next run.
 
+    A full or read-only disk met by the block's writers (``is_write_failure``) is one OteError line
+    naming ``out_dir``; the old folder stays as it was.
+
     The swap alone does not protect a reader that opens ``model.xml`` before the swap and
     ``model.bin`` after it: readers should check the manifest (see ``utils.artefacts``).
 
@@ -266,7 +299,12 @@ def atomic_dir(out_dir, owned=None):
     except OSError as exc:
         raise write_error(out_dir, exc) from None
     try:
-        yield tmp
+        try:
+            yield tmp
+        except (OSError, RuntimeError) as exc:  # a writer of the block met a full or read-only disk
+            if is_write_failure(exc):
+                raise write_error(out_dir, exc) from None
+            raise
         try:
             if owned is not None and os.path.isdir(out_dir):
                 for entry in os.listdir(out_dir):

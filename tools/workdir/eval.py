@@ -9,7 +9,7 @@ import argparse
 import os
 
 from ote_detection.apis.evaluate import evaluate
-from ote_detection.utils.cli import (add_tiling_args, existing_dir, existing_file, input_size_or_width,
+from ote_detection.utils.cli import (add_data_format_arg, add_tiling_args, existing_dir, existing_file, input_size_or_width,
                                      non_negative_float, output_dir, output_file, positive_int, tiling_options)
 from ote_detection.utils.errors import run_cli
 
@@ -21,7 +21,8 @@ def main(argv=None):
     p.add_argument("--load-weights", required=True, type=existing_file,
                    help="snapshot .pth, or model.xml / model.bin of an IR")
     p.add_argument("--test-ann-files", help="COCO annotation file(s), comma-separated (for ap and ap_64x64)")
-    p.add_argument("--test-data-roots", help="image folder(s), one per annotation file, comma-separated")
+    p.add_argument("--test-data-roots", help="image folder(s), one per annotation file, comma-separated (COCO)")
+    add_data_format_arg(p)
     p.add_argument("--save-metrics-to", type=output_file, help="write the metrics here (YAML, the template's keys "
                    "and display names); checked to be writable before anything is computed")
     p.add_argument("--wider-dir", type=existing_dir, help="WIDER FACE val images: the WIDER root, WIDER_val or "
@@ -52,7 +53,8 @@ def main(argv=None):
     evaluate(os.path.join(HERE, "template.yaml"), a.load_weights, a.test_ann_files, a.test_data_roots,
              a.save_metrics_to, wider_dir=a.wider_dir, wider_gt_dir=a.wider_gt_dir, save_pr_curves=a.save_pr_curves,
              precision=a.precision, batch_size=a.batch_size, cache_dir=a.cache_dir or None, input_size=a.input_size,
-             keep_ratio=a.keep_ratio, tile=tiling_options(a), size_report_thr=a.size_report_thr)
+             keep_ratio=a.keep_ratio, tile=tiling_options(a), size_report_thr=a.size_report_thr,
+             data_format=a.data_format)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ model (BatchNorm statistics calibrated on the airport frames, as tools/import_op
 --calibrate-bn does). Then, in --work (kept, so a rerun skips finished stages):
 
 * ``fp32``: export.py of the snapshot (FP32 IR);
-* ``qat``: compress.py --nncf-quantization (the template's compression_config: 2 epochs, lr 0.00025
-  fixed, range init on 10 images, BN adaptation on 30) trained on --train (default wider_train10),
-  exported to an INT8 IR (FakeQuantize);
+* ``qat``: compress.py --nncf-quantization with the template's compression_config (issue 19: range init
+  on un-augmented images, BatchNorm frozen, no BN adaptation; docs/templates.md) trained on --train
+  (default wider_train10), exported to an INT8 IR (FakeQuantize);
+* ``qat-ote``: the same with OTE's quantization settings (range init and BN adaptation on augmented
+  training batches, BatchNorm in train mode: ``"init_images": "augmented", "freeze_bn": false``);
 * ``ptq``: compress.py --nncf-quantization --ptq (NNCF accuracy control, max drop 1 AP point on the
   validation set --ptq-val, default airport);
 * ``omz-int8`` / ``omz-fp16``: Open Model Zoo's own IRs of the same model.
@@ -123,6 +125,21 @@ def latency_table(title, labels, irs, runs, results):
     results.setdefault("latency", {})[title] = rows
 
 
+def ote_quantization_config(work, name):
+    """The template's compression config with OTE's quantization settings (before issue 19)."""
+    with open(os.path.join(ROOT, "model_templates", "face-detection", name, "compression_config.json"),
+              encoding="utf-8") as f:
+        cfg = json.load(f)
+    algo = cfg["nncf_quantization"]["nncf_config"]["compression"][0]
+    algo.update(init_images="augmented", freeze_bn=False)
+    algo["initializer"]["batchnorm_adaptation"] = {"num_bn_adaptation_samples": 30}
+    cfg["nncf_quantization"]["total_epochs"] = 2
+    path = os.path.join(work, "compression_config_ote_qat.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(cfg, f)
+    return path
+
+
 def short_pruning_config(work, epochs):
     with open(os.path.join(ROOT, "model_templates", "face-detection", "face-detection-0200",
                            "compression_config.json"), encoding="utf-8") as f:
@@ -171,19 +188,29 @@ def main():
                                          overwrite=True), secs)
         qat = os.path.join(work, "qat_ir", "model.xml")
         stage(qat, lambda: export(template(name), qat_ckpt, os.path.dirname(qat)), secs)
+        ote_ckpt = os.path.join(work, "qat_ote", "latest.pth")
+        stage(ote_ckpt, lambda: compress(template(name), train_ann, train_root, os.path.dirname(ote_ckpt),
+                                         nncf_quantization=True, load_weights=snap, progress=False, workers=0,
+                                         overwrite=True, compression_config=ote_quantization_config(work, name)),
+              secs)
+        qat_ote = os.path.join(work, "qat_ote_ir", "model.xml")
+        stage(qat_ote, lambda: export(template(name), ote_ckpt, os.path.dirname(qat_ote)), secs)
         ptq = os.path.join(work, "ptq", "model.xml")
         val_ann, val_root = DATA[a.ptq_val]
         stage(ptq, lambda: compress(template(name), train_ann, train_root, os.path.dirname(ptq),
                                     nncf_quantization=True, load_weights=snap, ptq=True, max_drop=1.0,
                                     val_ann_files=val_ann, val_data_roots=val_root), secs)
-        irs = {"fp32": fp32, "qat-int8": qat, "ptq-int8": ptq, "omz-int8": omz_ir(name, "FP16-INT8"),
+        irs = {"fp32": fp32, "qat-int8": qat, "qat-ote": qat_ote, "ptq-int8": ptq, "omz-int8": omz_ir(name, "FP16-INT8"),
                "omz-fp16": omz_ir(name, "FP16")}
         aps = {k: ap_of(name, v, ("airport", "wider_val5")) for k, v in irs.items()}
         results.setdefault("ap", {})[name] = aps
         print(f"\n{name}: COCO AP (%), OpenVINO f32 hint; stage seconds {secs}")
-        print(f"{'IR':>10s} {'airport':>8s} {'wider5':>8s}")
+        print(f"{'IR':>10s} {'airport':>8s} {'wider5':>8s}   goal: QAT within 1.0 AP of FP32")
         for k, v in aps.items():
-            print(f"{k:>10s} {v['airport']:8.2f} {v['wider_val5']:8.2f}", flush=True)
+            gap = "" if k == "fp32" else "  ({:+.2f} / {:+.2f} vs fp32)".format(
+                v["airport"] - aps["fp32"]["airport"], v["wider_val5"] - aps["fp32"]["wider_val5"])
+            print(f"{k:>10s} {v['airport']:8.2f} {v['wider_val5']:8.2f}{gap}", flush=True)
+        print("see benchmarks/bench_qat_curve.py for AP against QAT iterations on a set this small", flush=True)
         latency_table(name, ["fp32", "qat-int8", "ptq-int8", "omz-int8"],
                       [irs[k] for k in ("fp32", "qat-int8", "ptq-int8", "omz-int8")], a.runs, results)
 

@@ -6,6 +6,7 @@ import runpy
 
 import yaml
 
+from .registry import HEADS
 from .utils.errors import OteError
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,6 @@ DEAD_KEYS = {
     "total_epochs": "template.yaml's hyper_parameters.basic.epochs (or --epochs) sets the epochs",
     "evaluation": "validation runs after every epoch when --val-ann-files is given",
 }
-DEAD_TRAIN_CFG_KEYS = ("use_giou", "use_focal", "allowed_border", "pos_weight", "debug")
-HEAD_TRAIN_CFG_KEYS = {"ATSSHead": ("allowed_border", "pos_weight")}  # the ones of those a head does read
 REQUIRED_KEYS = ("model", "data", "optimizer", "lr_config", "input_size")
 
 
@@ -177,11 +176,21 @@ def _dead_keys(cfg):
     own = node.get("pipeline")
     if isinstance(own, list) and isinstance(cfg.get("train_pipeline"), list) and own != cfg.train_pipeline:
         dead["train_pipeline"] = "data.train's own pipeline is the one used"
-    read = HEAD_TRAIN_CFG_KEYS.get((cfg.model.get("bbox_head") or {}).get("type"), ())
-    for k in DEAD_TRAIN_CFG_KEYS:
-        if k in (cfg.model.get("train_cfg") or {}) and k not in read:
-            dead[f"model.train_cfg.{k}"] = "not used by this head"
+    for k in unread_train_cfg_keys(cfg.model):
+        dead[f"model.train_cfg.{k}"] = "not used by this head"
     return dead
+
+
+def unread_train_cfg_keys(model_cfg):
+    """The keys of ``model.train_cfg`` that the head does not read: the head class declares the ones it reads
+    (``train_cfg_keys``). The head classes are in ``HEADS`` once ``ote_detection.models`` is imported (every
+    entry point does; this layer does not import it); none for an unknown head type (building the model
+    reports that)."""
+    head_cfg = model_cfg.get("bbox_head") or {}
+    if head_cfg.get("type") not in HEADS:
+        return []
+    read = HEADS.get(head_cfg["type"]).train_cfg_keys
+    return [k for k in (model_cfg.get("train_cfg") or {}) if k not in read]
 
 
 def load_config(path):

@@ -35,6 +35,10 @@ class Registry:
         except TypeError as exc:
             raise OteError(f"model.py: bad arguments for {self.kind} '{cls.__name__}': {exc}") from exc
 
+    def names(self):
+        """The registered type names, sorted."""
+        return sorted(self._types)
+
     def __contains__(self, name):
         return name in self._types
 

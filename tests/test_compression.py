@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, copy_airport_subset, run_tool, template_path
+from conftest import REPO, SHARED, copy_airport_subset, need_shared, run_tool, template_path
 from test_omz_import import imported_snapshot, real_images
 
 os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
@@ -126,8 +126,8 @@ def test_compress_quantization_checkpoint_resumes_and_evaluates(work_dir_0200, a
     assert comp["parts"] == ["nncf_quantization"] and comp["state"]["quantized"] and comp["nncf"]
     assert ckpt["meta"]["epoch"] == 1 and ckpt["meta"]["input_size"] == [64, 64]
     assert any("__nncf_hooks" in k for k in ckpt["state_dict"])
-    # the config's learning rate (0.00025, fixed policy: OTE's _delete_ of model.py's lr_config)
-    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.00025)
+    # the config's lr (OTE's 0.00025 / 10, docs/templates.md), fixed policy (OTE's _delete_ of the lr_config)
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.000025)
     r = _compress(work_dir_0200, airport2, out, "--nncf-quantization", "--resume-from", str(out / "latest.pth"),
                   "--epochs", "2", "--compression-config", config)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -222,3 +222,106 @@ def test_ptq_with_accuracy_control_writes_an_int8_ir_that_eval_reads(work_dir_02
     r = run_tool([os.path.join(str(work_dir_0200), "eval.py"), "--load-weights", str(out / "model.xml"),
                   "--test-ann-files", ann, "--test-data-roots", root, "--cache-dir", ""])
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_export_int8_at_a_deployment_size_records_ap_before_and_after(work_dir_0200, airport2, tmp_path):
+    """export.py --input-size Wx --int8: PTQ with accuracy control on the IR at that (letterboxed) size;
+    model.xml is the INT8 IR (u8/i8 convolutions on this CPU), model_fp32.xml the FP32 one, export_info.yaml
+    has the AP of both and the precision the CPU runs; eval.py reads the folder."""
+    import openvino as ov
+    import yaml
+    snap, _ = imported_snapshot()
+    ann, root = airport2
+    out = tmp_path / "int8"
+    r = run_tool([os.path.join(str(work_dir_0200), "export.py"), "--load-weights", snap, "--save-model-to", str(out),
+                  "--input-size", "320x", "--int8", "--val-ann-files", ann, "--val-data-roots", root,
+                  "--calibration-images", os.path.join(root, "train"), "--max-drop", "5"], cwd=str(work_dir_0200))
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = yaml.safe_load((out / "export_info.yaml").read_text())
+    q = info["int8"]
+    assert info["precision"].startswith("INT8") and info["input"]["input_size"] == [320, 192]
+    assert q["ap_fp32_ir"] > 0 and q["ap_fp32_ir"] - q["ap_int8_ir"] <= 5.0 + 1e-6, q
+    assert q["calibration_images"] == 2 and q["validation_images"] == 2
+    assert set(q["cpu"]["convolution_precisions"]) & {"u8", "i8"}, q["cpu"]
+    assert set(info["sha256"]) == {"model.xml", "model.bin", "model_fp32.xml", "model_fp32.bin"}
+    core = ov.Core()
+    assert sum(op.get_type_name() == "FakeQuantize" for op in core.read_model(str(out / "model.xml")).get_ops()) > 0
+    assert not any(op.get_type_name() == "FakeQuantize" for op in core.read_model(str(out / "model_fp32.xml")).get_ops())
+    r = run_tool([os.path.join(str(work_dir_0200), "eval.py"), "--load-weights", str(out / "model.xml"),
+                  "--test-ann-files", ann, "--test-data-roots", root, "--cache-dir", ""])
+    assert r.returncode == 0, r.stderr[-3000:]
+    # nothing to calibrate on: one line, exit code 2
+    r = run_tool([os.path.join(str(work_dir_0200), "export.py"), "--load-weights", snap, "--save-model-to",
+                  str(tmp_path / "x"), "--int8"], cwd=str(work_dir_0200))
+    assert r.returncode == 2 and "--int8 needs images" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.slow
+def test_compress_on_two_processes_keeps_ranks_in_step(work_dir_0200, airport2, tmp_path):
+    """compress.py --gpu-num 2 (gloo on the CPU): quantization + sparsity, and pruning, give the same kind of
+    checkpoint as one process; the plugin compares every state entry (weights, quantizer scales, masks,
+    pruned shapes) across the ranks at each epoch and at the end; only rank 0 writes."""
+    from ote_detection.engine.checkpoint import load_checkpoint_file
+    snapshot, _ = imported_snapshot()
+
+    def fewer(part):
+        part["nncf_config"]["compression"][0]["initializer"] = {"range": {"num_init_samples": 2}}
+
+    def short_sparsity(part):
+        part["nncf_config"]["compression"][0]["params"].update(multistep_sparsity_levels=[0.2, 0.5],
+                                                               multistep_steps=[1])
+
+    def short_pruning(part):
+        part["nncf_config"]["compression"][0]["params"].update(pruning_init=0.1, pruning_target=0.3, pruning_steps=1)
+    config = _tiny_config(tmp_path, nncf_quantization=fewer, nncf_sparsity=short_sparsity,
+                          nncf_pruning=short_pruning)
+    for flags, name in ((["--nncf-quantization", "--nncf-sparsity"], "qs"), (["--nncf-pruning"], "p")):
+        out = tmp_path / name
+        r = _compress(work_dir_0200, airport2, out, *flags, "--load-weights", snapshot, "--epochs", "2",
+                      "--compression-config", config, "--gpu-num", "2")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stderr.count("state identical on 2 ranks") >= 3, r.stderr[-3000:]  # 2 epochs + the end
+        assert sorted(os.listdir(out)) == ["epoch_1.pth", "epoch_2.pth", "latest.pth"], os.listdir(out)
+        ckpt = load_checkpoint_file(str(out / "latest.pth"))
+        comp = ckpt["meta"]["compression"]
+        assert ckpt["meta"]["epoch"] == 2 and not any(k.startswith("module.") for k in ckpt["state_dict"])
+        if name == "qs":
+            assert comp["state"]["quantized"] and comp["nncf"] and comp["state"]["sparsity_level"] == 0.5
+            assert any("__nncf_hooks" in k for k in ckpt["state_dict"])
+        else:
+            assert comp["state"]["pruning_ratio"] == pytest.approx(0.3) and comp["shapes"]
+
+
+@pytest.mark.slow
+def test_qat_with_the_template_settings_keeps_ap_close_to_fp32(work_dir_0200, tmp_path):
+    """Issue 19's goal at a tiny setting, a real run: compress.py --nncf-quantization with 0200's own
+    compression_config.json (range init on un-augmented images, BatchNorm frozen, lr 0.000025) for one
+    iteration on wider_train10, exported to an INT8 IR, COCO AP with OpenVINO (f32): on wider_val5 within the
+    goal's 1.0 point of the FP32 model; on airport within 1.5 (the goal is not reached there on a 10-image
+    set: the loss is in the quantization itself, before any fine-tuning, docs/templates.md; OTE's settings
+    lost 1.4-2.3). compress.py says to prefer --ptq on a set this small."""
+    from ote_detection.apis.evaluate import evaluate
+    snapshot, _ = imported_snapshot()
+    need_shared("data", "wider_train10")
+    train = (os.path.join(SHARED, "data", "wider_train10", "annotations_coco.json"),
+             os.path.join(SHARED, "data", "wider_train10"))
+    airport = (os.path.join(SHARED, "data", "airport", "annotation_faces_train.json"),
+               os.path.join(SHARED, "data", "airport"))
+    out = tmp_path / "qat"
+    r = run_tool([os.path.join(str(work_dir_0200), "compress.py"), "--train-ann-files", train[0], "--train-data-roots",
+                  train[1], "--save-checkpoints-to", str(out), "--batch-size", "20", "--workers", "0",
+                  "--nncf-quantization", "--load-weights", snapshot, "--epochs", "1"], cwd=str(work_dir_0200))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "use --ptq" in r.stderr, r.stderr[-3000:]
+    r = run_tool([os.path.join(str(work_dir_0200), "export.py"), "--load-weights", str(out / "latest.pth"),
+                  "--save-model-to", str(tmp_path / "ir")], cwd=str(work_dir_0200))
+    assert r.returncode == 0, r.stderr[-3000:]
+    tpl = str(work_dir_0200 / "template.yaml")
+    wider5 = (os.path.join(SHARED, "data", "wider_val5", "annotations_coco.json"),
+              os.path.join(SHARED, "data", "wider_val5"))
+    for (ann, root), tolerance in ((airport, 1.5), (wider5, 1.0)):
+        fp32 = evaluate(tpl, snapshot, test_ann_files=ann, test_data_roots=root)["ap"]
+        int8 = evaluate(tpl, str(tmp_path / "ir" / "model.xml"), test_ann_files=ann, test_data_roots=root,
+                        precision="f32")["ap"]
+        assert fp32 > 10 and int8 >= fp32 - tolerance, (ann, fp32, int8)

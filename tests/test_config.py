@@ -137,6 +137,16 @@ def test_dead_keys_of_a_users_config_are_named_in_one_warning(tmp_path, caplog):
     assert "--batch-size" in text and "--train-ann-files" in text
 
 
+def test_train_cfg_keys_the_head_does_not_declare_are_named(tmp_path, caplog):
+    """The SSD head declares the train_cfg keys it reads (assigner, neg_pos_ratio, smoothl1_beta): others, such
+    as ATSS's allowed_border or a typo, are named in the warning; the declared ones are not."""
+    path = _child(tmp_path, "model = dict(train_cfg=dict(allowed_border=-1, neg_ratio=3))\n")
+    with caplog.at_level("WARNING"):
+        load_config(path)
+    assert "model.train_cfg.allowed_border" in caplog.text and "model.train_cfg.neg_ratio" in caplog.text
+    assert "model.train_cfg.assigner" not in caplog.text and "neg_pos_ratio" not in caplog.text
+
+
 def test_resize_img_scale_in_a_users_pipeline_is_named(tmp_path, caplog):
     path = _child(tmp_path, "data = dict(train=dict(dataset=dict(pipeline=[dict(type='Resize', img_scale=(300, 300)),"
                             " dict(type='Normalize')])))\ntrain_pipeline = data['train']['dataset']['pipeline']\n")

@@ -57,7 +57,7 @@ def test_zero_size_box_is_kept_and_said_negative_size_is_refused(tmp_path, caplo
         dataset = CocoDataset(ann, str(tmp_path), [], min_size=None)
     assert len(coco["annotations"]) == len(data["annotations"]) and coco["annotations"][0]["area"] == 0
     assert caplog.text.count("1 box(es) of zero width or height") == 1
-    assert "1 box(es) narrower or shorter than 1 pixel are not used for training" in caplog.text
+    assert "narrower or shorter than 1 pixel" not in caplog.text  # said once, above (issue 15.13)
     assert sum(len(item[1]) for item in dataset.items) == len(data["annotations"]) - 1
 
     def change(d, t):

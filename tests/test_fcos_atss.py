@@ -225,7 +225,8 @@ def test_decode_shapes_and_predict(which, request):
         dets = det.predict(img)
     finally:
         det.bbox_head.test_cfg["score_thr"] = task.cfg.model.test_cfg.score_thr
-    assert len(dets) == 2 and dets[0].shape[1] == 6 and 0 < dets[0].shape[0] <= det.bbox_head.test_cfg["max_per_img"]
+    assert len(dets) == 2 and dets[0].boxes.shape[1] == 4
+    assert 0 < len(dets[0].scores) == len(dets[0].labels) <= det.bbox_head.test_cfg["max_per_img"]
 
 
 class _Decoded(torch.nn.Module):

@@ -12,7 +12,8 @@ model's stride; the frames are letterboxed, so the aspect is kept). Example:
 
 import argparse
 
-from ote_detection.utils.cli import add_data_format_arg, existing_file, output_dir, positive_float, positive_int
+from ote_detection.utils.cli import add_data_format_arg, add_path_list_arg, existing_file, output_dir, positive_float, \
+    positive_int
 from ote_detection.utils.errors import run_cli
 
 
@@ -21,8 +22,8 @@ def main(argv=None):
     p.add_argument("template", type=existing_file, help="template.yaml of the model (a work dir's or the repository's)")
     p.add_argument("weights", type=existing_file, help="PyTorch snapshot (.pth) to export at each size "
                    "(e.g. made by tools/import_openvino_weights.py from an Open Model Zoo IR)")
-    p.add_argument("--val-ann-files", required=True, help="COCO annotation file(s) of the validation set, comma-separated")
-    p.add_argument("--val-data-roots", help="image root(s) of those files, comma-separated (COCO)")
+    add_path_list_arg(p, "--val-ann-files", "COCO annotation file(s) of the validation set", required=True)
+    add_path_list_arg(p, "--val-data-roots", "image root(s) of those files (COCO)")
     add_data_format_arg(p)
     p.add_argument("--sizes", default="256,640x,960x,1280x",
                    help="comma-separated input sizes to try: W, WxH or Wx (default: %(default)s)")

@@ -18,21 +18,24 @@ import argparse
 import logging
 import os
 
-from ote_detection.utils.cli import (add_data_format_arg, existing_file, input_size_or_width, non_negative_float,
-                                     positive_int)
+import numpy as np
+
+from ote_detection.utils.cli import (add_data_format_arg, add_path_list_arg, bounded_int, existing_file,
+                                     input_size_or_width, non_negative_float)
 from ote_detection.utils.errors import OteError, run_cli
 
 log = logging.getLogger("cluster_anchors")
+
+MAX_RESTARTS = 100  # each restart is a full k-means over every face box
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_py", type=existing_file, help="the work dir's model.py (or a template's, read-only without --write)")
-    p.add_argument("--train-ann-files", required=True, help="COCO annotation file(s), comma-separated (or datasets "
-                   "of --data-format)")
+    add_path_list_arg(p, "--train-ann-files", "COCO annotation file(s) (or datasets of --data-format)", required=True)
     add_data_format_arg(p)
-    p.add_argument("--train-data-roots", default=None, help="image root(s), comma-separated (only to check the "
-                   "files; sizes are read from the json)")
+    add_path_list_arg(p, "--train-data-roots", "image root(s) (only to check the files; sizes are read from the "
+                      "json)")
     p.add_argument("--input-size", type=input_size_or_width, default=None,
                    help="network input the anchors are for: W, WxH or Wx (height from the images' aspect); "
                    "default: model.py's input_size")
@@ -41,13 +44,17 @@ def main(argv=None):
     p.add_argument("--min-size", type=non_negative_float, default=None,
                    help="leave out faces smaller than this (original pixels, sqrt(w*h)); default: the config's "
                    "data.train min_size, else 0")
-    p.add_argument("--restarts", type=positive_int, default=5, help="k-means restarts (default: %(default)s)")
+    p.add_argument("--restarts", type=bounded_int(1, MAX_RESTARTS), default=5,
+                   help=f"k-means restarts, 1..{MAX_RESTARTS} (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--write", action="store_true", help="write the new anchors into model_py (backup model.py.orig)")
+    p.add_argument("--force", action="store_true", help="use the clustered anchors even where they cannot be trusted: "
+                   "fewer distinct face shapes than the template has anchors, or no gain in coverage (by default the "
+                   "template's anchors are kept, and the tool exits with 2)")
     a = p.parse_args(argv)
 
     from ote_detection.config import load_config
-    from ote_detection.data.coco import load_coco_files
+    from ote_detection.data.coco import load_coco_files, split_paths
     from ote_detection.inference.deploy import common_frame_hw, deployment_input_size
     from ote_detection.models.anchor_clustering import (anchor_coverage, box_sizes, filter_min_size, flat_anchors,
                                                         format_anchors, kmeans_anchors, rewrite_model_py, split_levels,
@@ -61,9 +68,7 @@ def main(argv=None):
     from ote_detection.data.formats import is_coco, prepare_datasets
     if not is_coco(a.data_format):  # converted to COCO json first; the images are checked on the way
         a.train_ann_files, a.train_data_roots = prepare_datasets(a.train_ann_files, a.train_data_roots, a.data_format)
-        a.train_ann_files = ",".join(a.train_ann_files)
-        a.train_data_roots = ",".join(a.train_data_roots)
-    files = [s for s in a.train_ann_files.split(",") if s]
+    files = split_paths(a.train_ann_files)
     for f in files:
         if not os.path.isfile(f):
             raise OteError(f"{f}: annotation file not found")
@@ -86,6 +91,12 @@ def main(argv=None):
     if not len(wh):
         raise OteError(f"{files[0]}: no face boxes (of at least {min_size:g} px) to cluster")
     per_level = [len(w) for w in widths]
+    shapes = len(np.unique(np.round(wh, 1), axis=0))  # distinct (w, h), to 0.1 network px
+    if shapes < sum(per_level) and not a.force:
+        raise OteError(f"{files[0]}: {len(wh)} face box(es) of {shapes} distinct shape(s) (>= {min_size:g} px) at "
+                       f"input {size[0]}x{size[1]}, fewer than the template's {sum(per_level)} anchors: too few to "
+                       f"cluster; the template's anchors are kept{' (nothing written)' if a.write else ''} "
+                       f"(--force clusters anyway)")
     anchors, mean_iou = kmeans_anchors(wh, sum(per_level), restarts=a.restarts, seed=a.seed)
     new_w, new_h = split_levels(anchors, per_level, like=(widths, heights))
     before = anchor_coverage(wh, flat_anchors(widths, heights), pos_thr)
@@ -96,6 +107,10 @@ def main(argv=None):
     print(format_anchors(widths, heights, strides))
     print(f"clustered anchors: coverage {100 * after:.1f}% (mean best IoU {mean_iou:.3f})")
     print(format_anchors(new_w, new_h, strides))
+    if after <= before and not a.force:
+        raise OteError(f"{files[0]}: the clustered anchors do not improve the coverage ({100 * before:.1f}% -> "
+                       f"{100 * after:.1f}%); the template's anchors are kept{' (nothing written)' if a.write else ''} "
+                       f"(--force writes them anyway)")
     if a.write:
         note = (f"anchors re-clustered by tools/cluster_anchors.py on {', '.join(files)} at {size[0]}x{size[1]} "
                 f"(coverage {100 * before:.1f}% -> {100 * after:.1f}%); original in model.py.orig")

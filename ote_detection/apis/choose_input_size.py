@@ -13,7 +13,6 @@ calibrated on a few letterboxed images).
 
 from __future__ import annotations
 
-import glob
 import logging
 import math
 import os
@@ -25,7 +24,7 @@ import numpy as np
 
 from ..data.coco import load_coco_files
 from ..data.formats import prepare_datasets
-from ..data.images import IMAGE_EXTS, read_image
+from ..data.images import read_image
 from ..inference.deploy import common_frame_hw, deployment_input_size, model_stride
 from ..inference.predictor import letterbox
 from ..evaluation.coco_ap import coco_ap
@@ -57,44 +56,24 @@ def export_ir(inference_model, size, xml_path, classes=("face",), keep_ratio=Tru
 
 def calibration_frames(source, limit=10):
     """Up to ``limit`` BGR images for INT8 calibration: a folder (searched recursively), a COCO json
-    (images beside it or under its ``images/`` folder) or a list of image paths."""
-    if isinstance(source, (list, tuple)):
-        paths = list(source)
-    elif os.path.isdir(source):
-        paths = sorted(p for p in glob.glob(os.path.join(source, "**", "*"), recursive=True)
-                       if p.lower().endswith(IMAGE_EXTS))
-    elif str(source).lower().endswith(".json"):
-        coco = load_coco_files([source], [os.path.dirname(os.path.abspath(source))], require_boxes=False)
-        paths = [img["path"] for img in coco["images"]]
-    else:
-        raise OteError(f"{source}: not a folder of images or a COCO .json")
-    if not paths:
-        raise OteError(f"{source}: no images for INT8 calibration")
-    return [read_image(p) for p in paths[:limit]]
+    (images beside it or under its ``images/`` folder) or a list of image paths
+    (``compression.ptq.calibration_paths``)."""
+    from ..compression.ptq import calibration_paths
+    return [read_image(p) for p in calibration_paths(source, limit)]
 
 
 def quantize_ir(xml_path, frames, out_xml, keep_ratio=True, preset="mixed"):
-    """Post-training INT8 of an IR with NNCF on the OpenVINO model, calibrated on ``frames`` (letterboxed to
-    the IR's input like the predictor does); writes ``out_xml`` and returns its path."""
-    import warnings
-
-    import nncf
+    """Post-training INT8 of an IR (``compression.ptq.quantize_ir_model``, no accuracy control), calibrated on
+    ``frames`` (letterboxed to the IR's input like the predictor does); writes ``out_xml``, returns its path."""
     import openvino as ov
 
-    core = ov.Core()
-    model = core.read_model(xml_path)
+    from ..compression.ptq import quantize_ir_model
+
+    model = ov.Core().read_model(xml_path)
     _, _, h, w = (int(d) for d in model.inputs[0].get_shape())
-
-    def transform(frame):
-        img, _ = letterbox(frame, (w, h), keep_ratio)
-        return np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32)
-
-    presets = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
-    logging.getLogger("nncf").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantized = nncf.quantize(model, nncf.Dataset(list(frames), transform), preset=presets[preset],
-                                  subset_size=len(frames))
+    calib = [np.ascontiguousarray(letterbox(f, (w, h), keep_ratio)[0].transpose(2, 0, 1)[None], dtype=np.float32)
+             for f in frames]
+    quantized, _ = quantize_ir_model(model, calib, preset=preset, keep_ratio=keep_ratio)
     save_openvino(quantized, out_xml, source=model)
     return out_xml
 
@@ -144,11 +123,22 @@ def time_predictor(predictor, frames, repeats=1, warmup=1, cpu=False):
     return statistics.median(times)
 
 
+MAX_SIZES = 32  # each size is an export, an evaluation and timing runs
+
+
 def parse_size_list(specs):
-    """'256,640x,960x544' or a list of strings/pairs -> list of (W, H or None)."""
+    """'256,640x,960x544' or a list of strings/pairs -> list of (W, H or None); 1 to ``MAX_SIZES`` of them
+    (else one OteError: an empty list would print an empty table and exit 0)."""
     from ..utils.cli import input_size_or_width
+    given = specs
     if isinstance(specs, str):
         specs = [s for s in specs.split(",") if s.strip()]
+    specs = list(specs or [])
+    if not specs:
+        raise OteError(f"--sizes {given!r}: no input size given; give one or more, comma-separated, e.g. 256,640x")
+    if len(specs) > MAX_SIZES:
+        raise OteError(f"--sizes: {len(specs)} sizes given, at most {MAX_SIZES} (each is an export, an evaluation "
+                       f"and timing runs)")
     out = []
     for s in specs:
         if isinstance(s, str):
@@ -181,13 +171,18 @@ def choose_input_size(template, weights, ann_files, data_roots, sizes, precision
     task = Task(template)
     if str(weights).lower().endswith((".xml", ".bin")):
         raise OteError(f"{weights}: an IR has one input size; give the PyTorch snapshot (.pth) to sweep sizes")
+    specs = parse_size_list(sizes)  # checked before anything is loaded
     model, _ = task.load_snapshot(weights)
     ann_files, data_roots = prepare_datasets(ann_files, data_roots, data_format, task.classes, "--val")
     coco = load_coco_files(ann_files, data_roots, task.classes)
     frames = load_frames(coco)
     frame_hw = common_frame_hw(coco["images"])
     stride = model_stride(model)
-    wanted = [deployment_input_size(s, frame_hw=frame_hw, stride=stride) for s in parse_size_list(sizes)]
+    wanted = []  # each size once (640x and 640x368 can be the same input)
+    for spec in specs:
+        size = deployment_input_size(spec, frame_hw=frame_hw, stride=stride)
+        if size not in wanted:
+            wanted.append(size)
     calib = calibration_frames(int8_calibration, calibration_images) if int8_calibration else None
     out_dir = save_irs_to or tempfile.mkdtemp(prefix="ote_sizes_")
     rows = []

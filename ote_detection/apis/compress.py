@@ -19,6 +19,20 @@ from .task import Task
 
 log = logging.getLogger(__name__)
 
+# Below this many training images, fine-tuning (QAT) was measured to lose more AP than post-training
+# quantization (benchmarks/bench_qat_curve.py: 0200 on wider_train10, docs/templates.md): compress.py then
+# says to use --ptq.
+QAT_MIN_IMAGES = 100
+
+
+def qat_advice(num_images):
+    """The advice compress.py logs for QAT on ``num_images`` training images, or None."""
+    if num_images >= QAT_MIN_IMAGES:
+        return None
+    return (f"quantization-aware training on {num_images} training image(s): on sets this small fine-tuning "
+            f"lost accuracy against post-training quantization (benchmarks/bench_qat_curve.py); with fewer than "
+            f"{QAT_MIN_IMAGES} images use --ptq with --val-ann-files/--val-data-roots (accuracy control)")
+
 
 def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *, nncf_quantization=None,
              nncf_sparsity=None, nncf_pruning=None, load_weights=None, resume_from=None, ptq=False, max_drop=1.0,
@@ -67,7 +81,13 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
                                           val_data_roots=train_kwargs.get("val_data_roots"), max_drop=max_drop,
                                           input_size=train_kwargs.get("input_size"), settings=settings)
     from ..compression.plugin import CompressionPlugin
+    from ..data.coco import load_coco_files
     from .train import train
+    if "nncf_quantization" in settings.parts:
+        advice = qat_advice(len(load_coco_files(train_ann_files, train_data_roots, task.classes,
+                                                check_images=False, flags="--train")["images"]))
+        if advice:
+            log.warning(advice)
     plugin = CompressionPlugin(settings)
     return train(task.template_path, train_ann_files, train_data_roots, save_checkpoints_to, plugin=plugin,
                  load_weights=load_weights, resume_from=resume_from, **train_kwargs)

@@ -14,6 +14,7 @@ from ..evaluation import WiderFaceGT, evaluate_detections
 from ..evaluation.metrics import format_metrics_table, metrics_to_yaml_entries
 from ..evaluation.size_report import face_size_report, format_size_report, size_report_entries
 from ..utils.complexity import model_complexity
+from ..utils.cli import check_batch_pixels
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_write_text, check_writable_dir, check_writable_file
 from .predictor import is_ir, make_predictor, predictor_variant
@@ -74,6 +75,12 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
     predictor = make_predictor(task, load_weights, precision, threads, input_size=size, keep_ratio=keep_ratio,
                                batch_size=batch_size, tile=tile)
     input_size = predictor.input_size
+    try:  # bounded before any image is read (an IR runs one image at a time)
+        if not is_ir(load_weights):
+            check_batch_pixels(min(int(batch_size), len(coco["images"]) if coco else int(batch_size)), input_size,
+                               given=batch_size)
+    except ValueError as exc:
+        raise OteError(str(exc)) from None
     log.info("evaluating at input %dx%d (%s%s)", input_size[0], input_size[1],
              "letterboxed" if predictor.keep_ratio else "stretched", ", tiled" if tile is not None else "")
     cache = DetectionCache(cache_dir, template=task.name)

@@ -16,14 +16,19 @@ from .task import Task
 log = logging.getLogger(__name__)
 
 # what export writes into --save-model-to; anything else there is the user's and is kept
-EXPORT_FILES = ("model.xml", "model.bin", "model.onnx", "export_info.yaml")
+EXPORT_FILES = ("model.xml", "model.bin", "model.onnx", "export_info.yaml", "model_fp32.xml", "model_fp32.bin")
 
-def export(template, load_weights, save_model_to, onnx=False, input_size=None, aspect=None):
+def export(template, load_weights, save_model_to, onnx=False, input_size=None, aspect=None, int8=False,
+           calibration_images=None, val_ann_files=None, val_data_roots=None, max_drop=1.0):
     """Write ``model.xml``/``model.bin`` (FP32 IR), optionally ``model.onnx``, and ``export_info.yaml`` to
     ``save_model_to``. Everything is written to a temporary folder beside it, which then replaces
     ``save_model_to`` as a whole (``utils.fileio.atomic_dir``): a failure or a kill leaves the old
     export intact, a reader sees the old set or the new set. export_info.yaml records each file's
-    sha256. ``input_size``: (w, h) instead of the snapshot's own, or (w, None): width w, the height from
+    sha256. ``int8``: model.xml is the INT8 IR of post-training quantization at that size
+    (``compression.ptq.int8_of_exported_ir``: accuracy control on ``val_ann_files``, at most ``max_drop``
+    AP points lost; calibration on ``calibration_images`` or the validation images), the FP32 IR is kept
+    as model_fp32.xml, export_info.yaml's ``int8`` has the AP before / after and the precision the CPU
+    runs. ``input_size``: (w, h) instead of the snapshot's own, or (w, None): width w, the height from
     ``aspect`` (default 16:9) rounded up to the model's stride, for letterboxed frames
     (``inference/deploy.py``). Returns the path of model.xml."""
     task = Task(template)
@@ -31,6 +36,10 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
         raise OteError("--load-weights is required: the snapshot (.pth) to export")
     if str(load_weights).lower().endswith((".xml", ".bin")):
         raise OteError(f"{load_weights}: already an OpenVINO IR; export takes a PyTorch snapshot (.pth)")
+    if aspect is not None and (input_size is None or input_size[1] is not None):
+        given = "no --input-size" if input_size is None else f"--input-size {input_size[0]}x{input_size[1]}"
+        raise OteError(f"--aspect {aspect} is only for --input-size Wx (the height from the aspect); {given} "
+                       f"fixes both sides: leave --aspect out, or give --input-size {input_size[0] if input_size else 'W'}x")
     model, snapshot_size = task.load_snapshot(load_weights)  # checks template and shapes, one line each
     size = deployment_input_size(tuple(input_size) if input_size is not None else None, aspect=aspect,
                                  stride=model_stride(model), default=snapshot_size)
@@ -43,8 +52,19 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
     # one export at a time into out_dir; the new set is built beside it and swapped in as a whole
     with OutputLock(out_dir, "export.py"), atomic_dir(out_dir, owned=EXPORT_FILES) as tmp:
         ov_model, info = convert_to_openvino(model, size, classes=task.classes, keep_ratio=keep_ratio)
-        save_openvino(ov_model, os.path.join(tmp, "model.xml"), shown_as=os.path.join(out_dir, "model.xml"))
-        files = ["model.xml", "model.bin"]
+        int8_info = None
+        if int8:
+            from ..compression.ptq import int8_of_exported_ir
+            quantized, int8_info = int8_of_exported_ir(ov_model, size, keep_ratio, task.classes, calibration_images,
+                                                       val_ann_files, val_data_roots, max_drop)
+            save_openvino(ov_model, os.path.join(tmp, "model_fp32.xml"),
+                          shown_as=os.path.join(out_dir, "model_fp32.xml"))
+            save_openvino(quantized, os.path.join(tmp, "model.xml"), shown_as=os.path.join(out_dir, "model.xml"),
+                          source=ov_model)
+            files = ["model.xml", "model.bin", "model_fp32.xml", "model_fp32.bin"]
+        else:
+            save_openvino(ov_model, os.path.join(tmp, "model.xml"), shown_as=os.path.join(out_dir, "model.xml"))
+            files = ["model.xml", "model.bin"]
         if onnx:
             onnx_outputs = export_onnx(model, size, os.path.join(tmp, "model.onnx"))
             files.append("model.onnx")
@@ -53,7 +73,7 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
             "template": task.name,
             "source_snapshot": os.path.abspath(load_weights),
             "source_sha256": sha256sum(load_weights),
-            "precision": "FP32",
+            "precision": "INT8 (PTQ)" if int8 else "FP32",
             "files": files,
             # readers (utils.artefacts.check_ir_belongs / read_ir_files) check these: a model.bin of
             # another export beside this model.xml is refused instead of giving garbage detections
@@ -70,6 +90,8 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
             "head_family": model.detector.bbox_head.export_family,
             "output": info["output"],
         }
+        if int8_info is not None:
+            export_info["int8"] = int8_info
         if onnx:
             export_info["onnx"] = {"file": "model.onnx", "outputs": onnx_outputs}
         with open(os.path.join(tmp, EXPORT_INFO), "w", encoding="utf-8") as f:  # a full disk: atomic_dir's line

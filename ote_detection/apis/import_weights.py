@@ -72,7 +72,8 @@ def import_openvino_weights(template, ir_path, out_path, verify=True, calibratio
                        f"ours) or 0")
     check_priors(model, det, InferenceModel(detector, task.img_norm_cfg).eval(), (w, h), ev)
 
-    chain_lengths = [len([m for m in conv.modules() if isinstance(m, nn.Conv2d)]) for conv in head.reg_convs]
+    branches = head.prediction_branches()
+    chain_lengths = [len([m for m in conv.modules() if isinstance(m, nn.Conv2d)]) for _, conv in branches["reg"]]
     heads = head_convs(det, ev, conv_nodes, chain_lengths)
     head_ids = {id(c) for levels in heads.values() for convs in levels for c in convs}
     backbone_ir = [c for c in ir_convs if id(c) not in head_ids]
@@ -92,11 +93,10 @@ def import_openvino_weights(template, ir_path, out_path, verify=True, calibratio
                        f"{len(backbone_ours)}: no one-to-one mapping (first unmatched: {first_extra})")
     pairs = list(zip(backbone_ir, backbone_ours))
     for branch, levels in heads.items():
-        ours_levels = head.reg_convs if branch == "reg" else head.cls_convs
         for level, convs in enumerate(levels):
-            prefix = f"bbox_head.{branch}_convs.{level}"
-            names = [prefix + ("." + n if n else "") for n, m in ours_levels[level].named_modules()
-                     if isinstance(m, nn.Conv2d)]
+            name, module = branches[branch][level]
+            prefix = f"bbox_head.{name}"
+            names = [prefix + ("." + n if n else "") for n, m in module.named_modules() if isinstance(m, nn.Conv2d)]
             pairs.extend(zip(convs, names))
     for ir, name in pairs:
         check_pair(ir, name, modules[name])
@@ -158,7 +158,7 @@ def import_openvino_weights(template, ir_path, out_path, verify=True, calibratio
     for key in state:
         if key.endswith("num_batches_tracked"):
             continue
-        if key == "bbox_head.loss_weights":
+        if key in {f"bbox_head.{name}" for name in head.training_only_parameters}:
             state[key] = torch.zeros_like(state[key])
             continue
         if key not in assigned:

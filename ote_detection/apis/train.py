@@ -17,14 +17,18 @@ from ..engine.checkpoint import check_checkpoint_dir, load_checkpoint_file, load
 from ..engine.hooks import CheckpointHook, EvalHook, LoggerHook, LRSchedulerHook
 from ..engine.optim import build_lr_scheduler, build_optimizer, check_lr_config, set_base_lr
 from ..engine.plugin import PluginContext
+from ..inference.deploy import model_stride
 from ..inference.predictor import TorchPredictor, detect_images
-from ..engine.trainer import Trainer, build_train_loader, seed_everything
+from ..engine.trainer import Trainer, build_train_loader, check_batch_statistics, seed_everything
 from ..models.inference import InferenceModel
+from ..utils.cli import check_batch_pixels
 from ..utils.errors import OteError
 from ..utils.fileio import OutputLock, check_writable_dir
 from .task import Task
 
 log = logging.getLogger(__name__)
+
+MAX_PROCESSES_PER_CORE = 4  # CPU DDP processes (--gpu-num without CUDA): more than the cores is warned, this refused
 
 
 @dataclasses.dataclass
@@ -56,16 +60,18 @@ class TrainOptions:
     use_cuda: bool = False
 
 
-def build_train_dataset(cfg, ann_files, data_roots, classes):
+def build_train_dataset(cfg, ann_files, data_roots, classes, quiet=False):
     """The training dataset of ``cfg.data.train`` (RepeatDataset chains unrolled), its pipeline resizing
-    to the config's ``input_size``."""
+    to the config's ``input_size``. It says in one line what it leaves out and why (``CocoDataset``),
+    unless ``quiet``."""
     node, times = cfg.data.train, 1
     while node.get("type") == "RepeatDataset":
         times *= node.get("times", 1)
         node = node.dataset
     pipeline = with_input_size(node.get("pipeline", cfg.train_pipeline), input_size_wh(cfg.input_size))
     dataset = CocoDataset(ann_files, data_roots, pipeline, classes=classes,
-                          min_size=node.get("min_size"), filter_empty_gt=node.get("filter_empty_gt", True))
+                          min_size=node.get("min_size"), filter_empty_gt=node.get("filter_empty_gt", True),
+                          quiet=quiet)
     return RepeatDataset(dataset, times) if times > 1 else dataset
 
 
@@ -101,7 +107,8 @@ def _run(options, plugin=None):
     cfg = _prepare(task, options, plugin)
     seed_everything(options.seed + (torch.distributed.get_rank() if torch.distributed.is_initialized() else 0))
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if options.use_cuda else "cpu")
-    dataset = build_train_dataset(cfg, options.train_ann_files, options.train_data_roots, task.classes)
+    # quiet: train() built (and reported) the same dataset before any process started
+    dataset = build_train_dataset(cfg, options.train_ann_files, options.train_data_roots, task.classes, quiet=True)
     loader = build_train_loader(dataset, options.batch_size, options.workers, options.seed,
                                 pin_memory=options.use_cuda)
     detector = task.build_detector()
@@ -113,8 +120,8 @@ def _run(options, plugin=None):
             load_weights(detector, options.resume_from, expected_template=task.name, ckpt=resume_ckpt)
     elif options.load_weights:
         load_weights(detector, options.load_weights, expected_template=task.name)
-    elif cfg.model.backbone.get("pretrained"):
-        detector.backbone.load_imagenet_weights()
+    elif cfg.model.backbone.get("pretrained") and dist_utils.is_main():
+        detector.backbone.load_imagenet_weights()  # DDP gives the other processes rank 0's weights
     model = detector.to(device)
     if plugin is not None:
         ctx = PluginContext(device=device, input_size=task.input_size, batch_size=options.batch_size,
@@ -200,6 +207,16 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     if options.use_cuda and gpu_num > cuda:
         raise OteError(f"--gpu-num {gpu_num} but only {cuda} GPU(s) are visible")
     processes = max(gpu_num, 1)
+    cores = os.cpu_count() or 1
+    if not options.use_cuda and processes > MAX_PROCESSES_PER_CORE * cores:
+        raise OteError(f"--gpu-num {gpu_num}: {processes} CPU training processes on {cores} CPU core(s) is over the "
+                       f"bound of {MAX_PROCESSES_PER_CORE} per core; give --gpu-num {cores} or fewer")
+    if not options.use_cuda and processes > cores:
+        log.warning("--gpu-num %d runs %d CPU training processes on %d CPU core(s): they oversubscribe the cores "
+                    "and train slower than %d process(es); give --gpu-num %d or fewer", gpu_num, processes, cores,
+                    cores, cores)
+    # the backbones' deepest BatchNorm is at stride 32 (FCOS/ATSS levels above it have GroupNorm or no norm)
+    check_batch_statistics(task.input_size, min(model_stride(cfg.model), 32), options.batch_size)
     # checked here, once, before any process starts and before any compute: the output folders are
     # writable and hold no other run, then every train and val image decodes (header check, data.checks)
     # and every annotation fits its image (one clear line each)
@@ -217,7 +234,13 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
         if lock is not None:
             check_checkpoint_dir(options.save_checkpoints_to, options.resume_from, start_epoch, options.overwrite)
         check_data_flags(options.val_ann_files, options.val_data_roots, "--val")
-        build_train_dataset(copy.deepcopy(cfg), options.train_ann_files, options.train_data_roots, task.classes)
+        dataset = build_train_dataset(copy.deepcopy(cfg), options.train_ann_files, options.train_data_roots,
+                                      task.classes)
+        try:  # the batch a process really gets: at most its share of the data
+            check_batch_pixels(min(options.batch_size, -(-len(dataset) // processes)), task.input_size,
+                               given=options.batch_size)
+        except ValueError as exc:
+            raise OteError(str(exc)) from None
         if options.val_ann_files:
             options.val_coco = load_coco_files(options.val_ann_files, options.val_data_roots, task.classes,
                                                flags="--val")

@@ -181,7 +181,9 @@ LR_CONFIG = Dict({"policy": OneOf("step", "cosine", "fixed"), "step": Either(POS
                   increasing=True)), "gamma": Num(0, lo_open=True), "min_lr": Num(0), "warmup": OneOf(None, "linear"),
                   "warmup_iters": COUNT, "warmup_ratio": Num(0, 1, lo_open=True), "_delete_": BOOL})
 ALGORITHMS = {
-    "quantization": Dict({"algorithm": STR, "initializer": Dict({
+    # init_images / freeze_bn / preset: ours (issue 19, docs/templates.md), not OTE's
+    "quantization": Dict({"algorithm": STR, "init_images": OneOf("plain", "augmented"), "freeze_bn": BOOL,
+                          "preset": OneOf("performance", "mixed"), "initializer": Dict({
         "range": Dict({"num_init_samples": POSITIVE_INT}),
         "batchnorm_adaptation": Dict({"num_bn_adaptation_samples": COUNT})})}),
     "magnitude_sparsity": Dict({"algorithm": STR, "params": Dict({

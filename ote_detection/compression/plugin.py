@@ -27,7 +27,8 @@ from ..engine.plugin import TrainingPlugin
 from ..utils.errors import OteError
 from .config import ALGORITHM_OF_PART, apply_to_model_config
 from .pruning import PruningHook, conv_shapes, pruning_schedule, refresh_trainer, resize_to_shapes
-from .quantization import collect_batches, collect_images, is_nncf_model, quantization_params, quantize_model
+from .quantization import (collect_batches, collect_images, freeze_batchnorm, is_nncf_model, plain_images,
+                           quantization_options, quantization_params, quantize_model)
 from .sparsity import SparsityHook, apply_sparsity, sparsity_level, sparsity_schedule
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,13 @@ class CompressionPlugin(TrainingPlugin):
         self._model = None
         self._input_size = None
         self._init_loader = None
+        self._img_norm_cfg = None
+        self.quantization_options = quantization_options(self.quantization) if self.quantization else None
 
     # -- TrainingPlugin ----------------------------------------------------------------------------
     def configure(self, cfg, options):
         apply_to_model_config(cfg, self.settings)
+        self._img_norm_cfg = dict(cfg.img_norm_cfg)
         if _get_option(options, "epochs") is None and self.settings.total_epochs:
             _set_option(options, "epochs", int(self.settings.total_epochs))
 
@@ -123,16 +127,27 @@ class CompressionPlugin(TrainingPlugin):
 
     def _quantize(self, model, device):
         num_init, num_bn = quantization_params(self.quantization)
+        opts = self.quantization_options
         loader = self._init_loader()
-        init_images = collect_images(loader, num_init)
+        if opts["init_images"] == "plain":
+            dataset = loader.dataset
+            while hasattr(dataset, "times"):  # RepeatDataset
+                dataset = dataset.dataset
+            paths = [item[0] for item in dataset.items]
+            init_images = plain_images(paths, self._input_size, self._img_norm_cfg, num_init)
+            bn_images = plain_images(paths, self._input_size, self._img_norm_cfg, num_bn) if num_bn else []
+            step = max(1, int(loader.batch_size or 1))
+            bn_batches = [torch.cat(bn_images[i:i + step]) for i in range(0, len(bn_images), step)]
+        else:  # "augmented": OTE's way (NNCF 2.x took them from the training loader)
+            init_images = collect_images(loader, num_init)
+            bn_batches = collect_batches(loader, num_bn) if num_bn else []
         if 0 < len(init_images) < num_init:
             log.warning("quantization: the training set gives %d image(s) for range initialisation, fewer than "
                         "num_init_samples %d of %s: the ranges are set from these %d", len(init_images), num_init,
                         self.settings.path, len(init_images))
-        bn_batches = collect_batches(loader, num_bn) if num_bn else []
         if not init_images:
             raise OteError("quantization: the training set gave no image for range initialisation")
-        model = quantize_model(model, init_images, bn_batches, device=device)
+        model = quantize_model(model, init_images, bn_batches, device=device, preset=opts["preset"])
         self.state["quantized"] = True
         return model
 
@@ -157,10 +172,16 @@ class CompressionPlugin(TrainingPlugin):
 
 
 class QuantizationHook(HookBase):
-    """Quantizes the (pruned) model at the start of the epoch given by ``quantization_start_epoch``."""
+    """Quantizes the (pruned) model at the start of the epoch given by ``quantization_start_epoch``; once
+    quantized, keeps the BatchNorm layers in eval mode (``freeze_bn``, the default) at every iteration (the
+    trainer puts the whole model in train mode at each epoch's start)."""
 
     def __init__(self, plugin):
         self.plugin = plugin
+
+    def before_iter(self):
+        if self.plugin.state.get("quantized") and self.plugin.quantization_options["freeze_bn"]:
+            freeze_batchnorm(self.trainer.net)
 
     def before_epoch(self):
         t = self.trainer
@@ -190,12 +211,73 @@ class CompressionStateHook(HookBase):
     def before_epoch(self):
         self.plugin._model = self.trainer.model
         self.plugin.update_meta()
+        check_ranks_in_step(self.trainer.model)
+
+    def after_train(self):
+        check_ranks_in_step(self.trainer.model)
 
     def state_dict(self):
         return _plain(self.plugin.state)
 
     def load_state_dict(self, state):
         self.plugin.state.update(state or {})
+
+
+def _rank_fingerprints(model):
+    """(keys, [world, entries, 3] float64: numel, sum, sum of squares per state entry on every rank)."""
+    dist = torch.distributed
+    keys, rows = [], []
+    state = model.state_dict()
+    for key in sorted(state):  # sorted: NNCF's hook entries need not be in the same order on every rank
+        value = state[key]
+        if not torch.is_tensor(value):
+            continue
+        v = value.detach().to("cpu", torch.float64)
+        keys.append(key)
+        rows.append(torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64), v.sum(), (v * v).sum()]))
+    mine = torch.stack(rows) if rows else torch.zeros(0, 3, dtype=torch.float64)
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([len(keys)]))
+    names = [None] * dist.get_world_size()
+    dist.all_gather_object(names, keys)
+    if len({int(s) for s in sizes}) != 1 or any(n != keys for n in names):
+        raise OteError(f"compression: the ranks hold different models ({[int(s) for s in sizes]} state entries)")
+    gathered = [torch.zeros_like(mine) for _ in sizes]
+    dist.all_gather(gathered, mine)
+    return keys, torch.stack(gathered)
+
+
+def _differing(keys, prints):
+    same = torch.isclose(prints, prints[:1], rtol=1e-9, atol=1e-12).all(dim=2).all(dim=0)
+    return [k for k, ok in zip(keys, same.tolist()) if not ok]
+
+
+def check_ranks_in_step(model):
+    """With several processes: make every state_dict entry of ``model`` (weights, quantizer scales, sparsity
+    masks) the same on every rank and check it. Entries that differ (sparsity masks recomputed by each rank
+    at a schedule step can differ where weight magnitudes tie at the threshold) are broadcast from rank 0,
+    as DDP does with buffers before each forward; a difference left after that, or different structures
+    (pruned shapes, NNCF hooks), is an OteError naming the entry. Compares per-entry (numel, sum, sum of
+    squares) in float64 with ``all_gather``. Returns the number of ranks compared (1: nothing to do)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return 1
+    keys, prints = _rank_fingerprints(model)
+    if len({tuple(p[:, 0].tolist()) for p in prints}) != 1:
+        raise OteError(f"compression: the ranks hold differently shaped models ({_differing(keys, prints)[0]})")
+    differing = _differing(keys, prints)
+    if differing:
+        state = model.state_dict()
+        for key in differing:
+            dist.broadcast(state[key], 0)  # the tensors share storage with the model's
+        log.info("compression: %d state entr(y/ies) differed across ranks (e.g. %s); rank 0's broadcast",
+                 len(differing), differing[0])
+        keys, prints = _rank_fingerprints(model)
+        left = _differing(keys, prints)
+        if left:
+            raise OteError(f"compression: the ranks are out of step ({left[0]} differs)")
+    log.info("compression: state identical on %d ranks (%d entries)", prints.shape[0], len(keys))
+    return prints.shape[0]
 
 
 def is_compressed_checkpoint(ckpt):

@@ -10,9 +10,10 @@ The pruned share follows OTE's ``exponential`` schedule from ``pruning_init`` to
 over ``pruning_steps`` epochs (NNCF's ``exponential_ratio_scheduler``); each epoch start prunes the
 channels still needed to reach that epoch's share of the original filters of every group.
 
-Layers kept whole: OTE's ignored scopes (the head's depthwise convolutions, which tie their channels
-to the backbone's output features) and, as NNCF's default ``prune_last=False`` did, the last
-convolution of every prediction branch (their output channels are the predictions).
+Layers kept whole: OTE's ignored scopes (SSD: the head's depthwise convolutions, which tie their
+channels to the backbone's output features; FCOS/ATSS: the FPN outputs and the head's towers) and, as
+NNCF's default ``prune_last=False`` did, the head's declared ``prediction_layers()`` (class, box and
+centerness predictors: their output channels are the predictions).
 
 Ours: the schedule, the mapping of the ignored scopes, the per-step ratio and the shape bookkeeping
 (``conv_shapes`` / ``resize_to_shapes``) that rebuilds a pruned network from a checkpoint.
@@ -29,6 +30,7 @@ from ..engine.hooks import HookBase
 
 log = logging.getLogger(__name__)
 
+_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm, nn.Linear)
 _SCOPE_PART = re.compile(r"^(?P<cls>[A-Za-z0-9_]+)\[(?P<name>[^\]]+)\]$")
 
 
@@ -66,15 +68,9 @@ def scope_to_module_name(scope):
 
 
 def prediction_convs(model):
-    """The last convolution of each branch of the head: their outputs are the predictions."""
-    head = model.bbox_head
-    found = []
-    for attr in ("cls_convs", "reg_convs"):
-        for branch in getattr(head, attr, []):
-            convs = [m for m in branch.modules() if isinstance(m, nn.Conv2d)]
-            if convs:
-                found.append(convs[-1])
-    return found
+    """The convolutions whose outputs are the predictions, as the head declares them
+    (``prediction_layers()``): their output channels must stay."""
+    return list(model.bbox_head.prediction_layers())
 
 
 def ignored_layers(model, scopes):
@@ -101,8 +97,8 @@ def prune_filters(model, example_input, step_ratio, scopes):
     before = sum(p.numel() for p in model.parameters())
     was_training = model.training
     model.eval()
-    # parameters used outside layers (the head's loss weights) are left alone
-    extra = [p for n, p in model.named_parameters() if n.endswith("loss_weights")]
+    # parameters held outside layers (the SSD head's loss weights, FCOS/ATSS's per-level scales) are left alone
+    extra = [p for m in model.modules() if not isinstance(m, _LAYERS) for p in m.parameters(recurse=False)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch-pruning warns about the loss weights (not in the graph)
         pruner = tp.pruner.MetaPruner(
@@ -114,19 +110,22 @@ def prune_filters(model, example_input, step_ratio, scopes):
 
 
 def conv_shapes(model):
-    """{module name: [in, out, groups]} of every Conv2d and {name: [features]} of every BatchNorm2d."""
+    """{module name: [in, out, groups]} of every Conv2d, [features] of every BatchNorm2d and [channels, groups]
+    of every GroupNorm (FCOS/ATSS towers)."""
     shapes = {}
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
             shapes[name] = [int(m.in_channels), int(m.out_channels), int(m.groups)]
         elif isinstance(m, nn.BatchNorm2d):
             shapes[name] = [int(m.num_features)]
+        elif isinstance(m, nn.GroupNorm):
+            shapes[name] = [int(m.num_channels), int(m.num_groups)]
     return shapes
 
 
 @torch.no_grad()
 def resize_to_shapes(model, shapes):
-    """Give the Conv2d / BatchNorm2d layers of a freshly built ``model`` the pruned ``shapes`` (values to
+    """Give the Conv2d / BatchNorm2d / GroupNorm layers of a freshly built ``model`` the pruned ``shapes`` (values to
     be loaded from the checkpoint's state_dict afterwards)."""
     modules = dict(model.named_modules())
     for name, shape in shapes.items():
@@ -150,6 +149,14 @@ def resize_to_shapes(model, shapes):
             if m.running_mean is not None:
                 m.running_mean = m.running_mean.new_zeros(n)
                 m.running_var = m.running_var.new_ones(n)
+        elif isinstance(m, nn.GroupNorm):
+            n, groups = shape
+            if (m.num_channels, m.num_groups) == (n, groups):
+                continue
+            m.num_channels, m.num_groups = n, groups
+            if m.weight is not None:
+                m.weight = nn.Parameter(m.weight.new_empty(n))
+                m.bias = nn.Parameter(m.bias.new_empty(n))
         elif m is None:
             raise ValueError(f"pruned layer '{name}' is not in the model")
     return model

@@ -62,6 +62,38 @@ def collect_batches(loader, count):
     return batches
 
 
+def plain_images(paths, input_size, img_norm_cfg, count):
+    """Up to ``count`` images [1, 3, h, w] as the model takes them, WITHOUT the training augmentation: each
+    file of ``paths`` (cycled when fewer) stretched to ``input_size`` (w, h) as eval.py and the exported IR
+    do, then normalised by ``img_norm_cfg``. Range initialisation and BatchNorm adaptation on these match
+    what the deployed model sees (augmented batches cost 0.57 AP, docs/templates.md)."""
+    from ..data.images import read_image
+    from ..inference.predictor import letterbox
+    from ..models.inference import InferenceModel
+
+    norm = InferenceModel(torch.nn.Identity(), img_norm_cfg)
+    images = []
+    paths = list(paths)
+    for i in range(min(int(count), len(paths)) if count > 0 else 0):
+        img, _ = letterbox(read_image(paths[i]), tuple(input_size), keep_ratio=False)
+        bgr = torch.from_numpy(img.transpose(2, 0, 1).copy()).float()[None]
+        images.append(norm.normalize(bgr).contiguous())
+    return images
+
+
+def freeze_batchnorm(model):
+    """Put every BatchNorm layer of ``model`` in eval mode (running statistics used and not updated; its
+    affine parameters still train). Called after each ``model.train()`` during QAT: the imported Open
+    Model Zoo weights have their BatchNorms folded into the convolutions, and batch statistics of tiny
+    batches would replace the statistics the quantizer ranges were set for. Returns the count."""
+    count = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training:
+            m.eval()
+            count += 1
+    return count
+
+
 def quantization_params(algorithm):
     """(num_init_samples, num_bn_adaptation_samples) of OTE's quantization algorithm dict."""
     init = algorithm.get("initializer") or {}
@@ -70,10 +102,21 @@ def quantization_params(algorithm):
     return num_init, num_bn
 
 
-def quantize_model(model, init_images, bn_batches=(), device="cpu"):
+def quantization_options(algorithm):
+    """Our keys of the quantization algorithm dict (not OTE's; docs/templates.md):
+    ``freeze_bn`` (default True): BatchNorm layers stay in eval mode during QAT;
+    ``init_images`` ("plain", default, or "augmented"): which images range init and BN adaptation use;
+    ``preset`` ("performance", default, or "mixed"): NNCF's quantization preset."""
+    return {"freeze_bn": bool(algorithm.get("freeze_bn", True)),
+            "init_images": str(algorithm.get("init_images", "plain")),
+            "preset": str(algorithm.get("preset", "performance"))}
+
+
+def quantize_model(model, init_images, bn_batches=(), device="cpu", preset=None):
     """Insert NNCF's fake-quantizers into ``model`` (in place) and initialise their ranges on ``init_images``
-    ([1, 3, h, w] each); then adapt the BatchNorm statistics on ``bn_batches`` (training batches, as
-    NNCF 2.x did). Returns the model."""
+    ([1, 3, h, w] each); then adapt the BatchNorm statistics on ``bn_batches`` ([B, 3, h, w] each, as
+    NNCF 2.x did). ``preset``: "performance" (NNCF's default: symmetric activations) or "mixed"
+    (asymmetric activations). Returns the model."""
     nncf = import_nncf()
     if not init_images:
         raise ValueError("quantization needs calibration images")
@@ -81,11 +124,14 @@ def quantize_model(model, init_images, bn_batches=(), device="cpu"):
     model.eval()
     images = [img.to(device) for img in init_images]
     log.info("quantization: range initialisation on %d training image(s)", len(images))
-    quantized = nncf.quantize(model, nncf.Dataset(images), subset_size=len(images))
+    kwargs = {}
+    if preset:
+        kwargs["preset"] = nncf.QuantizationPreset(preset)
+    quantized = nncf.quantize(model, nncf.Dataset(images), subset_size=len(images), **kwargs)
     if bn_batches:
         from nncf.torch.function_hook.pruning.batch_norm_adaptation import batch_norm_adaptation
         bn = [b.to(device) for b in bn_batches]
-        log.info("quantization: batch-norm adaptation on %d batch(es) of training images", len(bn))
+        log.info("quantization: batch-norm adaptation on %d batch(es) of images", len(bn))
         batch_norm_adaptation(quantized, nncf.Dataset(bn))
     quantized.train(was_training)
     return quantized

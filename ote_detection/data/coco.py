@@ -17,12 +17,17 @@ log = logging.getLogger(__name__)
 
 
 def split_paths(value):
-    """'a,b' -> ['a', 'b'] (the comma-separated form of --*-ann-files / --*-data-roots); None -> []."""
+    """The paths of a --*-ann-files / --*-data-roots value: 'a,b' -> ['a', 'b'] (the comma-separated form);
+    a list (the flag repeated) -> each item's paths, in order. An item that exists as it is (a file or
+    folder whose name holds a comma) is one path; any other item is split on commas. None -> []."""
     if value is None:
         return []
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    return [v for v in str(value).split(",") if v]
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for item in items:
+        item = str(item)
+        out.extend([item] if os.path.exists(item) else [v for v in item.split(",") if v])
+    return out
 
 
 def check_data_flags(ann_files, data_roots, prefix):
@@ -81,7 +86,8 @@ def _say_once(level, msg, *args):
         log.log(level, text)
 
 
-def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True, check_images=True, flags=None):
+def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True, check_images=True, flags=None,
+                    quiet=False):
     """Merge COCO files into one COCO dict with new, unique image and annotation ids.
 
     Every image gets ``path`` (root + file_name). Category ids are remapped to 1..len(classes) by
@@ -103,12 +109,15 @@ def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True,
     iscrowd 0 is a ground-truth face no detection can match (IoU 0), i.e. a missed face.
     Exact duplicate boxes are counted and said once (they are in WIDER FACE's val set too).
     ``require_boxes``: no box of ``classes`` at all is an error (AP would be undefined: nan).
+    ``quiet``: say nothing (the data was loaded and reported before, e.g. by the parent process of DDP
+    training processes).
     ``flags``: the command-line prefix of the pair (e.g. '--test'), named when one of them is missing.
 
     An image with an EXIF orientation is read as displayed (``data.images``); boxes are read in that
     frame. A width/height equal to the stored (unrotated) size is an error naming the orientation; an
     orientation the sizes cannot confirm (180 degrees, mirrors, square images) is said once, counted.
     """
+    say = (lambda *a: None) if quiet else _say_once
     if flags:
         check_data_flags(ann_files, img_roots, flags)
     ann_files, img_roots = split_paths(ann_files), split_paths(img_roots)
@@ -201,10 +210,10 @@ def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True,
                            f"e.g. {wrong_size[0]}" + ("" if "EXIF orientation" in wrong_size[0] else
                                                       ": the boxes may be of another image size"))
         if unconfirmed:
-            _say_once(logging.WARNING, "%s: %d image(s) carry an EXIF orientation that width/height cannot confirm, "
-                      "e.g. %s: boxes are read in the frame as displayed (EXIF applied, as cv2.imread and image "
-                      "viewers do); if they were drawn on the stored pixels, remove the tag (e.g. exiftool "
-                      "-Orientation=1 -n FILE)", ann_file, len(unconfirmed), unconfirmed[0])
+            say(logging.WARNING, "%s: %d image(s) carry an EXIF orientation that width/height cannot confirm, "
+                "e.g. %s: boxes are read in the frame as displayed (EXIF applied, as cv2.imread and image "
+                "viewers do); if they were drawn on the stored pixels, remove the tag (e.g. exiftool "
+                "-Orientation=1 -n FILE)", ann_file, len(unconfirmed), unconfirmed[0])
             unconfirmed = []
         # annotations
         anns = data.get("annotations", [])
@@ -285,17 +294,17 @@ def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True,
             raise OteError(f"{ann_file}: {len(outside)} annotation(s) lie outside their image, e.g. annotation "
                            f"{a.get('id')} of {img['file_name']} ({img['width']}x{img['height']}): {a['bbox']}")
     if clipped:
-        _say_once(logging.WARNING, "%d box(es) reached past the image border and were clipped (%s)", clipped,
+        say(logging.WARNING, "%d box(es) reached past the image border and were clipped (%s)", clipped,
                   ", ".join(ann_files))
     if zero_size:
-        _say_once(logging.WARNING, "%d box(es) of zero width or height, e.g. %s: not used for training; COCO AP "
+        say(logging.WARNING, "%d box(es) of zero width or height, e.g. %s: not used for training; COCO AP "
                   "counts them as faces no detection can match, as OTE's evaluation did (%s)", len(zero_size),
                   zero_size[0], ", ".join(ann_files))
     if duplicates:
-        _say_once(logging.WARNING, "%d box(es) listed twice on the same image, e.g. %s (%s)", len(duplicates),
+        say(logging.WARNING, "%d box(es) listed twice on the same image, e.g. %s (%s)", len(duplicates),
                   duplicates[0], ", ".join(ann_files))
     if other_category:
-        _say_once(logging.INFO, "%d annotation(s) of other categories than %s are not used (%s)", other_category,
+        say(logging.INFO, "%d annotation(s) of other categories than %s are not used (%s)", other_category,
                   "/".join(classes), ", ".join(ann_files))
     if require_boxes and not merged["annotations"]:
         raise OteError(f"{', '.join(ann_files)}: no {'/'.join(classes)} box in "
@@ -307,40 +316,71 @@ class CocoDataset(Dataset):
     """Training dataset: pipeline output with ``img`` [3, H, W], ``gt_bboxes`` [N, 4], ``gt_labels`` [N].
 
     ``min_size``: boxes narrower or shorter than this (in original pixels) are not used as targets (OTE).
-    ``filter_empty_gt``: images without usable boxes are dropped (mmdetection's default); set False to
-    keep them as negatives.
+    ``filter_empty_gt``: images without usable boxes are dropped (mmdetection's default); set False
+    (``data.train.filter_empty_gt`` in model.py) to keep them as negatives (every anchor a background
+    target). What is left out, and why, is said in one line (``summary``); ``quiet``: not said (a DDP
+    process whose parent said it).
     """
 
-    def __init__(self, ann_files, img_roots, pipeline, classes=("face",), min_size=None, filter_empty_gt=True):
-        self.coco = load_coco_files(ann_files, img_roots, tuple(classes))
+    def __init__(self, ann_files, img_roots, pipeline, classes=("face",), min_size=None, filter_empty_gt=True,
+                 quiet=False):
+        self.coco = load_coco_files(ann_files, img_roots, tuple(classes), quiet=quiet)
         self.pipeline = Compose(pipeline)
         by_image = {img["id"]: [] for img in self.coco["images"]}
         for ann in self.coco["annotations"]:
             by_image[ann["image_id"]].append(ann)
         self.items = []
-        tiny = 0
+        # faces left out, by reason; zero-size boxes are said (once) by load_coco_files and not counted here
+        faces, sub_pixel, crowd, small, no_face, no_usable = 0, 0, 0, 0, 0, 0
         for img in self.coco["images"]:
             boxes, labels = [], []
             for ann in by_image[img["id"]]:
                 x, y, w, h = ann["bbox"]
+                if w <= 0 or h <= 0:
+                    continue
+                faces += 1
                 if w < 1 or h < 1:
-                    tiny += 1
+                    sub_pixel += 1
+                elif ann.get("ignore", False) or ann["iscrowd"]:
+                    crowd += 1
+                elif min_size is not None and (w < min_size or h < min_size):
+                    small += 1
+                else:
+                    boxes.append([x, y, x + w, y + h])
+                    labels.append(ann["category_id"] - 1)
+            if not boxes:
+                if by_image[img["id"]]:
+                    no_usable += 1
+                else:
+                    no_face += 1
+                if filter_empty_gt:
                     continue
-                if ann.get("ignore", False) or ann["iscrowd"]:
-                    continue
-                if min_size is not None and (w < min_size or h < min_size):
-                    continue
-                boxes.append([x, y, x + w, y + h])
-                labels.append(ann["category_id"] - 1)
-            if filter_empty_gt and not boxes:
-                continue
             self.items.append((img["path"], np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64)))
-        if tiny:
-            _say_once(logging.WARNING, "%d box(es) narrower or shorter than 1 pixel are not used for training "
-                      "(as mmdetection) (%s)", tiny, ", ".join(split_paths(ann_files)))
-        if not self.items:
-            raise OteError(f"{', '.join(split_paths(ann_files))}: no image with usable face boxes "
-                           f"(min_size={min_size})")
+        used = sum(len(item[1]) for item in self.items)
+        files = ", ".join(split_paths(ann_files))
+        left = []
+        if filter_empty_gt and no_face + no_usable:
+            why = " and ".join(t for t in (f"{no_face} without a face" if no_face else "",
+                                           f"{no_usable} whose faces are all left out" if no_usable else "") if t)
+            left.append(f"{no_face + no_usable} image(s) ({why}; filter_empty_gt=True: set data.train's "
+                        f"filter_empty_gt=False in model.py to keep them as negatives)")
+        if small:
+            left.append(f"{small} face(s) under min_size={min_size:g} px wide or high (data.train's min_size in "
+                        f"model.py, original pixels)")
+        if sub_pixel:
+            left.append(f"{sub_pixel} face(s) under 1 px wide or high (as mmdetection)")
+        if crowd:
+            left.append(f"{crowd} crowd/ignore box(es)")
+        self.summary = (f"training data ({files}): {len(self.items)} of {len(self.coco['images'])} image(s) and "
+                        f"{used} of {faces} face(s) used"
+                        + (f" ({no_face + no_usable} without a usable face kept as negatives: filter_empty_gt=False)"
+                           if not filter_empty_gt and no_face + no_usable else "")
+                        + ("; left out: " + "; ".join(left) if left else ""))
+        if not quiet:
+            _say_once(logging.WARNING if (small or sub_pixel or (filter_empty_gt and no_face + no_usable))
+                      else logging.INFO, "%s", self.summary)
+        if not used:
+            raise OteError(f"{files}: no image with usable face boxes (min_size={min_size})")
 
     def __len__(self):
         return len(self.items)

@@ -73,8 +73,11 @@ def cleanup():
 
 
 def _spawned(rank, fn, world_size, use_cuda, init_method, args, error_dir):
-    # spawned processes start with no logging set up: the main rank reports like a single process
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
+    # spawned processes start with no logging set up: the main rank reports like a single process; the
+    # others only errors (their warnings repeat the main rank's, once per process)
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.ERROR, format="%(message)s")
+    if not use_cuda and "OMP_NUM_THREADS" not in os.environ:  # share the cores, not one thread per core each
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     try:
         init_process(rank, world_size, use_cuda, init_method)
         fn(*args)

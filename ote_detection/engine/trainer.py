@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 from tqdm import tqdm
 
 from ..data.coco import collate_train
@@ -36,16 +36,50 @@ def _worker_init(worker_id):
     np.random.seed(seed)
 
 
+class NoSingletonBatchSampler(Sampler):
+    """Batches of ``batch_size`` indices of ``sampler`` (the last one shorter), where a trailing batch of ONE
+    index gets a second one (the epoch's first index; itself when the epoch has one): train-mode BatchNorm
+    cannot normalise one value per channel, which a single image with a 1x1 coarsest feature map gives
+    (mmdetection's GroupSampler pads its epochs to whole batches for the same reason). ``len`` =
+    ceil(len(sampler) / batch_size); under DDP each process's share is batched on its own."""
+
+    def __init__(self, sampler, batch_size):
+        self.sampler, self.batch_size = sampler, int(batch_size)
+
+    def __iter__(self):
+        indices = list(self.sampler)
+        for start in range(0, len(indices), self.batch_size):
+            batch = indices[start:start + self.batch_size]
+            if len(batch) == 1 and self.batch_size > 1:
+                batch.append(indices[0] if len(indices) > 1 and start > 0 else batch[0])
+            yield batch
+
+    def __len__(self):
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+
 def build_train_loader(dataset, batch_size, workers, seed=0, pin_memory=False):
-    """The training DataLoader: shuffled (a DistributedSampler under DDP, seeded), ``collate_train``
-    batches of (imgs [B, 3, H, W], list of boxes [G, 4], list of labels [G])."""
+    """The training DataLoader: shuffled (a DistributedSampler under DDP, seeded), batches
+    (``NoSingletonBatchSampler``: no trailing batch of one) of ``collate_train``: (imgs [B, 3, H, W],
+    list of boxes [G, 4], list of labels [G])."""
     if dist_utils.world_size() > 1:
         sampler = DistributedSampler(dataset, shuffle=True, seed=seed)
     else:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+    return DataLoader(dataset, batch_sampler=NoSingletonBatchSampler(sampler, batch_size), num_workers=workers,
                       collate_fn=collate_train, worker_init_fn=_worker_init, persistent_workers=workers > 0,
                       pin_memory=pin_memory)
+
+
+def check_batch_statistics(input_size, stride, batch_size):
+    """OteError when train-mode BatchNorm would get one value per channel: a batch of one image whose
+    coarsest feature map (``input_size`` (w, h) / the model's largest ``stride``) is 1x1."""
+    w, h = input_size
+    cells = max(1, math.ceil(w / stride)) * max(1, math.ceil(h / stride))
+    if int(batch_size) * cells < 2:
+        raise OteError(f"--batch-size {batch_size} at input {w}x{h}: the coarsest feature map (stride {stride}) is "
+                       f"1x1, and BatchNorm cannot train on one value per channel; give --batch-size 2 or more, or "
+                       f"an input side over {stride} px")
 
 
 def amp_dtype(device):
@@ -147,7 +181,7 @@ class Trainer:
 
     def _train_epoch(self):
         self.net.train()
-        sampler = getattr(self.loader, "sampler", None)
+        sampler = getattr(getattr(self.loader, "batch_sampler", None), "sampler", None) or self.loader.sampler
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(self.epoch)
         sums, count, start = {}, 0, time.time()

@@ -77,15 +77,25 @@ def _fmt(value, digits=3):
     except (TypeError, ValueError):
         return str(value)
     if math.isnan(v):
-        return "nan"
+        return "n/a"
     return f"{v:.{digits}f}"
+
+
+# why a metric can be undefined (NaN: no ground truth to measure it on); metrics.yaml keeps the .nan
+NAN_REASONS = {"ap_64x64": "no face > 64 px"}
+
+
+def _shown(key, value):
+    text = _fmt(value)
+    return f"n/a ({NAN_REASONS[key]})" if text == "n/a" and key in NAN_REASONS else text
 
 
 def format_metrics_table(metrics: dict, template_metrics: list) -> str:
     """A plain-text table: display name, unit, measured value, the template's reference value.
 
     Rows follow the template's order; template keys absent from ``metrics`` show '-' as value;
-    keys of ``metrics`` that the template does not list are appended (display name = key).
+    keys of ``metrics`` that the template does not list are appended (display name = key). An undefined
+    value (NaN) shows as 'n/a' with its reason (``NAN_REASONS``) and no diff.
     """
     rows = [("Metric", "Unit", "Value", "Reference", "Diff")]
     seen = set()
@@ -96,15 +106,15 @@ def format_metrics_table(metrics: dict, template_metrics: list) -> str:
         ref = entry.get("value")
         diff = "-"
         try:
-            if value is not None and ref is not None:
+            if value is not None and ref is not None and math.isfinite(float(value) - float(ref)):
                 diff = f"{float(value) - float(ref):+.3f}"
         except (TypeError, ValueError):
             pass
-        rows.append((str(entry.get("display_name", key)), str(entry.get("unit", "")),
-                     _fmt(value), _fmt(ref), diff))
+        rows.append((str(entry.get("display_name", key)), str(entry.get("unit", "")), _shown(key, value),
+                     _fmt(ref), diff))
     for key, value in metrics.items():
         if key not in seen:
-            rows.append((str(key), "", _fmt(value), "-", "-"))
+            rows.append((str(key), "", _shown(key, value), "-", "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for n, r in enumerate(rows):

@@ -1,63 +1,35 @@
 """Export adapters, one per head family (``head.export_family``): how the network's raw outputs become
 Open Model Zoo's output contract in the IR, and what ``export_info.yaml`` says about it.
 
-* ``SSDAdapter`` ("ssd"): ``DetectionOutput`` (opset8) on the softmax scores and box deltas, with our
+* ``SSDAdapter`` (``ExportFamily.SSD``): ``DetectionOutput`` (opset8) on the softmax scores and box deltas, with our
   anchors as a constant prior tensor. Output ``detection_out`` [1, 1, keep_top_k, 7]: image_id, label,
   confidence, x_min, y_min, x_max, y_max (normalised to [0, 1]); the row after the last detection has
   image_id -1. Labels are class indices (0 = face): the background is the last softmax class
   (``background_label_id = num_classes``), as in OMZ's face-detection-0200/0204 IRs.
-* ``NMSAdapter`` ("nms"; FCOS, ATSS): the head's ``decode`` (boxes in input pixels and per-class scores)
+* ``NMSAdapter`` (``ExportFamily.NMS``; FCOS, ATSS): the head's ``decode`` (boxes in input pixels and per-class scores)
   is in the graph, followed by ``MulticlassNms`` (opset9). Outputs ``boxes`` [N, 5] (x1, y1, x2, y2,
   score, in input pixels) and ``labels`` [N], as OMZ's face-detection-0205/0206 IRs.
 """
-
-import math
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from ..models.heads import ExportFamily
 from ..utils.errors import OteError
 from .openvino_export import convert_network, foldable
 
-_FLOAT_MAX = float(np.finfo(np.float32).max)
-
 
 class RawSSDOutputs(nn.Module):
-    """BGR 0..255 image -> (softmax scores [B, A * (C + 1)], box deltas [B, A * 4]), DetectionOutput's inputs.
-
-    The deltas are those of the box coder with its means added and its dw/dh clamp applied, divided
-    back by the stds (which DetectionOutput multiplies in again as prior variances); with zero means
-    (all templates) that is only the clamp, applied to the raw deltas.
-    """
+    """BGR 0..255 image -> (softmax scores [B, A * (C + 1)], box deltas [B, A * 4]), DetectionOutput's inputs
+    (the head's ``export_raw``)."""
 
     def __init__(self, inference_model):
         super().__init__()
         self.model, self.folded = foldable(inference_model)
-        coder = inference_model.detector.bbox_head.bbox_coder
-        stds = torch.tensor(coder.stds, dtype=torch.float32)
-        means = torch.tensor(coder.means, dtype=torch.float32)
-        self.register_buffer("offset", means / stds, persistent=False)
-        self.has_offset = bool(torch.any(means != 0))
-        ratio = float(getattr(coder, "max_ratio", math.inf))
-        self.clamp = math.isfinite(ratio)
-        if self.clamp:
-            hi = torch.tensor([_FLOAT_MAX, _FLOAT_MAX, ratio / coder.stds[2], ratio / coder.stds[3]])
-            lo = torch.tensor([-_FLOAT_MAX, -_FLOAT_MAX, -ratio / coder.stds[2], -ratio / coder.stds[3]])
-            # the clamp acts on d = delta * std + mean; in units of std that is (bound - mean) / std
-            self.register_buffer("hi", hi - means / stds, persistent=False)
-            self.register_buffer("lo", lo - means / stds, persistent=False)
 
     def forward(self, image):
-        head = self.model.detector.bbox_head
-        scores, deltas = head.export_raw(self.model(image))
-        batch = image.shape[0]
-        deltas = deltas.reshape(batch, -1, 4)
-        if self.clamp:
-            deltas = torch.minimum(torch.maximum(deltas, self.lo), self.hi)
-        if self.has_offset:
-            deltas = deltas + self.offset
-        return scores, deltas.reshape(batch, -1)
+        return self.model.detector.bbox_head.export_raw(self.model(image))
 
 
 def featmap_sizes(inference_model, input_size):
@@ -65,7 +37,7 @@ def featmap_sizes(inference_model, input_size):
     width, height = input_size
     with torch.no_grad():
         outs = inference_model(torch.zeros(1, 3, height, width))
-    return [tuple(s.shape[-2:]) for s in outs[0]]
+    return inference_model.detector.bbox_head.featmap_sizes(outs)
 
 
 def prior_tensor(inference_model, input_size):
@@ -74,7 +46,7 @@ def prior_tensor(inference_model, input_size):
     width, height = input_size
     anchors = head.prior_boxes(featmap_sizes(inference_model, input_size)).double()
     anchors = anchors / torch.tensor([width, height, width, height], dtype=torch.float64)
-    variances = torch.tensor(head.bbox_coder.stds, dtype=torch.float64).expand_as(anchors)
+    variances = torch.tensor(head.prior_variances(), dtype=torch.float64).expand_as(anchors)
     return torch.stack([anchors.reshape(-1), variances.reshape(-1)])[None].float().numpy()
 
 
@@ -106,7 +78,7 @@ def _lists(d):
 
 
 class SSDAdapter:
-    family = "ssd"
+    family = ExportFamily.SSD
     onnx_outputs = {"scores": "[1, A * (num_classes + 1)] softmax, background last, anchors in prior order",
                     "deltas": "[1, A * 4] box deltas (dx, dy, dw, dh) with the coder's dw/dh clamp; decode with "
                               "the template's box coder (target_stds as variances) and the anchors"}
@@ -135,7 +107,6 @@ class SSDAdapter:
         det.output(0).get_tensor().set_names({"detection_out"})
         result = opset8.result(det.output(0), name="detection_out/sink_port_0")
         model = ov.Model([result], net.get_parameters(), "face-detection")
-        coder = head.bbox_coder
         output = {
             "name": "detection_out",
             "shape": [1, 1, int(attrs["keep_top_k"][0]), 7],
@@ -144,8 +115,7 @@ class SSDAdapter:
                       "background_label_id = number of classes); the row after the last detection has image_id "
                       "-1 (Open Model Zoo SSD DetectionOutput format)",
             "num_priors": int(num_priors),
-            "box_coder": {"target_means": list(coder.means), "target_stds": list(coder.stds),
-                          "dwdh_clamp": float(coder.max_ratio)},
+            "box_coder": head.box_coder_info(),
             "detection_output": _lists(attrs),
         }
         return model, {"output": output, "normalisation_in_first_conv": raw.folded}
@@ -166,7 +136,7 @@ class _DecodedOutputs(nn.Module):
 
 
 class NMSAdapter:
-    family = "nms"
+    family = ExportFamily.NMS
     onnx_outputs = {"boxes": "[1, A, 4] decoded boxes (x1, y1, x2, y2) in input pixels, before NMS",
                     "scores": "[1, num_classes, A] per-class scores (classification x centerness), before NMS"}
 
@@ -211,11 +181,11 @@ class NMSAdapter:
         return model, {"output": output, "normalisation_in_first_conv": raw.folded}
 
 
-ADAPTERS = {"ssd": SSDAdapter, "nms": NMSAdapter}
+ADAPTERS = {adapter.family: adapter for adapter in (SSDAdapter, NMSAdapter)}
 
 
 def adapter_for(head):
-    family = getattr(head, "export_family", None)
+    family = head.export_family
     if family not in ADAPTERS:
         raise OteError(f"{type(head).__name__}: no export adapter for head family {family!r} "
                        f"(known: {', '.join(ADAPTERS)})")

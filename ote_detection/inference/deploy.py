@@ -13,6 +13,10 @@ regenerated for the feature-map sizes). ``deployment_input_size`` turns what the
   than scaling the whole frame down (1280x for 1920x1080 gives 1280x736, 960x gives 960x544, 640x gives
   640x384). The width is used as given.
 
+Every size is bounded before any model is built: each side 32..8192 px (``utils.cli.MIN_SIDE`` /
+``MAX_SIDE``, the limits of ``--input-size``), the derived height included (``640x`` at an aspect of
+1:1000 would be 640x640000; ``1000x`` at 1:9 rounds up to 1000x9024): one OteError naming the bound.
+
 With the aspect kept, the frame should be letterboxed (``FramePredictor(keep_ratio=True)``), which
 maps boxes back to the frame's pixels; a stretched frame of about the same aspect works too.
 """
@@ -20,6 +24,8 @@ maps boxes back to the frame's pixels; a stretched frame of about the same aspec
 import math
 from fractions import Fraction
 
+from ..models.heads import head_class
+from ..utils.cli import MAX_SIDE, MIN_SIDE
 from ..utils.errors import OteError
 
 DEFAULT_ASPECT = (16, 9)
@@ -52,32 +58,19 @@ def parse_aspect(aspect):
     return value
 
 
-def _stride_of(head):
-    for owner in (getattr(head, "anchor_generator", None), getattr(head, "prior_generator", None), head):
-        strides = getattr(owner, "strides", None)
-        if strides:
-            flat = [s[0] if isinstance(s, (tuple, list)) else s for s in strides]
-            return int(max(flat))
-    return None
-
-
 def model_stride(model, default=DEFAULT_STRIDE):
-    """The largest stride of the head (32 for our SSDs; the top FPN level for FCOS/ATSS).
+    """The largest of the head's declared ``strides`` (32 for our SSDs; the top FPN level for FCOS/ATSS).
 
-    ``model``: a detector, an ``InferenceModel`` or anything with ``.detector.bbox_head`` / ``.bbox_head``,
-    or a model config dict (``cfg.model``: ``bbox_head.anchor_generator.strides`` or ``bbox_head.strides``).
+    ``model``: a detector, an ``InferenceModel`` (anything with ``.detector.bbox_head`` / ``.bbox_head``),
+    or a model config dict (``cfg.model``; the head class reads its strides from ``bbox_head``).
+    ``default`` where there is no head (e.g. an IR's predictor).
     """
     if isinstance(model, dict):
-        head = model.get("bbox_head") or {}
-        for owner in (head.get("anchor_generator") or {}, head.get("prior_generator") or {}, head):
-            strides = owner.get("strides")
-            if strides:
-                return int(max(s[0] if isinstance(s, (tuple, list)) else s for s in strides))
-        return int(default)
+        head_cfg = model.get("bbox_head")
+        return int(max(head_class(head_cfg).strides_of_config(head_cfg))) if head_cfg else int(default)
     detector = getattr(model, "detector", model)
     head = getattr(detector, "bbox_head", None)
-    stride = _stride_of(head) if head is not None else None
-    return int(stride or default)
+    return int(max(head.strides)) if head is not None else int(default)
 
 
 def deployment_input_size(spec, frame_hw=None, aspect=None, stride=DEFAULT_STRIDE, default=None):
@@ -114,9 +107,18 @@ def deployment_input_size(spec, frame_hw=None, aspect=None, stride=DEFAULT_STRID
             if fh <= 0 or fw <= 0:
                 raise OteError(f"frame size {frame_hw!r} is not positive")
             ratio = fw / fh
+            source = f"the frames' aspect {int(fw)}:{int(fh)}"
         else:
             ratio = parse_aspect(aspect)
+            source = f"aspect {aspect if aspect is not None else '%d:%d' % DEFAULT_ASPECT}"
         height = max(stride, int(math.ceil(width / ratio / stride - 1e-9)) * stride)
+        if height > MAX_SIDE:  # bounded before any model is built (640x at 1:1000 would be 640x640000)
+            raise OteError(f"input size {width}x{height} (the height from {source}, rounded up to the stride "
+                           f"{stride}) is over the limit of {MAX_SIDE} px a side; give a smaller width or a wider "
+                           f"aspect")
+    for side in (width, height):
+        if not MIN_SIDE <= side <= MAX_SIDE:
+            raise OteError(f"input size {width}x{height}: each side must be between {MIN_SIDE} and {MAX_SIDE} px")
     return width, height
 
 

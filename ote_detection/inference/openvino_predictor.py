@@ -6,8 +6,9 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou as tv_box_iou
 
-from .predictor import FramePredictor
+from ..models.heads import ExportFamily
 from ..utils.errors import OteError
+from .predictor import FramePredictor
 
 PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16", "default": None}
 
@@ -58,16 +59,16 @@ def detection_output_node(model):
 
 
 def output_contract(model):
-    """Which of the two Open Model Zoo detection-output contracts an IR has: ``"ssd"`` (one output,
-    DetectionOutput's [1, 1, N, 7]) or ``"boxes_labels"`` (``boxes`` [N, 5] and ``labels`` [N]);
-    None when it has neither."""
+    """Which of the two Open Model Zoo detection-output contracts (``models.heads.ExportFamily``) an IR
+    has: ``ExportFamily.SSD`` (one output, DetectionOutput's [1, 1, N, 7]) or ``ExportFamily.NMS``
+    (``boxes`` [N, 5] and ``labels`` [N]); None when it has neither."""
     names = [set(o.get_names()) for o in model.outputs]
     if len(model.outputs) == 1:
         shape = model.outputs[0].get_partial_shape()
         if shape.rank.is_static and shape.rank.get_length() == 4 and shape[3].is_static and shape[3].get_length() == 7:
-            return "ssd"
+            return ExportFamily.SSD
     if len(model.outputs) == 2 and any("boxes" in n for n in names) and any("labels" in n for n in names):
-        return "boxes_labels"
+        return ExportFamily.NMS
     return None
 
 
@@ -146,7 +147,7 @@ class OpenVINOPredictor(FramePredictor):
         self.label_offset = 1 if self.background_label_id == 0 else 0
         self.compiled = compiled
         self.request = compiled.create_infer_request()
-        if self.contract == "boxes_labels":
+        if self.contract == ExportFamily.NMS:
             names = [o.get_names() for o in compiled.outputs]
             self._boxes_index = next(i for i, n in enumerate(names) if any("boxes" in x for x in n))
         self.input_name = model.inputs[0].get_any_name()
@@ -159,7 +160,7 @@ class OpenVINOPredictor(FramePredictor):
     def decode_outputs(self, outputs):
         """The IR's output arrays -> float32 [N, 6] (x1, y1, x2, y2, score, label) in network pixels."""
         width, height = self.input_size
-        if self.contract == "ssd":
+        if self.contract == ExportFamily.SSD:
             rows = np.asarray(outputs[0]).reshape(-1, 7)
             end = np.nonzero(rows[:, 0] < 0)[0]
             rows = rows[: end[0]] if end.size else rows

@@ -3,7 +3,8 @@
 ``FramePredictor`` is the one interface that validation, eval.py, the demo and tiling use; the
 PyTorch model (``TorchPredictor``) and an OpenVINO IR (``export.openvino_predictor``) implement it.
 
-* ``predict_frames(frames) -> list of float32 [N, 6]`` arrays (x1, y1, x2, y2, score, label) in the
+* ``predict_frames(frames) -> list of float32 [N, 6]`` arrays (x1, y1, x2, y2, score, label: the
+  columns of ``models.heads.Detections.to_rows``) in the
   pixels of each frame, best score first. ``frames``: a list of ``[H, W, 3]`` uint8 BGR arrays of any
   (mixed) sizes; batching happens inside (``batch_size``).
 * ``preprocess(frame) -> (tensor [3, h, w] float32 BGR 0..255, scale (sx, sy))`` with
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from ..data.coco import FrameDataset, collate_frames
 from ..data.transforms import resize_image
+from ..models.heads import ROW_WIDTH
 
 
 def letterbox(frame, input_size, keep_ratio):
@@ -50,7 +52,7 @@ class FramePredictor:
     @staticmethod
     def postprocess(det, scale, frame_hw):
         """[N, 6] in network pixels -> float32 [N, 6] in frame pixels, clipped to the frame, best first."""
-        det = np.asarray(det, np.float32).reshape(-1, 6).copy()
+        det = np.asarray(det, np.float32).reshape(-1, ROW_WIDTH).copy()
         det[:, :4] /= np.tile(np.asarray(scale, np.float32), 2)
         h, w = frame_hw
         det[:, :4] = np.clip(det[:, :4], 0, [w, h, w, h])
@@ -86,7 +88,7 @@ class TorchPredictor(FramePredictor):
 
     @torch.no_grad()
     def infer_batch(self, batch):
-        return [d.float().cpu().numpy() for d in self.model.predict(batch.to(self.device))]
+        return [d.to_rows().float().cpu().numpy() for d in self.model.predict(batch.to(self.device))]
 
 
 def detect_images(predictor, paths, keys=None, batch_size=8, workers=0, progress=True, desc="detect"):

@@ -4,6 +4,7 @@ import torch
 import torch.nn as nn
 
 from ..registry import BACKBONES, DETECTORS, HEADS, NECKS
+from .heads.base import map_outputs
 
 
 @DETECTORS.register()
@@ -12,9 +13,9 @@ from ..registry import BACKBONES, DETECTORS, HEADS, NECKS
 class SingleStageDetector(nn.Module):
     """Backbone, optional neck and a dense head that follows ``models/heads/base.py``'s contract.
 
-    * ``forward(img)``: the head's raw per-level outputs (what export converts);
+    * ``forward(img)``: the head's outputs NamedTuple of per-level maps (what export converts);
     * ``forward(img, gt_bboxes, gt_labels)``: the loss dict (so DDP wraps the whole training step);
-    * ``predict(img)``: per image a [N, 6] tensor (x1, y1, x2, y2, score, label) in input pixels.
+    * ``predict(img)``: per image a ``Detections`` (boxes [N, 4], scores [N], labels [N]) in input pixels.
 
     ``img`` is [B, 3, H, W], normalised as the config's ``img_norm_cfg`` says.
     """
@@ -35,7 +36,7 @@ class SingleStageDetector(nn.Module):
             return outs
         # target assignment and losses in fp32, also under autocast
         with torch.autocast(img.device.type, enabled=False):
-            outs = tuple([o.float() for o in level] for level in outs)
+            outs = map_outputs(outs, lambda t: t.float())
             return self.bbox_head.loss(outs, gt_bboxes, gt_labels)
 
     @torch.no_grad()

@@ -23,5 +23,6 @@ class InferenceModel(nn.Module):
 
     @torch.no_grad()
     def predict(self, bgr):
-        """bgr [B, 3, H, W] float 0..255 -> list of B [N, 6] (x1, y1, x2, y2, score, label) in input pixels."""
+        """bgr [B, 3, H, W] float 0..255 -> list of B ``Detections`` (boxes [N, 4], scores [N], labels [N])
+        in input pixels, best first."""
         return self.detector.predict(self.normalize(bgr))

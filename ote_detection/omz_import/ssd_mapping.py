@@ -163,21 +163,21 @@ def identity_bn_var(eps):
 def check_priors(model, det, inference_model, input_size, ev):
     """PriorBoxClustered attributes (or a constant prior tensor) against our anchors and box coder stds."""
     head = inference_model.detector.bbox_head
-    gen, stds = head.anchor_generator, np.array(head.bbox_coder.stds)
+    shapes, stds = head.prior_shapes(), np.array(head.prior_variances())
     priors = [op for op in model.get_ordered_ops() if op.get_type_name() == "PriorBoxClustered"]
     if priors:
-        if len(priors) != gen.num_levels:
-            raise OteError(f"IR has {len(priors)} PriorBoxClustered layers, the template {gen.num_levels} anchor "
+        if len(priors) != len(shapes):
+            raise OteError(f"IR has {len(priors)} PriorBoxClustered layers, the template {len(shapes)} anchor "
                            f"levels")
         for level, op in enumerate(priors):
             a = op.get_attributes()
             widths, heights = np.array(a["width"]), np.array(a["height"])
-            ours_w, ours_h = np.array(gen.widths[level]), np.array(gen.heights[level])
+            stride, ours_w, ours_h = shapes[level][0], np.array(shapes[level][1]), np.array(shapes[level][2])
             step = float(a.get("step") or a.get("step_w") or 0)
             if (widths.shape != ours_w.shape or not np.allclose(widths, ours_w, rtol=1e-4)
-                    or not np.allclose(heights, ours_h, rtol=1e-4) or (step and step != gen.strides[level])):
+                    or not np.allclose(heights, ours_h, rtol=1e-4) or (step and step != stride)):
                 raise OteError(f"IR layer {node_name(op)}: priors (step {step}, widths {widths.tolist()}) differ from "
-                               f"the template's level {level} anchors (stride {gen.strides[level]}, widths "
+                               f"the template's level {level} anchors (stride {stride}, widths "
                                f"{ours_w.tolist()})")
             if float(a.get("offset", 0.5)) != 0.5:
                 raise OteError(f"IR layer {node_name(op)}: prior offset {a['offset']} (ours: 0.5, anchor at cell centre)")

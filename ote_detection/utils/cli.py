@@ -10,7 +10,7 @@ import math
 import os
 from typing import NamedTuple, Optional
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "InputSize",
+__all__ = ["add_path_list_arg", "bounded_int", "positive_int", "non_negative_int", "positive_float", "non_negative_float", "InputSize",
            "input_size", "input_size_or_width", "seed", "existing_file", "existing_dir", "output_dir", "output_file"]
 
 
@@ -34,6 +34,16 @@ def _at_least(kind, minimum, strict, message):
     return check
 
 
+def bounded_int(low, high):
+    """An argparse type: an integer in ``low..high`` (a count whose cost grows with it, bounded before work)."""
+    def check(text):
+        value = _number(text, int)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be between {low} and {high}")
+        return value
+    return check
+
+
 positive_int = _at_least(int, 0, True, "must be a positive integer (1 or more)")
 non_negative_int = _at_least(int, 0, False, "must be 0 or more")
 positive_float = _at_least(float, 0.0, True, "must be greater than 0")
@@ -47,6 +57,25 @@ class InputSize(NamedTuple):
 
 
 MIN_SIDE, MAX_SIDE = 32, 8192
+# counts whose cost (processes, threads, buffers) grows with the value: bounded when parsed
+MAX_WORKERS = 64  # data-loading processes per training process
+MAX_THREADS = 1024  # inference threads
+MAX_JOBS = 64  # OpenVINO inference requests in flight (demo)
+MAX_BATCH_MPX = 128  # network input pixels of one batch, in millions: 1.5 GB of float input before any
+#                      activation; one 8192x8192 image (67 Mpx) fits, 13x the largest template default (0202: 65 x 384^2)
+
+
+def check_batch_pixels(batch_size, input_size, given=None, flag="--batch-size"):
+    """``ValueError`` (a one-line message) when ``batch_size`` images of ``input_size`` (w, h) exceed
+    ``MAX_BATCH_MPX`` million input pixels; checked before any work. ``given``: the flag's value when the
+    batch is smaller (a data set smaller than the batch)."""
+    w, h = (int(v) for v in input_size)
+    mpx = int(batch_size) * w * h / 1e6
+    if mpx > MAX_BATCH_MPX:
+        what = f"{flag} {given} ({batch_size} images a batch here)" if given not in (None, batch_size) \
+            else f"{flag} {batch_size}"
+        raise ValueError(f"{what} at input {w}x{h} is {mpx:.0f} Mpx a batch, over the bound of {MAX_BATCH_MPX} "
+                         f"Mpx; give {flag} {max(1, int(MAX_BATCH_MPX * 1e6 // (w * h)))} or less")
 
 
 def _side(part, text):
@@ -164,6 +193,17 @@ def tiling_options(args):
     return dict(overlap=args.tile_overlap, tile_scale=args.tile_scale) if args.tile else None
 
 
+PATH_LIST_HELP = ("; several: comma-separated, or the flag repeated (a path that exists as given is taken whole, "
+                  "commas and all)")
+
+
+def add_path_list_arg(parser, flag, help, **kwargs):
+    """A flag of one or several paths (annotation files, data roots): the comma-separated form, or the flag
+    given again for each path (``action='append'``: the value is a list; ``data.coco.split_paths`` turns it
+    into paths). ``help`` gets ``PATH_LIST_HELP`` appended."""
+    return parser.add_argument(flag, action="append", help=help + PATH_LIST_HELP, **kwargs)
+
+
 DATA_FORMAT_HELP = ("dataset format of the annotation files: coco (default: our own reader) or a Datumaro format "
                     "name (voc, voc_detection, yolo, cvat, wider_face, kitti, datumaro, ...); with a Datumaro format "
                     "each --*-ann-files entry is a dataset folder (or file) as Datumaro imports it, and no "
@@ -178,13 +218,12 @@ def add_data_format_arg(parser):
 def add_training_args(parser, defaults="the template's", load_weights_help=None, resume_help=None):
     """The flags train.py and compress.py share (data, output folder, start weights, schedule, processes),
     each checked when parsed. ``defaults``: where unset values come from, for the help texts."""
-    parser.add_argument("--train-ann-files", required=True, help="COCO annotation file(s), comma-separated (or "
-                        "datasets of --data-format)")
-    parser.add_argument("--train-data-roots",
-                        help="image folder(s), one per annotation file, comma-separated (COCO)")
+    add_path_list_arg(parser, "--train-ann-files", "COCO annotation file(s) (or datasets of --data-format)",
+                      required=True)
+    add_path_list_arg(parser, "--train-data-roots", "image folder(s), one per annotation file (COCO)")
     add_data_format_arg(parser)
-    parser.add_argument("--val-ann-files", help="COCO annotation file(s) for validation (COCO AP after each epoch)")
-    parser.add_argument("--val-data-roots", help="image folder(s) of the validation annotation file(s)")
+    add_path_list_arg(parser, "--val-ann-files", "COCO annotation file(s) for validation (COCO AP after each epoch)")
+    add_path_list_arg(parser, "--val-data-roots", "image folder(s) of the validation annotation file(s)")
     parser.add_argument("--save-checkpoints-to", required=True, type=output_dir,
                         help="output folder: epoch_N.pth and latest.pth are written there (atomically) after each "
                              "epoch. A folder holding checkpoints of an earlier run is refused unless --resume-from "
@@ -207,9 +246,9 @@ def add_training_args(parser, defaults="the template's", load_weights_help=None,
                         "processes with gloo")
     parser.add_argument("--tensorboard-dir", type=output_dir,
                         help="write TensorBoard logs (losses, lr, val AP) to this folder")
-    parser.add_argument("--workers", type=non_negative_int, help="data-loading processes per training process "
-                        "(default: model.py's workers_per_gpu, at most the CPU count; 0 = load in the training "
-                        "process)")
+    parser.add_argument("--workers", type=bounded_int(0, MAX_WORKERS), help="data-loading processes per training "
+                        f"process, 0..{MAX_WORKERS} (default: model.py's workers_per_gpu, at most the CPU count; 0 = "
+                        "load in the training process)")
     parser.add_argument("--input-size", type=input_size, help="override the template's input size, e.g. 128 or "
                         "160x128 (width x height, each side 32..8192; stored in the checkpoint and used by eval.py "
                         "and export.py)")

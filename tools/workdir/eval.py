@@ -9,8 +9,9 @@ import argparse
 import os
 
 from ote_detection.apis.evaluate import evaluate
-from ote_detection.utils.cli import (add_data_format_arg, add_tiling_args, existing_dir, existing_file, input_size_or_width,
-                                     non_negative_float, output_dir, output_file, positive_int, tiling_options)
+from ote_detection.utils.cli import (add_data_format_arg, add_path_list_arg, add_tiling_args, existing_dir,
+                                     existing_file, input_size_or_width, non_negative_float, output_dir, output_file,
+                                     positive_int, tiling_options)
 from ote_detection.utils.errors import run_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -20,8 +21,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--load-weights", required=True, type=existing_file,
                    help="snapshot .pth, or model.xml / model.bin of an IR")
-    p.add_argument("--test-ann-files", help="COCO annotation file(s), comma-separated (for ap and ap_64x64)")
-    p.add_argument("--test-data-roots", help="image folder(s), one per annotation file, comma-separated (COCO)")
+    add_path_list_arg(p, "--test-ann-files", "COCO annotation file(s) (for ap and ap_64x64)")
+    add_path_list_arg(p, "--test-data-roots", "image folder(s), one per annotation file (COCO)")
     add_data_format_arg(p)
     p.add_argument("--save-metrics-to", type=output_file, help="write the metrics here (YAML, the template's keys "
                    "and display names); checked to be writable before anything is computed")

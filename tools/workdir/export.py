@@ -11,7 +11,7 @@ import argparse
 import os
 
 from ote_detection.apis.export import export
-from ote_detection.utils.cli import existing_file, input_size_or_width, output_dir
+from ote_detection.utils.cli import existing_file, input_size_or_width, non_negative_float, output_dir
 from ote_detection.utils.errors import run_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,11 +30,26 @@ def main(argv=None):
                         "included; SSD priors are regenerated for it): W, WxH, or Wx (width W, the height from "
                         "--aspect rounded up to the model's stride; the IR is then meant for letterboxed frames, which "
                         "eval.py and visualize.py do by themselves)")
-    p.add_argument("--aspect", default="16:9",
-                   help="frame aspect ratio W:H for --input-size Wx (default: %(default)s, i.e. 1280x -> 1280x736)")
+    p.add_argument("--aspect", default=None,
+                   help="frame aspect ratio W:H for --input-size Wx (default: 16:9, i.e. 1280x -> 1280x736); "
+                        "refused with any other --input-size, which fixes both sides")
+    p.add_argument("--int8", action="store_true",
+                   help="post-training INT8 quantization (NNCF) of the IR at that size: model.xml is then the INT8 IR, "
+                        "model_fp32.xml the FP32 one; export_info.yaml records the AP before and after and the precision "
+                        "the CPU runs. Needs --val-ann-files/--val-data-roots (accuracy control) and/or "
+                        "--calibration-images")
+    p.add_argument("--calibration-images",
+                   help="with --int8: folder of images (or COCO .json) to calibrate on (default: the validation images)")
+    p.add_argument("--val-ann-files", help="with --int8: COCO annotation file(s) (comma-separated) for accuracy control")
+    p.add_argument("--val-data-roots", help="with --int8: image root folder(s) of --val-ann-files (comma-separated)")
+    p.add_argument("--max-drop", type=non_negative_float, default=1.0,
+                   help="with --int8 and validation files: most COCO AP points INT8 may lose (default: %(default)s)")
     a = p.parse_args(argv)
+    if not a.int8 and (a.calibration_images or a.val_ann_files or a.val_data_roots):
+        p.error("--calibration-images / --val-ann-files / --val-data-roots go with --int8")
     export(os.path.join(HERE, "template.yaml"), a.load_weights, a.save_model_to, onnx=a.onnx, input_size=a.input_size,
-           aspect=a.aspect)
+           aspect=a.aspect, int8=a.int8, calibration_images=a.calibration_images, val_ann_files=a.val_ann_files,
+           val_data_roots=a.val_data_roots, max_drop=a.max_drop)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import argparse
 import os
 
 from ote_detection.apis.demo import run_demo
-from ote_detection.utils.cli import add_tiling_args, input_size, non_negative_int, positive_int, tiling_options
+from ote_detection.utils.cli import (MAX_JOBS, MAX_THREADS, add_tiling_args, bounded_int, input_size, non_negative_int,
+                                     tiling_options)
 from ote_detection.utils.errors import run_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,9 +49,11 @@ def main(argv=None):
     p.add_argument("--precision", default="default", choices=["default", "f32", "bf16", "f16"],
                    help="OpenVINO inference precision for an IR (default: the CPU's own, bf16 on CPUs with AMX "
                    "and f32 otherwise: the demo is about speed; eval.py uses f32)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for inference (default: all)")
-    p.add_argument("--jobs", type=positive_int, default=2,
-                   help="OpenVINO inference requests in flight (asynchronous inference; default 2)")
+    p.add_argument("--threads", type=bounded_int(1, MAX_THREADS),
+                   help=f"CPU threads for inference, 1..{MAX_THREADS} (default: all)")
+    p.add_argument("--jobs", type=bounded_int(1, MAX_JOBS), default=2,
+                   help=f"OpenVINO inference requests in flight, 1..{MAX_JOBS} (asynchronous inference; each holds a "
+                        "frame and its buffers; default 2)")
     p.add_argument("--sync", action="store_true",
                    help="plain synchronous loop (read, infer, draw, one frame at a time), for comparison")
     p.add_argument("--keep-ratio", action="store_true", default=None,

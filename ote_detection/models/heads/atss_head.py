@@ -7,7 +7,7 @@ import torch.nn as nn
 from ...registry import ANCHOR_GENERATORS, ASSIGNERS, BBOX_CODERS, HEADS
 from ..layers import Scale, bias_init_with_prob, conv_tower, init_towers, normal_init, run_tower
 from ..losses import build_loss, reduce_mean
-from .base import BaseDenseHead
+from .base import BaseDenseHead, CenternessOutputs, ExportFamily
 
 EPS = 1e-12
 
@@ -21,7 +21,8 @@ class ATSSHead(BaseDenseHead):
     conv without bias, GroupNorm of ``norm_cfg``, ReLU), ``atss_cls`` / ``atss_reg`` / ``atss_centerness``
     3x3 predictors, one learnable ``Scale`` per level on the deltas; centerness from the regression tower.
 
-    ``outs`` = ``(cls_scores [B, A*C, H, W], bbox_preds [B, A*4, H, W], centernesses [B, A, H, W])``.
+    ``forward`` returns ``CenternessOutputs(cls_scores [B, A*C, H, W], bbox_preds [B, A*4, H, W],
+    centernesses [B, A, H, W])`` per level.
 
     Training: anchors are assigned per image by ``train_cfg.assigner`` (ATSS); with ``allowed_border >= 0``
     only anchors inside the image (plus that border) take part. Losses (mmdetection's): focal loss over all
@@ -32,6 +33,9 @@ class ATSSHead(BaseDenseHead):
 
     Inference score: ``sigmoid(cls) * sigmoid(centerness)`` (OTE's ``multiclass_nms`` with ``score_factors``).
     """
+
+    export_family = ExportFamily.NMS
+    train_cfg_keys = ("assigner", "allowed_border", "pos_weight")
 
     def __init__(self, num_classes, in_channels, anchor_generator, bbox_coder=None, feat_channels=256,
                  stacked_convs=4, loss_cls=None, loss_bbox=None, loss_centerness=None, conv_cfg=None,
@@ -67,6 +71,13 @@ class ATSSHead(BaseDenseHead):
         normal_init(self.atss_reg, std=0.01)
         normal_init(self.atss_centerness, std=0.01)
 
+    @property
+    def strides(self):
+        return list(self.anchor_generator.strides)
+
+    def prediction_layers(self):
+        return [self.atss_cls, self.atss_reg, self.atss_centerness]
+
     def forward(self, feats):
         cls_scores, bbox_preds, centernesses = [], [], []
         for x, scale in zip(feats, self.scales):
@@ -74,7 +85,7 @@ class ATSSHead(BaseDenseHead):
             cls_scores.append(self.atss_cls(cls_feat))
             bbox_preds.append(scale(self.atss_reg(reg_feat)).float())
             centernesses.append(self.atss_centerness(reg_feat))
-        return cls_scores, bbox_preds, centernesses
+        return CenternessOutputs(cls_scores, bbox_preds, centernesses)
 
     # -- shared by loss and inference ------------------------------------------------------------
     def anchors(self, featmap_sizes, device):
@@ -88,9 +99,8 @@ class ATSSHead(BaseDenseHead):
 
     def _flatten(self, outs):
         """[B, A, C] logits, [B, A, 4] deltas, [B, A] centerness logits in anchor order."""
-        cls_scores, bbox_preds, centernesses = outs
-        return (self.flatten_levels(cls_scores, self.num_classes), self.flatten_levels(bbox_preds, 4),
-                self.flatten_levels(centernesses, 1)[..., 0])
+        return (self.flatten_levels(outs.cls_scores, self.num_classes), self.flatten_levels(outs.bbox_preds, 4),
+                self.flatten_levels(outs.centernesses, 1)[..., 0])
 
     @staticmethod
     def centerness_target(anchors, gt_boxes):
@@ -144,10 +154,10 @@ class ATSSHead(BaseDenseHead):
         if self.assigner is None:
             raise ValueError("ATSSHead: train_cfg has no assigner")
         featmap_sizes = self.featmap_sizes(outs)
-        device = outs[0][0].device
+        device = outs.cls_scores[0].device
         anchors = self.anchors(featmap_sizes, device)
         num_level_anchors = self.anchor_generator.num_anchors_per_level(featmap_sizes)
-        input_hw = tuple(int(s) * self.anchor_generator.strides[0] for s in featmap_sizes[0])
+        input_hw = tuple(int(s) * self.strides[0] for s in featmap_sizes[0])
         logits, deltas, ctr = self._flatten(outs)
         labels, weights, matched, num_pos = self.get_targets(anchors, num_level_anchors, gt_bboxes, gt_labels,
                                                              input_hw)
@@ -171,7 +181,7 @@ class ATSSHead(BaseDenseHead):
     # -- inference ---------------------------------------------------------------------------------
     def decode(self, outs, input_hw):
         """Boxes [B, A, 4] (clipped to the input) and scores [B, A, C] = sigmoid(cls) * sigmoid(centerness)."""
-        anchors = self.anchors(self.featmap_sizes(outs), outs[0][0].device)
+        anchors = self.anchors(self.featmap_sizes(outs), outs.cls_scores[0].device)
         logits, deltas, ctr = self._flatten(outs)
         boxes = self.bbox_coder.decode(anchors[None], deltas, max_shape=input_hw)
         scores = logits.sigmoid() * ctr.sigmoid()[..., None]

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from ...registry import HEADS
 from ..layers import Scale, bias_init_with_prob, conv_tower, init_towers, normal_init, run_tower
 from ..losses import build_loss, reduce_mean
-from .base import BaseDenseHead
+from .base import BaseDenseHead, CenternessOutputs, ExportFamily
 
 INF = 1e8
 
@@ -24,7 +24,8 @@ class FCOSHead(BaseDenseHead):
     learnable ``Scale`` per level on the regression output. Centerness comes from the classification tower
     (``centerness_on_reg=False``, the default) or the regression tower.
 
-    ``outs`` = ``(cls_scores [B, C, H, W], bbox_preds [B, 4, H, W], centernesses [B, 1, H, W])`` per level.
+    ``forward`` returns ``CenternessOutputs(cls_scores [B, C, H, W], bbox_preds [B, 4, H, W],
+    centernesses [B, 1, H, W])`` per level.
     ``bbox_preds`` are distances in input pixels (``exp`` of the scaled output); with ``norm_on_bbox`` they are
     ``relu`` of it, in units of the level's stride (``decode`` multiplies by the stride).
 
@@ -40,6 +41,9 @@ class FCOSHead(BaseDenseHead):
     with ``score_factors`` (the product is thresholded by ``score_thr``).
     """
 
+    export_family = ExportFamily.NMS
+    train_cfg_keys = ()  # targets come from regress_ranges and center sampling, not from train_cfg
+
     def __init__(self, num_classes, in_channels, feat_channels=256, stacked_convs=4, strides=(4, 8, 16, 32, 64),
                  regress_ranges=((-1, 64), (64, 128), (128, 256), (256, 512), (512, INF)), center_sampling=False,
                  center_sample_radius=1.5, norm_on_bbox=False, centerness_on_reg=False, conv_bias="auto",
@@ -53,7 +57,7 @@ class FCOSHead(BaseDenseHead):
             raise ValueError("FCOSHead: regress_ranges and strides differ in number")
         self.in_channels = in_channels
         self.feat_channels = feat_channels
-        self.strides = [int(s) for s in strides]
+        self._strides = [int(s) for s in strides]
         self.regress_ranges = [(float(lo), float(hi)) for lo, hi in regress_ranges]
         self.center_sampling = center_sampling
         self.center_sample_radius = float(center_sample_radius)
@@ -79,6 +83,13 @@ class FCOSHead(BaseDenseHead):
         normal_init(self.conv_reg, std=0.01)
         normal_init(self.conv_centerness, std=0.01)
 
+    @property
+    def strides(self):
+        return list(self._strides)
+
+    def prediction_layers(self):
+        return [self.conv_cls, self.conv_reg, self.conv_centerness]
+
     def forward(self, feats):
         cls_scores, bbox_preds, centernesses = [], [], []
         for x, scale in zip(feats, self.scales):
@@ -88,7 +99,7 @@ class FCOSHead(BaseDenseHead):
             cls_scores.append(self.conv_cls(cls_feat))
             bbox_preds.append(bbox_pred)
             centernesses.append(self.conv_centerness(reg_feat if self.centerness_on_reg else cls_feat))
-        return cls_scores, bbox_preds, centernesses
+        return CenternessOutputs(cls_scores, bbox_preds, centernesses)
 
     # -- shared by loss and inference ------------------------------------------------------------
     def points(self, featmap_sizes, device):
@@ -108,9 +119,8 @@ class FCOSHead(BaseDenseHead):
 
     def _flatten(self, outs):
         """[B, P, C] logits, [B, P, 4] distances (in pixels with norm_on_bbox at inference), [B, P] centerness."""
-        cls_scores, bbox_preds, centernesses = outs
-        return (self.flatten_levels(cls_scores, self.num_classes), self.flatten_levels(bbox_preds, 4),
-                self.flatten_levels(centernesses, 1)[..., 0])
+        return (self.flatten_levels(outs.cls_scores, self.num_classes), self.flatten_levels(outs.bbox_preds, 4),
+                self.flatten_levels(outs.centernesses, 1)[..., 0])
 
     @staticmethod
     def distance2bbox(points, distance, max_shape=None):
@@ -178,7 +188,7 @@ class FCOSHead(BaseDenseHead):
                           * (tb.min(dim=-1).values / tb.max(dim=-1).values))
 
     def loss(self, outs, gt_bboxes, gt_labels):
-        points = self.points(self.featmap_sizes(outs), outs[0][0].device)
+        points = self.points(self.featmap_sizes(outs), outs.cls_scores[0].device)
         logits, dist, ctr = self._flatten(outs)
         labels, targets = self.get_targets(points, gt_bboxes, gt_labels)
         all_points = torch.cat(points)[None].expand(labels.shape[0], -1, -1)
@@ -198,7 +208,7 @@ class FCOSHead(BaseDenseHead):
     # -- inference ---------------------------------------------------------------------------------
     def decode(self, outs, input_hw):
         """Boxes [B, P, 4] (clipped to the input) and scores [B, P, C] = sigmoid(cls) * sigmoid(centerness)."""
-        points = self.points(self.featmap_sizes(outs), outs[0][0].device)
+        points = self.points(self.featmap_sizes(outs), outs.cls_scores[0].device)
         logits, dist, ctr = self._flatten(outs)
         if self.norm_on_bbox:
             strides = torch.cat([p.new_full((p.shape[0], 1), float(s)) for p, s in zip(points, self.strides)])

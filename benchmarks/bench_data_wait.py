@@ -81,6 +81,7 @@ class FirstBatches:
 
     def __init__(self, loader, n):
         self.loader, self.n = loader, min(n, len(loader))
+        self.sampler = loader.sampler  # the trainer sets the epoch of a DistributedSampler
 
     def __len__(self):
         return self.n

@@ -17,6 +17,7 @@ class SlowLoader:
 
     def __init__(self, loader, delay):
         self.loader, self.delay = loader, delay
+        self.sampler = loader.sampler  # the trainer sets the epoch of a DistributedSampler
 
     def __len__(self):
         return len(self.loader)

@@ -246,14 +246,25 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
         if options.val_ann_files:
             options.val_coco = load_coco_files(options.val_ann_files, options.val_data_roots, task.classes,
                                                flags="--val")
-        return _launch(task, options, plugin, processes)
+        return _launch(task, options, plugin, processes, start_epoch)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _launch(task, options, plugin, processes):
-    log.info("training %s: %d epoch(s), batch %d per process, %d process(es) on %s%s", task.name, options.epochs,
+def _epochs_text(start_epoch, epochs):
+    """The epochs a run trains, for the log: '70 epochs', or after --resume-from 'epochs 71-71 of 71'
+    (1-based, inclusive; the checkpoint holds ``start_epoch`` finished epochs)."""
+    if not start_epoch:
+        return f"{epochs} epoch{'' if epochs == 1 else 's'}"
+    if start_epoch >= epochs:
+        return f"no epoch left (the checkpoint is at epoch {start_epoch} of {epochs})"
+    return f"epochs {start_epoch + 1}-{epochs} of {epochs} (resumed after epoch {start_epoch})"
+
+
+def _launch(task, options, plugin, processes, start_epoch=0):
+    log.info("training %s: %s, batch %d per process, %d process(es) on %s%s", task.name,
+             _epochs_text(start_epoch, options.epochs),
              options.batch_size, processes, "GPU (NCCL)" if options.use_cuda else "CPU" + (" (gloo)" if processes > 1
                                                                                            else ""),
              ", mixed precision" if options.amp else "")

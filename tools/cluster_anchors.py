@@ -17,6 +17,7 @@ snapshots of the template still load with train.py --load-weights.
 import argparse
 import logging
 import os
+import sys
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def main(argv=None):
     p.add_argument("--restarts", type=bounded_int(1, MAX_RESTARTS), default=5,
                    help=f"k-means restarts, 1..{MAX_RESTARTS} (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--write", action="store_true", help="write the new anchors into model_py (backup model.py.orig)")
+    p.add_argument("--write", action="store_true", help="write the new anchors into the given model.py (the original is kept as model.py.orig)")
     p.add_argument("--force", action="store_true", help="use the clustered anchors even where they cannot be trusted: "
                    "fewer distinct face shapes than the template has anchors, or no gain in coverage (by default the "
                    "template's anchors are kept, and the tool exits with 2)")
@@ -116,6 +117,10 @@ def main(argv=None):
                 f"(coverage {100 * before:.1f}% -> {100 * after:.1f}%); original in model.py.orig")
         rewrite_model_py(a.model_py, new_w, new_h, note=note)
         print(f"written to {a.model_py} (original kept as {a.model_py}.orig)")
+        own = tuple(config_input_size(cfg))
+        if tuple(size) != own:
+            print(f"warning: these anchors are for input {size[0]}x{size[1]}, but {a.model_py} says input_size "
+                  f"{own[0]}x{own[1]}: train, export and evaluate with --input-size {size[0]}x{size[1]}", file=sys.stderr)
     return 0
 
 

@@ -189,8 +189,11 @@ def import_openvino_weights(template, ir_path, out_path, verify=True, calibratio
     atomic_torch_save({"meta": meta.to_dict(), "state_dict": {k: v.detach().cpu() for k, v in detector.state_dict().items()}},
                       out_path)
     load_weights(task.build_detector(), out_path, expected_template=task.name)  # loads with no missing keys
-    log.info("imported %d convolutions of %s into %s (%s)", len(pairs), os.path.basename(xml), out_path,
-             ", ".join(f"{k}={v:.2e}" for k, v in report.items() if k.startswith("max_abs")))
+    log.info("imported %d convolutions of %s into %s (%s); BatchNorm %s", len(pairs), os.path.basename(xml), out_path,
+             ", ".join(f"{k}={v:.2e}" for k, v in report.items() if k.startswith("max_abs")),
+             f"statistics calibrated on {calibrated} image(s)" if calibrated else
+             "folded (identity statistics: fine-tune with --calibrate-bn IMAGES first, or BatchNorm in train mode "
+             "collapses the model)")
     return report
 
 

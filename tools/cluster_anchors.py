@@ -14,14 +14,13 @@ snapshots of the template still load with train.py --load-weights.
       --train-data-roots images/ --input-size 1280x736 --write
 """
 
-import argparse
 import logging
 import os
 import sys
 
 import numpy as np
 
-from ote_detection.utils.cli import (add_data_format_arg, add_path_list_arg, bounded_int, existing_file,
+from ote_detection.utils.cli import (ArgumentParser, add_data_format_arg, add_path_list_arg, bounded_int, existing_file,
                                      input_size_or_width, non_negative_float)
 from ote_detection.utils.errors import OteError, run_cli
 
@@ -31,7 +30,7 @@ MAX_RESTARTS = 100  # each restart is a full k-means over every face box
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("model_py", type=existing_file, help="the work dir's model.py (or a template's, read-only without --write)")
     add_path_list_arg(p, "--train-ann-files", "COCO annotation file(s) (or datasets of --data-format)", required=True)
     add_data_format_arg(p)

@@ -89,11 +89,9 @@ def _read_py_config(path, chain=()):
 
 
 def input_size_wh(value):
-    """``input_size`` of a config: an int (square) or (w, h)."""
-    if isinstance(value, (int, float)):
-        return int(value), int(value)
-    width, height = value
-    return int(width), int(height)
+    """``input_size`` of a config: an int (square) or (w, h) -> ``utils.cli.InputSize``."""
+    from .utils.cli import InputSize
+    return InputSize.of(value)
 
 
 # nested keys that mmdetection configs carry and nothing in ote-face reads (the paths are the dotted keys of

@@ -8,6 +8,7 @@ NNCF compiles a C++ extension on first use: run_tests.sh keeps it in .torch_exte
 import copy
 import json
 import os
+import re
 
 import cv2
 import numpy as np
@@ -158,6 +159,9 @@ def test_sparsity_reaches_configured_level_at_configured_step(work_dir_0200, air
                   "--compression-config", config)
     assert r.returncode == 0, r.stderr[-3000:]
     for epoch, level in ((1, 0.2), (2, 0.5)):
+        # the level reached is reported after each epoch, as pruning and quantization report theirs
+        assert re.search(rf"sparsity: {100 * level:.1f}% of the weights of \d+ masked tensors are zero after epoch "
+                         rf"{epoch} \(scheduled level {level:.2f}\)", r.stdout + r.stderr), r.stderr[-3000:]
         ckpt = load_checkpoint_file(str(out / f"epoch_{epoch}.pth"))
         assert ckpt["meta"]["compression"]["state"]["sparsity_level"] == level
         masks = [v for k, v in ckpt["state_dict"].items() if k.endswith("binary_mask")]

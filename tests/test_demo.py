@@ -309,3 +309,33 @@ def test_tile_scale_giving_tiny_tiles_is_one_line(omz_ir, png_folder, tmp_path, 
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "--tile-scale 1000" in lines[0] and "at most 32" in lines[0], err
     assert not os.path.exists(tmp_path / "o.png")
+
+
+def test_snapshot_width_only_input_size_on_a_folder(png_folder, tmp_path, one_torch_thread):
+    """``--input-size 256x`` (as eval.py and export.py take it): the height from the first frame's aspect,
+    rounded up to the model's stride, frames letterboxed. The folder is announced by its file count (an
+    AppleDouble '._' companion among them is then skipped with a counted warning); one thread is
+    '1 thread'."""
+    import shutil
+
+    from ote_detection.apis.demo import run_demo
+    from ote_detection.apis.task import Task
+    from ote_detection.engine.checkpoint import save_checkpoint
+    from ote_detection.inference.deploy import deployment_input_size, model_stride
+    from ote_detection.utils.cli import input_size_or_width
+    task = Task(template_path())
+    ckpt = tmp_path / "random.pth"
+    save_checkpoint(str(ckpt), task.build_detector(), meta=dict(task.checkpoint_meta(), input_size=[128, 128]))
+    folder = tmp_path / "frames"
+    shutil.copytree(png_folder, folder)
+    (folder / "._a.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))  # macOS metadata, not an image
+    first = cv2.imread(str(sorted(png_folder.iterdir())[0]))
+    w, h = deployment_input_size((256, None), frame_hw=first.shape[:2], stride=model_stride(task.cfg.model))
+    assert w == 256 and h % 32 == 0 and h != 256  # the airport frames are not square
+    lines = []
+    stats = run_demo(template_path(), str(ckpt), str(folder), show=False, threads=1,
+                     input_size=input_size_or_width("256x"), log=lines.append)
+    text = "\n".join(lines)
+    assert f"PyTorch fp32 (1 thread), input {w}x{h} letterboxed" in text, text
+    assert f"(folder, 4 image files)" in text, text
+    assert "skipped 1 of 4 file(s)" in text and stats.frames == 3, text

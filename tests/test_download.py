@@ -95,6 +95,17 @@ def test_wrong_checksum_and_unreachable_host(tmp_path, server, monkeypatch):
     assert not (tmp_path / "wd" / "snapshot.pth").exists()
 
 
+def test_a_larger_file_than_published_is_not_resumed(tmp_path, server, monkeypatch):
+    """A mirror serving another release (more bytes than recorded): one line saying so, nothing kept to resume."""
+    monkeypatch.setenv("OTE_FACE_CACHE", str(tmp_path / "cache"))
+    template = _template_with_url(tmp_path, f"{server}/snapshot.pth", hashlib.sha256(PAYLOAD[:1000]).hexdigest(), 1000)
+    for _ in range(2):  # the second try says the same: no partial file is left to resume
+        with pytest.raises(OteError, match=r"300000 bytes, more than the published 1000: .*removed") as err:
+            instantiate(template, str(tmp_path / "wd"))
+        assert "resume" not in str(err.value)
+    assert not list((tmp_path / "cache").rglob("*.part"))
+
+
 @pytest.mark.slow
 def test_offline_message_is_one_line(tmp_path):
     """The real template URL: unreachable here, so the CLI says how to go on."""

@@ -611,3 +611,11 @@ def test_wider_pr_curves_file(wider_gt, tmp_path):
     d = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:], np.linspace(1, 0.1, len(b))[:, None]], 1)
     wider_gt.evaluate({key: d.astype(np.float32)}, pr_curves_dir=str(tmp_path))
     assert (tmp_path / "widerface_pr.png").stat().st_size > 1000
+
+
+def test_table_names_extra_rows_and_counts_as_integers():
+    from ote_detection.evaluation.metrics import format_metrics_table
+    table = format_metrics_table({"ap": 13.84, "wider_images": 5}, [{"key": "ap", "display_name": "AP", "unit": "%",
+                                                                    "value": 16.0}])
+    row = [line for line in table.splitlines() if "WIDER FACE val images" in line]
+    assert row and row[0].split()[-3:] == ["5", "-", "-"] and "images" in row[0], table

@@ -292,3 +292,15 @@ def test_instantiate_into_read_only_or_full_disk_is_one_line(tmp_path):
     with tmpfs(tmp_path / "small", "size=20k") as small:
         r = run_tool([tool, template_path(), os.path.join(small, "wd"), "--do-not-load-snapshot"])
         one_line(r.returncode, r.stderr, os.path.join(small, "wd"), "disk full while writing")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_metrics_into_a_folder_that_refuses_files_names_the_problem():
+    """``--save-metrics-to /proc/m.yaml``: /proc exists but takes no new files (ENOENT on create); the line
+    says so instead of 'No such file or directory' about a folder that is there."""
+    from ote_detection.utils.fileio import check_writable_file
+    with pytest.raises(OteError) as exc:
+        check_writable_file("/proc/m.yaml", "--save-metrics-to file")
+    text = str(exc.value)
+    assert text.startswith("/proc: folder of the --save-metrics-to file is not writable") and "\n" not in text
+    assert "No such file" not in text and "the folder exists, but its file system allows no new files" in text

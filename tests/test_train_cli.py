@@ -23,8 +23,9 @@ def _train(work, ann, root, out, *extra):
 def test_train_resume_load_and_eval(work_dir_0200, synthetic_data, tmp_path):
     ann, root = synthetic_data
     out = tmp_path / "out"
-    _train(work_dir_0200, ann, root, out, "--epochs", "2", "--val-ann-files", ann, "--val-data-roots", root,
-           "--tensorboard-dir", str(tmp_path / "tb"))
+    r = _train(work_dir_0200, ann, root, out, "--epochs", "2", "--val-ann-files", ann, "--val-data-roots", root,
+               "--tensorboard-dir", str(tmp_path / "tb"))
+    assert "training face-detection-0200: 2 epochs, batch 4" in r.stderr, r.stderr[-3000:]
     assert sorted(os.listdir(out)) == ["epoch_1.pth", "epoch_2.pth", "latest.pth"]  # no temp files left
     meta = load_checkpoint_file(str(out / "latest.pth"))["meta"]
     assert meta["epoch"] == 2 and meta["template"] == "face-detection-0200" and meta["input_size"] == [96, 96]
@@ -41,11 +42,13 @@ def test_train_resume_load_and_eval(work_dir_0200, synthetic_data, tmp_path):
                   "--save-checkpoints-to", str(out), "--batch-size", "4", "--workers", "0", "--epochs", "3",
                   "--resume-from", str(out / "latest.pth")])  # no --input-size: the checkpoint's is kept
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "face-detection-0200: epochs 3-3 of 3 (resumed after epoch 2)" in r.stderr, r.stderr[-3000:]
     meta = load_checkpoint_file(str(out / "latest.pth"))["meta"]
     assert meta["epoch"] == 3 and meta["input_size"] == [96, 96]
     # --load-weights starts a fresh schedule
     out2 = tmp_path / "fresh"
-    _train(work_dir_0200, ann, root, out2, "--epochs", "1", "--load-weights", str(out / "latest.pth"))
+    r = _train(work_dir_0200, ann, root, out2, "--epochs", "1", "--load-weights", str(out / "latest.pth"))
+    assert "face-detection-0200: 1 epoch, batch 4" in r.stderr, r.stderr[-3000:]
     assert load_checkpoint_file(str(out2 / "latest.pth"))["meta"]["epoch"] == 1
 
     metrics_path = tmp_path / "metrics.yaml"

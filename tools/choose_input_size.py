@@ -10,15 +10,13 @@ model's stride; the frames are letterboxed, so the aspect is kept). Example:
       snapshot.pth --val-ann-files airport.json --val-data-roots airport/ --sizes 256,640x,960x,1280x
 """
 
-import argparse
-
-from ote_detection.utils.cli import add_data_format_arg, add_path_list_arg, existing_file, output_dir, positive_float, \
-    positive_int
+from ote_detection.utils.cli import (ArgumentParser, add_data_format_arg, add_path_list_arg, existing_file, output_dir,
+                                     positive_float, positive_int)
 from ote_detection.utils.errors import run_cli
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("template", type=existing_file, help="template.yaml of the model (a work dir's or the repository's)")
     p.add_argument("weights", type=existing_file, help="PyTorch snapshot (.pth) to export at each size "
                    "(e.g. made by tools/import_openvino_weights.py from an Open Model Zoo IR)")
@@ -28,8 +26,8 @@ def main(argv=None):
     p.add_argument("--sizes", default="256,640x,960x,1280x",
                    help="comma-separated input sizes to try: W, WxH or Wx (default: %(default)s)")
     p.add_argument("--precision", default="default", choices=["default", "f32", "bf16", "f16"],
-                   help="OpenVINO inference precision (default: OpenVINO's own: f32 on CPUs without AMX/AVX512-BF16, bf16 "
-                   "on CPUs with AMX; f32 forces FP32 everywhere)")
+                   help="OpenVINO inference precision (default: the CPU plugin's own: it runs FP32 IRs in bf16 on CPUs "
+                   "with AMX or AVX512-BF16, f32 otherwise; f32 forces FP32 everywhere)")
     p.add_argument("--stretch", action="store_true", help="stretch frames to the input size instead of letterboxing "
                    "them (the aspect ratio is then not kept)")
     p.add_argument("--int8-calibration", metavar="IMAGES", help="folder or COCO json of images: also measure a "

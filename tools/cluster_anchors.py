@@ -14,13 +14,13 @@ snapshots of the template still load with train.py --load-weights.
       --train-data-roots images/ --input-size 1280x736 --write
 """
 
-import argparse
 import logging
 import os
+import sys
 
 import numpy as np
 
-from ote_detection.utils.cli import (add_data_format_arg, add_path_list_arg, bounded_int, existing_file,
+from ote_detection.utils.cli import (ArgumentParser, add_data_format_arg, add_path_list_arg, bounded_int, existing_file,
                                      input_size_or_width, non_negative_float)
 from ote_detection.utils.errors import OteError, run_cli
 
@@ -30,7 +30,7 @@ MAX_RESTARTS = 100  # each restart is a full k-means over every face box
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("model_py", type=existing_file, help="the work dir's model.py (or a template's, read-only without --write)")
     add_path_list_arg(p, "--train-ann-files", "COCO annotation file(s) (or datasets of --data-format)", required=True)
     add_data_format_arg(p)
@@ -47,7 +47,7 @@ def main(argv=None):
     p.add_argument("--restarts", type=bounded_int(1, MAX_RESTARTS), default=5,
                    help=f"k-means restarts, 1..{MAX_RESTARTS} (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--write", action="store_true", help="write the new anchors into model_py (backup model.py.orig)")
+    p.add_argument("--write", action="store_true", help="write the new anchors into the given model.py (the original is kept as model.py.orig)")
     p.add_argument("--force", action="store_true", help="use the clustered anchors even where they cannot be trusted: "
                    "fewer distinct face shapes than the template has anchors, or no gain in coverage (by default the "
                    "template's anchors are kept, and the tool exits with 2)")
@@ -116,6 +116,10 @@ def main(argv=None):
                 f"(coverage {100 * before:.1f}% -> {100 * after:.1f}%); original in model.py.orig")
         rewrite_model_py(a.model_py, new_w, new_h, note=note)
         print(f"written to {a.model_py} (original kept as {a.model_py}.orig)")
+        own = tuple(config_input_size(cfg))
+        if tuple(size) != own:
+            print(f"warning: these anchors are for input {size[0]}x{size[1]}, but {a.model_py} says input_size "
+                  f"{own[0]}x{own[1]}: train, export and evaluate with --input-size {size[0]}x{size[1]}", file=sys.stderr)
     return 0
 
 

@@ -9,17 +9,17 @@ checks of train.py / eval.py run on it before it is written. Any other --to is a
 (voc_detection, yolo, cvat, datumaro, ...) and OUT is a folder (images copied with --save-media).
 """
 
-import argparse
 import logging
 import os
 
+from ote_detection.utils.cli import ArgumentParser
 from ote_detection.utils.errors import OteError, run_cli
 
 log = logging.getLogger("convert_dataset")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("src", help="the dataset: a folder (or file) as Datumaro imports it for --from; a COCO json for "
                    "--from coco")
     p.add_argument("--from", dest="src_format", required=True, metavar="FORMAT",

@@ -2,19 +2,19 @@
 """Print parameter count (Mp) and complexity (GFLOPs) of model templates at their input size, next to the
 values the template reports (OTE counted 2 x multiply-adds with mmcv's ptflops port; we use ptflops)."""
 
-import argparse
 import glob
 import os
 
 from ote_detection.apis.task import Task
 from ote_detection.utils.complexity import model_complexity
+from ote_detection.utils.cli import ArgumentParser
 from ote_detection.utils.errors import run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("templates", nargs="*", help="template.yaml files (default: every face-detection template that "
                    "can be built)")
     a = p.parse_args(argv)

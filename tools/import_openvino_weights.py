@@ -10,18 +10,18 @@ sha384 in the template's omz_weights section; cached and resumable):
   python tools/import_openvino_weights.py --download face-detection-0204 --precision FP16 snapshot.pth
 """
 
-import argparse
 import logging
 
 from ote_detection.apis.import_weights import import_openvino_weights
 from ote_detection.apis.omz_weights import PRECISIONS, download_omz_ir, template_for
+from ote_detection.utils.cli import ArgumentParser
 from ote_detection.utils.errors import OteError, run_cli
 
 log = logging.getLogger("import_openvino_weights")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("args", nargs="+", metavar="ARG", help="TEMPLATE IR OUTPUT: template.yaml of the model the IR "
                    "was made from (e.g. model_templates/face-detection/face-detection-0200/template.yaml), the IR's "
                    ".xml (its .bin beside it) and the snapshot to write (.pth, atomically); with --download only OUTPUT")

@@ -1,14 +1,13 @@
 #!/usr/bin/env python3
 """Instantiate a model template in a work dir (template, model config, train.py/eval.py..., snapshot)."""
 
-import argparse
-
 from ote_detection.apis.instantiate import instantiate
+from ote_detection.utils.cli import ArgumentParser
 from ote_detection.utils.errors import run_cli
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("template", help="path to a model template, e.g. "
                         "model_templates/face-detection/face-detection-0200/template.yaml")
     parser.add_argument("work_dir", help="directory to create (or update) for this model")

@@ -2,14 +2,13 @@
 """Generate a small SYNTHETIC face dataset (cartoon faces on cluttered backgrounds; not real data) in COCO
 format: OUT_DIR/images/*.jpg and OUT_DIR/annotations.json (file names relative to OUT_DIR)."""
 
-import argparse
-
 from ote_detection.data.synthetic import make_synthetic_dataset
+from ote_detection.utils.cli import ArgumentParser
 from ote_detection.utils.errors import run_cli
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("out_dir", help="folder to write images/ and annotations.json into")
     p.add_argument("--num-images", type=int, default=24, help="number of images (default 24)")
     p.add_argument("--width", type=int, default=320, help="image width (default 320)")

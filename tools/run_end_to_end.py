@@ -3,7 +3,6 @@
 and evaluate the IR. On your COCO data (--train-ann-files ...) or, by default, on a small SYNTHETIC
 sample (cartoon faces) that this script generates, so that a fresh machine can run it with no dataset."""
 
-import argparse
 import logging
 import os
 
@@ -12,6 +11,7 @@ from ote_detection.apis.export import export
 from ote_detection.apis.instantiate import instantiate
 from ote_detection.apis.train import train
 from ote_detection.data.synthetic import make_synthetic_dataset
+from ote_detection.utils.cli import ArgumentParser
 from ote_detection.utils.errors import OteError, run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,7 +20,7 @@ log = logging.getLogger("end-to-end")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="template.yaml (default: face-detection-0200)")
     p.add_argument("--work-dir", default=os.path.join(ROOT, "outputs", "end_to_end"),
                    help="work dir to instantiate into (default: outputs/end_to_end)")

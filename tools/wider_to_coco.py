@@ -8,11 +8,11 @@ pycocotools evaluation of the converted file did). Each annotation keeps the WID
 illumination, invalid, occlusion, pose). Image sizes are read from the image files.
 """
 
-import argparse
 import json
 import logging
 
 from ote_detection.data.wider import wider_to_coco
+from ote_detection.utils.cli import ArgumentParser
 from ote_detection.utils.errors import OteError, run_cli
 from ote_detection.utils.fileio import atomic_write_text, check_writable_file
 
@@ -20,8 +20,7 @@ log = logging.getLogger("wider_to_coco")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("gt_txt", metavar="WIDER_bbx_gt.txt",
                         help="official annotation text, "
                              "e.g. wider_face_split/wider_face_val_bbx_gt.txt")

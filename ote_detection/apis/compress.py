@@ -14,6 +14,7 @@ import logging
 
 from ..compression.config import PARTS, enabled_parts, load_compression_settings
 from ..engine.checkpoint import load_checkpoint_file
+from ..utils.artefacts import CheckpointMeta
 from ..utils.errors import OteError
 from .task import Task
 
@@ -52,11 +53,10 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
                        "(or --resume-from a compress.py checkpoint)")
     if load_weights and resume_from:
         raise OteError("give either --resume-from or --load-weights, not both")
-    if load_weights and (load_checkpoint_file(load_weights).get("meta") or {}).get("compression"):
+    if load_weights and CheckpointMeta.of(load_checkpoint_file(load_weights), load_weights).compression:
         raise OteError(f"{load_weights}: already a compressed checkpoint; continue it with --resume-from")
     if resume_from:
-        meta = load_checkpoint_file(resume_from).get("meta") or {}
-        stored = (meta.get("compression") or {}).get("parts")
+        stored = (CheckpointMeta.of(load_checkpoint_file(resume_from), resume_from).compression or {}).get("parts")
         if stored is None:
             raise OteError(f"{resume_from}: not a compress.py checkpoint; start compressing it with --load-weights "
                            f"{resume_from} (train.py --resume-from continues its training)")

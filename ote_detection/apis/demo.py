@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ..data.drawing import draw_detections, draw_text_lines
 from ..data.frames import open_sink, open_source
+from ..inference.deploy import deployment_input_size, model_stride
 from ..inference.runners import (AsyncRunner, FrameReader, FrameRunner, SyncRunner, is_tiled, keep_frame,
                                  sequential_frames, supports_async)
 from ..utils.errors import OteError
@@ -239,7 +240,8 @@ def describe_predictor(predictor, weights, use_async, jobs):
             prec = getattr(predictor, "precision", "?")
         mode = f"{jobs} async requests" if use_async else "synchronous"
         return f"{weights}: OpenVINO CPU, {prec}, input {w}x{h} {fit}, {mode}"
-    return f"{weights}: PyTorch fp32 ({torch.get_num_threads()} threads), input {w}x{h} {fit}"
+    threads = torch.get_num_threads()
+    return f"{weights}: PyTorch fp32 ({threads} thread{'' if threads == 1 else 's'}), input {w}x{h} {fit}"
 
 
 def run_demo(template, load_weights, video, output=None, show=None, score_thr=0.5, precision="default",
@@ -251,11 +253,12 @@ def run_demo(template, load_weights, video, output=None, show=None, score_thr=0.
     ours, or an Open Model Zoo face detector); ``video``: camera index, video file or URL, image, or folder
     of images; ``output``: video file (.mp4, .avi, .mkv, .mov), image file (single image input) or folder
     for the annotated frames; ``show``: True / False / None = a window when there is a display and a GUI;
-    ``precision`` (IR only): f32, bf16, f16 or default (the CPU's own: bf16 on CPUs with AMX, f32
-    otherwise), the demo being about speed; ``threads``: OpenVINO / torch threads (default: all);
+    ``precision`` (IR only): f32, bf16, f16 or default (the CPU plugin's own: bf16 on CPUs with AMX
+    or AVX512-BF16, f32 otherwise), the demo being about speed; ``threads``: OpenVINO / torch threads (default: all);
     ``jobs``: OpenVINO requests in flight; ``sync``: the plain synchronous loop (for comparison);
     ``keep_ratio``: letterbox frames into the input instead of stretching them; ``input_size`` (w, h):
-    the snapshot's inference size (IR: fixed by the IR); ``max_frames``: stop after that many frames."""
+    the snapshot's inference size, or (w, None): the height from the first frame's aspect rounded up to
+    the model's stride, frames letterboxed unless ``keep_ratio`` is False (IR: fixed by the IR); ``max_frames``: stop after that many frames."""
     if not 0 <= score_thr <= 1:
         raise OteError(f"--score-thr {score_thr}: must be between 0 and 1")
     if int(jobs) < 1:
@@ -272,6 +275,10 @@ def run_demo(template, load_weights, video, output=None, show=None, score_thr=0.
     try:
         if threads and not is_ir(load_weights):
             torch.set_num_threads(int(threads))
+        if input_size is not None and input_size[1] is None:  # 'Wx': the height from the first frame's aspect
+            input_size = deployment_input_size(tuple(input_size), frame_hw=source.frame_hw,
+                                               stride=model_stride(task.cfg.model))
+            keep_ratio = True if keep_ratio is None else keep_ratio
         predictor = make_predictor(task, load_weights, precision=precision, threads=threads,
                                    input_size=tuple(input_size) if input_size else None,
                                    keep_ratio=keep_ratio, batch_size=1, tile=tile)
@@ -280,7 +287,12 @@ def run_demo(template, load_weights, video, output=None, show=None, score_thr=0.
         if output is not None:
             sink = open_sink(output, source)
         what = {"camera": f"camera {source.spec}", "stream": str(source.spec)}.get(source.kind, str(source.spec))
-        log(f"input: {what} ({source.kind}{f', {source.total} frames' if source.total else ''})"
+        count = ""
+        if source.kind == "folder":  # the image files; unreadable ones are skipped (and counted) as they come
+            count = f", {source.total} image file{'' if source.total == 1 else 's'}"
+        elif source.kind == "video" and source.total:
+            count = f", {source.total} frame{'' if source.total == 1 else 's'}"
+        log(f"input: {what} ({source.kind}{count})"
             + ("; Ctrl-C stops" if source.kind in ("camera", "stream") and not show else ""))
     except BaseException:
         source.close()

@@ -13,19 +13,17 @@ from ..inference.predictor import detect_images
 from ..evaluation import WiderFaceGT, evaluate_detections
 from ..evaluation.metrics import format_metrics_table, metrics_to_yaml_entries
 from ..evaluation.size_report import face_size_report, format_size_report, size_report_entries
-from ..utils.complexity import model_complexity
 from ..utils.cli import check_batch_pixels
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_write_text, check_writable_dir, check_writable_file
-from .predictor import is_ir, make_predictor, predictor_variant
+from .predictor import artefact_complexity, detection_settings, is_ir, make_predictor
 from .task import Task
 
 log = logging.getLogger(__name__)
 
 
-def _detect_cached(predictor, weights, precision, input_size, paths, keys, cache, batch_size, desc):
-    variant = predictor_variant(predictor, weights, precision)
-    key = cache.key(weights, variant, input_size, paths) if cache.cache_dir else None
+def _detect_cached(predictor, settings, weights, paths, keys, cache, batch_size, desc):
+    key = cache.key(weights, settings, paths) if cache.cache_dir else None
     cached = cache.load(key, expected=len(paths)) if key else None
     if cached is not None:
         log.info("%s: detections taken from the cache (%s)", desc, cache.cache_dir)
@@ -84,11 +82,12 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
     log.info("evaluating at input %dx%d (%s%s)", input_size[0], input_size[1],
              "letterboxed" if predictor.keep_ratio else "stretched", ", tiled" if tile is not None else "")
     cache = DetectionCache(cache_dir, template=task.name)
+    settings = detection_settings(task, predictor, load_weights, precision, batch_size) if cache.cache_dir else None
     wanted = [m["key"] for m in task.template["metrics"]]
     metrics = {}
     if coco is not None:
         images = coco["images"]
-        dets = _detect_cached(predictor, load_weights, precision, input_size, [i["path"] for i in images],
+        dets = _detect_cached(predictor, settings, load_weights, [i["path"] for i in images],
                               [i["id"] for i in images], cache, batch_size, "test set")
         keys = [k for k in ("ap", "ap_64x64") if k in wanted]
         metrics.update(evaluate_detections(coco, dets, keys, pr_curves_dir=save_pr_curves))
@@ -100,21 +99,31 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
             raise OteError(f"{wider_dir}: no WIDER FACE val image found (expected <event>/<name>.jpg or <name>.jpg)")
         log.info("WIDER FACE: %d of %d val images present in %s", len(found), len(gt.image_keys), wider_images)
         names = sorted(found)
-        dets = _detect_cached(predictor, load_weights, precision, input_size, [found[n] for n in names], names,
+        dets = _detect_cached(predictor, settings, load_weights, [found[n] for n in names], names,
                               cache, batch_size, "WIDER val")
         wider = gt.evaluate(dets, pr_curves_dir=save_pr_curves)
         metrics.update({k: v for k, v in wider.items() if k.startswith("widerface_")})
         metrics["wider_images"] = wider.get("n_images", len(names))
+    provenance = predictor.provenance
     if "size" in wanted or "complexity" in wanted:
-        # a snapshot's own model (a pruned one is smaller than the template's); an IR: the template's
-        inference_model = getattr(getattr(predictor, "inner", predictor), "model", None)
-        detector = inference_model.detector if inference_model is not None else task.build_detector()
-        gflops, mparams = model_complexity(detector, input_size)
+        # the evaluated artefact's own figures: a pruned snapshot's or IR's, a foreign IR's own graph
+        gflops, mparams, counted_from = artefact_complexity(provenance, predictor)
         metrics["complexity"], metrics["size"] = round(gflops, 2), round(mparams, 2)
-    entries = metrics_to_yaml_entries(metrics, task.template["metrics"], include_extra=True)
+        log.info("size and complexity of %s: from %s", load_weights, counted_from)
+    # reference figures only for an artefact shown to be this template's model
+    template_metrics = task.template["metrics"] if provenance.own else \
+        [{k: v for k, v in m.items() if k != "value"} for m in task.template["metrics"]]
+    entries = metrics_to_yaml_entries(metrics, template_metrics, include_extra=True)
     entries.append({"key": "input_size", "display_name": "Evaluated input size (w x h)", "unit": "px",
                     "value": f"{input_size[0]}x{input_size[1]}"})
-    print(format_metrics_table(metrics, task.template["metrics"]))
+    entries.append({"key": "evaluated", "display_name": "Evaluated artefact", "unit": "",
+                    "value": provenance.describe(task.name)})
+    entries.append({"key": "reference_template", "display_name": "Template of the reference figures", "unit": "",
+                    "value": task.name if provenance.own else None})
+    print(f"Evaluated: {provenance.describe(task.name)}")
+    print(format_metrics_table(metrics, template_metrics))
+    if not provenance.own:
+        print(f"Reference: none shown; {task.name}'s figures do not describe this {provenance.kind}")
     if coco is not None:
         entries += size_report_entries(size_report)
         metrics.update({e["key"]: e["value"] for e in size_report_entries(size_report)})

@@ -3,13 +3,12 @@
 import logging
 import os
 
-import yaml
-
 from ..inference.deploy import deployment_input_size, model_stride
 from ..export.exporter import convert_to_openvino, export_onnx
 from ..export.openvino_export import INPUT_NAME, save_openvino
 from ..utils.errors import OteError
-from ..utils.artefacts import EXPORT_INFO, ir_checksums
+from ..utils.artefacts import ExportInfo, ir_checksums, write_export_info
+from ..utils.complexity import complexity_record
 from ..utils.fileio import OutputLock, atomic_dir, check_writable_dir, sha256sum
 from .task import Task
 
@@ -69,16 +68,16 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
             onnx_outputs = export_onnx(model, size, os.path.join(tmp, "model.onnx"))
             files.append("model.onnx")
         norm = task.img_norm_cfg
-        export_info = {
-            "template": task.name,
-            "source_snapshot": os.path.abspath(load_weights),
-            "source_sha256": sha256sum(load_weights),
-            "precision": "INT8 (PTQ)" if int8 else "FP32",
-            "files": files,
+        export_info = ExportInfo(
+            template=task.name,
+            source_snapshot=os.path.abspath(load_weights),
+            source_sha256=sha256sum(load_weights),
+            precision="INT8 (PTQ)" if int8 else "FP32",
+            files=files,
             # readers (utils.artefacts.check_ir_belongs / read_ir_files) check these: a model.bin of
             # another export beside this model.xml is refused instead of giving garbage detections
-            "sha256": ir_checksums(tmp, files),
-            "input": {
+            sha256=ir_checksums(tmp, files),
+            input={
                 "name": INPUT_NAME, "shape": [1, 3, size[1], size[0]], "layout": "NCHW", "color": "BGR",
                 "range": [0, 255], "input_size": [size[0], size[1]], "keep_ratio": bool(keep_ratio),
                 "normalization_folded_in": {"mean": [float(v) for v in norm["mean"]],
@@ -86,16 +85,14 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
                                             "to_rgb": bool(norm.get("to_rgb", True)),
                                             "into_first_convolution": bool(info["normalisation_in_first_conv"])},
             },
-            "classes": list(task.classes),
-            "head_family": model.detector.bbox_head.export_family,
-            "output": info["output"],
-        }
-        if int8_info is not None:
-            export_info["int8"] = int8_info
-        if onnx:
-            export_info["onnx"] = {"file": "model.onnx", "outputs": onnx_outputs}
-        with open(os.path.join(tmp, EXPORT_INFO), "w", encoding="utf-8") as f:  # a full disk: atomic_dir's line
-            yaml.safe_dump(export_info, f, sort_keys=False)
+            complexity=complexity_record(model.detector, size),  # the exported model's own (pruned: smaller)
+            classes=list(task.classes),
+            head_family=model.detector.bbox_head.export_family,
+            output=info["output"],
+            onnx={"file": "model.onnx", "outputs": onnx_outputs} if onnx else None,
+            int8=int8_info,
+        )
+        write_export_info(tmp, export_info)  # a full disk: atomic_dir's line
     xml = os.path.join(out_dir, "model.xml")
     log.info("exported %s (%dx%d) to %s", task.name, size[0], size[1], xml)
     return xml

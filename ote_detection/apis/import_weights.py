@@ -176,21 +176,24 @@ def import_openvino_weights(template, ir_path, out_path, verify=True, calibratio
                     "activation quantisation is dropped, so results differ from the INT8 IR", xml)
     # a published model has completed its template's schedule, as OTE's snapshot.pth had: with
     # --resume-from, train.py then continues after it (the seed's fine-tuning step)
-    meta = dict(task.checkpoint_meta(), input_size=[w, h], epoch=int(task.basic["epochs"]), source={
+    meta = task.checkpoint_meta().replace(input_size=(w, h), epoch=int(task.basic["epochs"]), source={
         "openvino_ir": os.path.abspath(xml), "xml_sha256": sha256sum(xml), "bin_sha256": sha256sum(bin_),
         "int8_dequantised": bool(int8), "batchnorm": "calibrated" if calibrated else "identity"})
     if calibrated:
-        meta["source"]["batchnorm_calibration_images"] = calibrated
+        meta.source["batchnorm_calibration_images"] = calibrated
     report = {"checkpoint": os.path.abspath(out_path), "convolutions": len(pairs), "int8": int8,
               "batchnorm_calibration_images": calibrated}
     if verify:
         report.update(compare_head_outputs(task.img_norm_cfg, detector, core, model, det, (w, h)))
-        meta["source"]["verify_max_abs_diff"] = {k: float(v) for k, v in report.items() if k.startswith("max_abs")}
-    atomic_torch_save({"meta": meta, "state_dict": {k: v.detach().cpu() for k, v in detector.state_dict().items()}},
+        meta.source["verify_max_abs_diff"] = {k: float(v) for k, v in report.items() if k.startswith("max_abs")}
+    atomic_torch_save({"meta": meta.to_dict(), "state_dict": {k: v.detach().cpu() for k, v in detector.state_dict().items()}},
                       out_path)
     load_weights(task.build_detector(), out_path, expected_template=task.name)  # loads with no missing keys
-    log.info("imported %d convolutions of %s into %s (%s)", len(pairs), os.path.basename(xml), out_path,
-             ", ".join(f"{k}={v:.2e}" for k, v in report.items() if k.startswith("max_abs")))
+    log.info("imported %d convolutions of %s into %s (%s); BatchNorm %s", len(pairs), os.path.basename(xml), out_path,
+             ", ".join(f"{k}={v:.2e}" for k, v in report.items() if k.startswith("max_abs")),
+             f"statistics calibrated on {calibrated} image(s)" if calibrated else
+             "folded (identity statistics: fine-tune with --calibrate-bn IMAGES first, or BatchNorm in train mode "
+             "collapses the model)")
     return report
 
 

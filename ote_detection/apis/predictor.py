@@ -1,11 +1,17 @@
-"""One way to get a frame predictor for any weights file: snapshot (.pth) or OpenVINO IR (.xml/.bin)."""
+"""One way to get a frame predictor for any weights file: snapshot (.pth) or OpenVINO IR (.xml/.bin),
+and what that file is (``Provenance``): whose model it is shown to be, and its own size and complexity."""
 
-import os
+import dataclasses
+import logging
+from typing import Optional
 
-import yaml
+import torch.nn as nn
 
 from ..inference.predictor import TorchPredictor
-from ..utils.artefacts import check_ir_belongs, ir_paths
+from ..utils.artefacts import check_ir_belongs
+from ..utils.complexity import model_complexity
+
+log = logging.getLogger(__name__)
 
 IR_SUFFIXES = (".xml", ".bin")
 
@@ -14,18 +20,81 @@ def is_ir(path):
     return str(path).lower().endswith(IR_SUFFIXES)
 
 
-def ir_keep_ratio(weights):
-    """Whether an IR was exported for letterboxed frames (``export.py --input-size Wx``)."""
-    info = ir_paths(weights)[2]
-    if not os.path.isfile(info):
-        return False
-    with open(info, encoding="utf-8") as f:
-        return bool(((yaml.safe_load(f) or {}).get("input") or {}).get("keep_ratio", False))
+@dataclasses.dataclass
+class Provenance:
+    """What an evaluated weights file is. ``own``: shown to be a model of the work dir's template (a
+    snapshot whose meta names it or whose weights fit it; an IR whose export_info.yaml names it; an IR
+    without export_info.yaml whose convolutions and input size are the template model's); ``why``: how
+    that was shown, or why not (one phrase); ``info``: the IR's ``ExportInfo`` (None for a snapshot or
+    an IR without one)."""
+
+    path: str
+    kind: str
+    own: bool
+    why: str
+    info: Optional[object] = None
+
+    def describe(self, template):
+        return (f"{self.kind} {self.path}, " + (f"{template}'s model ({self.why})" if self.own else
+                                                 f"NOT {template}'s model ({self.why})"))
+
+
+def _template_conv_shapes(task):
+    return sorted(tuple(int(d) for d in m.weight.shape) for m in task.build_detector().modules()
+                  if isinstance(m, nn.Conv2d))
+
+
+def ir_provenance(task, weights):
+    """``Provenance`` of an IR for ``task``'s work dir. An IR whose export_info.yaml names another
+    template or other classes is refused (``check_ir_belongs``, one line); one without export_info.yaml
+    (e.g. Open Model Zoo's) is this template's only when its graph has the template model's
+    convolutions (weight shapes) and input size, else it is reported as foreign."""
+    info = check_ir_belongs(weights, task)
+    if info is not None:
+        return Provenance(weights, "IR", True, f"export_info.yaml names {info.template or 'no template'}", info)
+    from ..omz_import.ir_graph import ir_conv_shapes
+    from ..inference.openvino_predictor import read_ir
+    model = read_ir(weights)
+    _, _, h, w = (int(d) for d in model.inputs[0].get_partial_shape().to_shape())
+    ir_shapes = ir_conv_shapes(model)
+    own_shapes = _template_conv_shapes(task)
+    if ir_shapes != own_shapes:
+        why = (f"no export_info.yaml; its {len(ir_shapes)} convolutions are not the {len(own_shapes)} of the "
+               f"template's model")
+        return Provenance(weights, "IR", False, why)
+    if (w, h) != tuple(task.input_size):
+        why = (f"no export_info.yaml; the template's architecture, but input {w}x{h}, not the template's "
+               f"{task.input_size[0]}x{task.input_size[1]}")
+        return Provenance(weights, "IR", False, why)
+    return Provenance(weights, "IR", True, "no export_info.yaml; its convolutions and input size are the "
+                                           "template model's")
+
+
+def artefact_complexity(provenance, predictor):
+    """(GFLOPs, Mp, where they come from) of the evaluated artefact itself: a snapshot's model (a
+    pruned one's own shapes) at the evaluated input size; an IR's export_info.yaml ``complexity`` (the
+    exported model's, written by export.py / compress.py --ptq) when recorded for this input size, else
+    counted from the IR's own graph (``omz_import.ir_graph.ir_complexity``)."""
+    base = getattr(predictor, "inner", predictor)
+    size = tuple(int(v) for v in predictor.input_size)
+    if provenance.kind == "snapshot":
+        gflops, mparams = model_complexity(base.model.detector, size)
+        return gflops, mparams, "the snapshot's model (ptflops)"
+    info = provenance.info
+    record = info.complexity if info is not None else None
+    if record and tuple(record.get("input_size") or ()) == size and "gflops" in record and "mparams" in record:
+        return float(record["gflops"]), float(record["mparams"]), "export_info.yaml (the exported model, ptflops)"
+    from ..omz_import.ir_graph import ir_complexity
+    from ..inference.openvino_predictor import read_ir
+    gflops, mparams = ir_complexity(read_ir(provenance.path))
+    return gflops, mparams, "the IR's graph (convolutions and activations; BatchNorm folded)"
 
 
 def make_predictor(task, weights, precision="f32", threads=None, input_size=None, keep_ratio=None, batch_size=8,
                    tile=None):
-    """A ``FramePredictor`` for ``weights``, checked to belong to ``task``'s template.
+    """A ``FramePredictor`` for ``weights``, checked to belong to ``task``'s template; its
+    ``.provenance`` (``Provenance``) says what the file is. An IR that is not shown to be the
+    template's is said so in one warning line (every reader: eval, the demo).
 
     Snapshot: the PyTorch model at ``input_size`` (w, h), default the snapshot's own. IR: OpenVINO on
     the CPU at ``precision`` (f32, bf16, f16 or default) with ``threads``; its input size is the IR's.
@@ -35,11 +104,16 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
     """
     if is_ir(weights):
         from ..inference.openvino_predictor import OpenVINOPredictor
-        check_ir_belongs(weights, task)
-        keep = ir_keep_ratio(weights) if keep_ratio is None else keep_ratio
+        provenance = ir_provenance(task, weights)
+        if not provenance.own:
+            log.warning("%s: not shown to be %s's model (%s): reported as what it is, without the template's "
+                        "reference figures", weights, task.name, provenance.why)
+        info = provenance.info
+        keep = (info.keep_ratio if info is not None else False) if keep_ratio is None else keep_ratio
         predictor = OpenVINOPredictor(weights, precision=precision, threads=threads, keep_ratio=keep)
     else:
         model, snapshot_size = task.load_snapshot(weights)
+        provenance = Provenance(weights, "snapshot", True, "its meta and weights fit the template")
         predictor = TorchPredictor(model, input_size or snapshot_size, keep_ratio=bool(keep_ratio),
                                    batch_size=batch_size)
     if tile is not None:
@@ -47,13 +121,40 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
         test_cfg = task.cfg.model.get("test_cfg") or {}
         predictor = TiledPredictor(predictor, nms_iou=float((test_cfg.get("nms") or {}).get("iou_threshold", 0.45)),
                                    max_per_img=int(test_cfg.get("max_per_img", 200) or 200), **tile)
+    predictor.provenance = provenance
     return predictor
 
 
-def predictor_variant(predictor, weights, precision):
-    """What besides weights and input size decides a predictor's detections (for the detection cache)."""
+def _versions():
+    import torch
+
+    from .. import __version__
+    try:
+        from openvino import get_version as ov_version
+        ov = ov_version()
+    except ImportError:
+        ov = None
+    return {"ote_detection": __version__, "torch": torch.__version__, "openvino": ov}
+
+
+def detection_settings(task, predictor, weights, precision, batch_size):
+    """Everything besides the weights' content that decides ``predictor``'s detections, as a JSON-able
+    dict (the detection cache's key, ``inference.detection_cache``): the resolved model config (``model``
+    with anchors and ``test_cfg``; ``img_norm_cfg``), the input size (w, h) and keep-ratio, the tiling
+    options, the backend with its precision, the batch size (a snapshot batches frames) and the library
+    versions. The model config is included for an IR too: tiling merges tiles with its ``test_cfg``."""
     tiled = getattr(predictor, "inner", None) is not None
-    parts = [precision if is_ir(weights) else "torch", "letterbox" if predictor.keep_ratio else "stretch"]
+    settings = {
+        "backend": f"openvino:{precision}" if is_ir(weights) else "torch",
+        "input_size": [int(v) for v in predictor.input_size],
+        "keep_ratio": bool(predictor.keep_ratio),
+        "model": task.cfg.model,
+        "img_norm_cfg": task.cfg.get("img_norm_cfg"),
+        "batch_size": None if is_ir(weights) else int(batch_size),
+        "tile": None,
+        "versions": _versions(),
+    }
     if tiled:
-        parts.append(f"tiles:{predictor.overlap}:{predictor.tile_scale}:{predictor.full_frame}")
-    return "/".join(parts)
+        settings["tile"] = {k: getattr(predictor, k) for k in ("overlap", "tile_scale", "full_frame", "nms_iou",
+                                                               "max_per_img", "drop_cut", "cut_margin")}
+    return settings

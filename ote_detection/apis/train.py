@@ -21,6 +21,7 @@ from ..inference.deploy import model_stride
 from ..inference.predictor import TorchPredictor, detect_images
 from ..engine.trainer import Trainer, build_train_loader, check_batch_statistics, seed_everything
 from ..models.inference import InferenceModel
+from ..utils.artefacts import CheckpointMeta
 from ..utils.cli import check_batch_pixels
 from ..utils.errors import OteError
 from ..utils.fileio import OutputLock, check_writable_dir
@@ -115,8 +116,9 @@ def _run(options, plugin=None):
     start_epoch, resume_ckpt = 0, None
     if options.resume_from:
         resume_ckpt = load_checkpoint_file(options.resume_from)
-        start_epoch = int((resume_ckpt.get("meta") or {}).get("epoch", 0))
-        if not (resume_ckpt.get("meta") or {}).get("compression"):
+        resume_meta = CheckpointMeta.of(resume_ckpt, options.resume_from)
+        start_epoch = resume_meta.epoch
+        if not resume_meta.compression:
             load_weights(detector, options.resume_from, expected_template=task.name, ckpt=resume_ckpt)
     elif options.load_weights:
         load_weights(detector, options.load_weights, expected_template=task.name)
@@ -139,7 +141,7 @@ def _run(options, plugin=None):
                       amp=options.amp, grad_clip=(cfg.get("optimizer_config") or {}).get("grad_clip"),
                       progress=options.progress)
     def checkpoint_meta():  # the plugin's part may change during the run (e.g. pruned shapes)
-        return dict(task.checkpoint_meta(), **(plugin.checkpoint_meta() if plugin is not None else {}))
+        return dict(task.checkpoint_meta().to_dict(), **(plugin.checkpoint_meta() if plugin is not None else {}))
     hooks = [LRSchedulerHook(build_lr_scheduler(optimizer, cfg.lr_config, trainer.iters_per_epoch, options.epochs)),
              CheckpointHook(options.save_checkpoints_to, checkpoint_meta, save_checkpoint)]
     if options.val_coco is not None and dist_utils.is_main():
@@ -178,15 +180,15 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
         raise OteError("give either --resume-from or --load-weights, not both")
     for path in (options.resume_from, options.load_weights):
         if path:
-            meta = load_checkpoint_file(path).get("meta") or {}  # fail early, with the file's name
-            parts = (meta.get("compression") or {}).get("parts")
+            meta = CheckpointMeta.of(load_checkpoint_file(path), path)  # fail early, with the file's name
+            parts = (meta.compression or {}).get("parts")
             if parts and plugin is None:  # its compressed structure and optimizer are compress.py's
                 flags = " ".join("--" + p.replace("_", "-") for p in parts)
                 raise OteError(f"{path}: a compress.py checkpoint ({', '.join(parts)}); continue it with compress.py "
                                f"--resume-from {path} {flags} (train.py resumes and starts from train.py snapshots)")
-            if path == options.resume_from and options.input_size is None and meta.get("input_size"):
-                options.input_size = tuple(meta["input_size"])  # a resumed run keeps its input size
-            if (meta.get("source") or {}).get("batchnorm") == "identity" and not task.cfg.model.backbone.get("norm_eval"):
+            if path == options.resume_from:  # a resumed run keeps its input size, or says it changes
+                options.input_size = tuple(task.resolve_input_size(options.input_size, meta, path))
+            if (meta.source or {}).get("batchnorm") == "identity" and not task.cfg.model.backbone.get("norm_eval"):
                 log.warning("%s: imported from an IR without --calibrate-bn; its BatchNorms are identities, and "
                             "training in train mode replaces them by batch statistics (AP collapses). Import it again "
                             "with tools/import_openvino_weights.py --calibrate-bn IMAGES", path)
@@ -230,7 +232,7 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     try:
         start_epoch = 0
         if options.resume_from:
-            start_epoch = int((load_checkpoint_file(options.resume_from).get("meta") or {}).get("epoch", 0))
+            start_epoch = CheckpointMeta.of(load_checkpoint_file(options.resume_from), options.resume_from).epoch
         if lock is not None:
             check_checkpoint_dir(options.save_checkpoints_to, options.resume_from, start_epoch, options.overwrite)
         check_data_flags(options.val_ann_files, options.val_data_roots, "--val")
@@ -244,20 +246,33 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
         if options.val_ann_files:
             options.val_coco = load_coco_files(options.val_ann_files, options.val_data_roots, task.classes,
                                                flags="--val")
-        return _launch(task, options, plugin, processes)
+        return _launch(task, options, plugin, processes, start_epoch)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _launch(task, options, plugin, processes):
-    log.info("training %s: %d epoch(s), batch %d per process, %d process(es) on %s%s", task.name, options.epochs,
+def _epochs_text(start_epoch, epochs):
+    """The epochs a run trains, for the log: '70 epochs', or after --resume-from 'epochs 71-71 of 71'
+    (1-based, inclusive; the checkpoint holds ``start_epoch`` finished epochs)."""
+    if not start_epoch:
+        return f"{epochs} epoch{'' if epochs == 1 else 's'}"
+    if start_epoch >= epochs:
+        return f"no epoch left (the checkpoint is at epoch {start_epoch} of {epochs})"
+    return f"epochs {start_epoch + 1}-{epochs} of {epochs} (resumed after epoch {start_epoch})"
+
+
+def _launch(task, options, plugin, processes, start_epoch=0):
+    log.info("training %s: %s, batch %d per process, %d process(es) on %s%s", task.name,
+             _epochs_text(start_epoch, options.epochs),
              options.batch_size, processes, "GPU (NCCL)" if options.use_cuda else "CPU" + (" (gloo)" if processes > 1
                                                                                            else ""),
              ", mixed precision" if options.amp else "")
     if processes > 1 or dist_utils.launched_by_torchrun():
         dist_utils.launch(_run, processes, options.use_cuda, args=(options, plugin))
         latest = os.path.join(options.save_checkpoints_to, "latest.pth")
-        meta = load_checkpoint_file(latest).get("meta", {}) if os.path.isfile(latest) else {}
-        return [dict(epoch=meta.get("epoch"), **meta.get("metrics", {}))] if meta else []
+        if not os.path.isfile(latest):
+            return []
+        meta = CheckpointMeta.of(load_checkpoint_file(latest), latest)
+        return [dict(epoch=meta.epoch, **(meta.metrics or {}))]
     return _run(options, plugin)

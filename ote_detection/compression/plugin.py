@@ -24,6 +24,7 @@ import torch
 
 from ..engine.hooks import HookBase
 from ..engine.plugin import TrainingPlugin
+from ..utils.artefacts import CheckpointMeta
 from ..utils.errors import OteError
 from .config import ALGORITHM_OF_PART, apply_to_model_config
 from .pruning import PruningHook, conv_shapes, pruning_schedule, refresh_trainer, resize_to_shapes
@@ -82,9 +83,10 @@ class CompressionPlugin(TrainingPlugin):
         self._input_size = tuple(ctx.input_size)
         self._init_loader = ctx.init_loader
         resume = ctx.resume_checkpoint
-        if resume is not None and (resume.get("meta") or {}).get("compression"):
+        compression = CheckpointMeta.of(resume, "the checkpoint resumed from").compression if resume else None
+        if compression:
             model = restore_compressed_model(detector, resume)
-            self.state = dict(resume["meta"]["compression"].get("state") or {})
+            self.state = dict(compression.get("state") or {})
             model.to(ctx.device)
         else:
             model = detector
@@ -281,13 +283,13 @@ def check_ranks_in_step(model):
 
 
 def is_compressed_checkpoint(ckpt):
-    return bool((ckpt.get("meta") or {}).get("compression"))
+    return bool(CheckpointMeta.of(ckpt, "checkpoint").compression)
 
 
 def restore_compressed_model(detector, ckpt):
     """``detector`` (freshly built, uncompressed) rebuilt with the compressed structure of ``ckpt`` (pruned
     layer shapes, NNCF hooks) and the checkpoint's weights loaded; returns the model to use."""
-    comp = (ckpt.get("meta") or {}).get("compression") or {}
+    comp = CheckpointMeta.of(ckpt, "checkpoint").compression or {}
     try:
         if comp.get("shapes"):
             resize_to_shapes(detector, comp["shapes"])

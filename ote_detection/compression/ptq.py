@@ -24,7 +24,8 @@ from ..evaluation import evaluate_detections
 from ..export.exporter import convert_to_openvino
 from ..export.openvino_export import save_openvino
 from ..inference.openvino_predictor import OpenVINOPredictor
-from ..utils.artefacts import ir_checksums
+from ..utils.artefacts import ExportInfo, ir_checksums, write_export_info
+from ..utils.complexity import complexity_record
 from ..utils.errors import OteError
 from ..utils.fileio import is_write_failure, write_error
 from .env import import_nncf
@@ -207,12 +208,12 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
                     "seconds": round(elapsed, 1), "cpu": qinfo["cpu"]}
             with open(os.path.join(tmp, "ptq_info.yaml"), "w", encoding="utf-8") as f:
                 yaml.safe_dump(info, f, sort_keys=False)
-            # what eval.py / visualize.py check before reading an IR: its template, classes and file checksums
-            export_info = {"template": task.name, "classes": list(task.classes), "precision": "INT8 (PTQ)",
-                           "input": {"input_size": list(size), "keep_ratio": False},
-                           "sha256": ir_checksums(tmp, ["model.xml", "model.bin"])}
-            with open(os.path.join(tmp, "export_info.yaml"), "w", encoding="utf-8") as f:
-                yaml.safe_dump(export_info, f, sort_keys=False)
+            # what eval.py / visualize.py check before reading an IR: its template, classes, file checksums and
+            # the quantized model's own size and complexity (a pruned one's: smaller)
+            write_export_info(tmp, ExportInfo(
+                template=task.name, classes=list(task.classes), precision="INT8 (PTQ)",
+                input={"input_size": list(size), "keep_ratio": False}, source_snapshot=os.path.abspath(load_weights),
+                complexity=complexity_record(model.detector, size), sha256=ir_checksums(tmp, ["model.xml", "model.bin"])))
             for name in ("model.bin", "ptq_info.yaml", "model.xml", "export_info.yaml"):  # .bin before .xml
                 os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
         except (OSError, RuntimeError) as exc:  # a full or read-only disk: one line, nothing half-written kept

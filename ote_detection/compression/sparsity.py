@@ -12,6 +12,7 @@ import logging
 
 import torch
 
+from ..engine import distributed as dist_utils
 from ..engine.hooks import HookBase
 from .env import import_nncf
 
@@ -83,4 +84,9 @@ class SparsityHook(HookBase):
         self.plugin.update_meta()
 
     def after_epoch(self):
-        self.trainer.storage["epoch"]["sparsity_level"] = sparsity_stats(self.trainer.model)["sparsity_level"]
+        stats = sparsity_stats(self.trainer.model)
+        self.trainer.storage["epoch"]["sparsity_level"] = stats["sparsity_level"]
+        if dist_utils.is_main():  # the level reached (the epoch's log line is written before this hook runs)
+            log.info("sparsity: %.1f%% of the weights of %d masked tensors are zero after epoch %d (scheduled "
+                     "level %.2f)", 100 * stats["sparsity_level"], stats["masked_tensors"], self.trainer.epoch + 1,
+                     float(self.plugin.state.get("sparsity_level", 0.0)))

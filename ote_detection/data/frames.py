@@ -5,7 +5,7 @@ an annotated video, one image or a folder of images out.
 folder holds images) and fails with one line (``OteError``) otherwise. A source iterates over ``Frame``
 (index, name, BGR uint8 image); ``kind`` is 'camera', 'video', 'image' or 'folder'; ``total`` the number
 of frames when known (a video's count is the container's, which may be approximate); ``fps`` the
-video's or camera's rate when known.
+video's or camera's rate when known; ``frame_hw`` the first frame's (height, width).
 
 ``open_sink(output, source)`` writes annotated frames: ``*.mp4`` / ``*.avi`` / ``*.mkv`` / ``*.mov``
 a video (written to a temporary file beside it and moved into place when closed: a failed run leaves
@@ -89,6 +89,7 @@ class _Source:
     kind = None
     total = None
     fps = None
+    frame_hw = None  # (height, width) of the first frame, in pixels (read when the source is opened)
 
     def __init__(self, spec):
         self.spec = spec
@@ -124,6 +125,7 @@ class CaptureSource(_Source):
             raise OteError(f"{what}: cannot be read as a video (not a video file, empty, or a codec this "
                            "OpenCV build lacks)")
         self._first = first
+        self.frame_hw = tuple(first.shape[:2])
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else None
         if kind == "video":
@@ -169,6 +171,7 @@ class ImageSource(_Source):
         if self._first is None:
             raise OteError(f"{spec}: no readable image among its {len(paths)} image file(s), e.g. "
                            f"{self.skipped[0][1]}")
+        self.frame_hw = tuple(self._first.shape[:2])
 
     def _read(self, path, must=False):
         try:

@@ -13,6 +13,7 @@ import zipfile
 
 import torch
 
+from ..utils.artefacts import CheckpointMeta
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_torch_save, clean_leftovers
 
@@ -22,7 +23,8 @@ RESERVED_KEYS = ("meta", "state_dict", "optimizer")
 
 
 def save_checkpoint(path, model, optimizer=None, meta=None, extra=None):
-    """Write ``{'meta', 'state_dict', 'optimizer'}`` atomically.
+    """Write ``{'meta', 'state_dict', 'optimizer'}`` atomically. ``meta``: a ``CheckpointMeta`` or a dict of
+    its fields (written through ``CheckpointMeta.to_dict``: with its version, sizes as [w, h] lists).
 
     ``extra``: more top-level keys (e.g. ``hooks``: the training hooks' state); the reserved keys
     meta / state_dict / optimizer cannot be replaced through it."""
@@ -30,7 +32,9 @@ def save_checkpoint(path, model, optimizer=None, meta=None, extra=None):
     clash = [k for k in (extra or {}) if k in RESERVED_KEYS]
     if clash:
         raise ValueError(f"save_checkpoint: extra key(s) {clash} are reserved")
-    state = {**(extra or {}), "meta": dict(meta or {}),
+    if not isinstance(meta, CheckpointMeta):
+        meta = CheckpointMeta.from_dict(dict(meta or {}), path)
+    state = {**(extra or {}), "meta": meta.to_dict(),
              "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
@@ -73,8 +77,7 @@ def load_checkpoint_file(path):
     if isinstance(ckpt, dict) and "state_dict" in ckpt:
         if not isinstance(ckpt["state_dict"], dict):
             raise OteError(f"{path}: not a model checkpoint (its state_dict is not a mapping)")
-        if not isinstance(ckpt.get("meta") or {}, dict):
-            raise OteError(f"{path}: not a model checkpoint (its meta is not a mapping)")
+        CheckpointMeta.of(ckpt, path)  # a meta that is not ours is one line here, not a KeyError later
         return ckpt
     if isinstance(ckpt, dict) and ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
         return {"meta": {}, "state_dict": ckpt}
@@ -118,7 +121,7 @@ def _describe(paths):
 
 def _stored_epoch(path):
     try:
-        return int((load_checkpoint_file(path).get("meta") or {}).get("epoch", 0))
+        return CheckpointMeta.of(load_checkpoint_file(path), path).epoch
     except (OteError, TypeError, ValueError):
         return 1 << 30  # unreadable: counts as later, so it is never overwritten silently
 
@@ -177,8 +180,7 @@ def load_weights(model, path, expected_template=None, ckpt=None):
     """Load a checkpoint's weights (``ckpt``: the file's content when already read); mismatches are
     reported as one error naming the checkpoint."""
     ckpt = ckpt if ckpt is not None else load_checkpoint_file(path)
-    meta = ckpt.get("meta") or {}
-    template = meta.get("template")
+    template = CheckpointMeta.of(ckpt, path).template
     if expected_template and template and template != expected_template:
         raise OteError(f"{path}: checkpoint of template '{template}', not of '{expected_template}'")
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in ckpt["state_dict"].items()}

@@ -21,7 +21,11 @@ def free_port():
 
 
 def launched_by_torchrun():
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    """True in a process started by torchrun (also with one process: ``--nproc_per_node=1`` runs the
+    process-group and DDP path on one device) or by another launcher that sets RANK and WORLD_SIZE > 1."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return False
+    return int(os.environ["WORLD_SIZE"]) > 1 or "TORCHELASTIC_RUN_ID" in os.environ
 
 
 def collective_timeout():

@@ -11,9 +11,11 @@ A ``Trainer`` runs a list of hooks; each hook is registered with ``trainer.regis
             losses = model(batch)            # trainer.run_step(): forward (autocast if amp) ...
             hook.after_loss(losses)          # ... a hook may add loss terms (dict, in place) ...
             backward, clip, optimizer.step() # ... then the sum is back-propagated
-            hook.after_iter()                # trainer.storage["losses"]: the iteration's float losses
+            hook.after_iter()                # trainer.storage["losses"]: the iteration's float losses;
+                                             # trainer.storage["time"]: its seconds (data, forward, ...)
         hook.after_epoch()                   # trainer.storage["epoch"]: the epoch's mean losses (all
-                                             # processes), "lr", "epoch_time_s"; hooks add metrics
+                                             # processes), "lr", "epoch_time_s", "data_time_s",
+                                             # "iter_time_s", "data_wait"; hooks add metrics
     hook.after_train()                       # also when an exception ends the run
 
 ``after_epoch`` runs in registration order, so the default order is: LR schedule, checkpoint
@@ -134,7 +136,9 @@ class EvalHook(HookBase):
 
 class LoggerHook(HookBase):
     """The per-epoch log line (main process) and tensorboard scalars: ``train/*`` every ``interval``
-    iterations, ``epoch/*`` (losses, lr, validation metrics) after each epoch.
+    iterations (losses, lr, and ``train/data_time`` / ``train/iter_time``: seconds spent waiting for the
+    loader / for the whole iteration), ``epoch/*`` (losses, lr, timing, validation metrics) after each
+    epoch.
 
     TensorBoard logs are a by-product: a full or read-only disk under ``tensorboard_dir`` stops them with
     one warning, and training goes on (the event writer's background thread would print a traceback:
@@ -183,6 +187,10 @@ class LoggerHook(HookBase):
                 for k, v in t.storage["losses"].items():
                     self.writer.add_scalar(f"train/{k}", v, t.iter)
                 self.writer.add_scalar("train/lr", t.storage["lr"], t.iter)
+                times = t.storage.get("time") or {}
+                for k in ("data", "iter"):
+                    if k in times:
+                        self.writer.add_scalar(f"train/{k}_time", times[k], t.iter)
             self._tensorboard(write)
 
     def after_epoch(self):

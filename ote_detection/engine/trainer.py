@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 from tqdm import tqdm
 
 from ..data.coco import collate_train
+from ..models.layers import depthwise_convs_in_fp32
 from ..utils.errors import OteError
 from . import distributed as dist_utils
 
@@ -100,10 +101,18 @@ class Trainer:
     ``loader``, ``epoch``, ``iter`` (global, 0-based), ``start_epoch``, ``max_epochs``,
     ``iters_per_epoch``, ``storage`` (see ``engine/hooks.py``), ``device``, ``history`` (per-epoch
     records of the main process).
+
+    Timing: ``storage["time"]`` holds the iteration's wall-clock seconds (set before ``after_iter``):
+    ``data`` (waiting for the loader's next batch: from the end of the previous iteration's hooks to the
+    batch's arrival), ``forward`` (forward and losses), ``backward``, ``optimizer`` (clipping and the step)
+    and ``iter`` (from the end of the previous iteration's hooks to the end of the step). On CUDA the kernels run asynchronously, so the split between forward, backward and
+    optimizer is only indicative (the ``.item()`` at the end synchronises each iteration); ``data`` and
+    ``iter`` are exact. The epoch record adds ``data_time_s`` and ``iter_time_s`` (means per iteration) and
+    ``data_wait`` (the share of the epoch's iteration time spent waiting for data, 0..1).
     """
 
     def __init__(self, model, loader, optimizer, *, max_epochs, start_epoch=0, device="cpu", amp=False,
-                 channels_last=None, grad_clip=None, progress=True):
+                 channels_last=None, fp32_depthwise=None, grad_clip=None, progress=True):
         self.device = torch.device(device)
         self.channels_last = (self.device.type == "cpu" or amp) if channels_last is None else channels_last
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -121,11 +130,18 @@ class Trainer:
         if amp and self.autocast_dtype is None:
             log.warning("--amp: this CPU has no bf16 support (AMX or AVX512-BF16); training runs in fp32")
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
+        # bf16 autocast on the CPU: the depthwise convolutions' backward runs in fp32, their forward stays
+        # bf16 (oneDNN's bf16 depthwise backward is slower than fp32's: models/layers.Fp32DepthwiseConv2d);
+        # fp32_depthwise None: only there, True / False: force
+        if fp32_depthwise is None:
+            fp32_depthwise = self.device.type == "cpu" and self.autocast_dtype == torch.bfloat16
+        if fp32_depthwise and self.autocast_dtype is not None:
+            depthwise_convs_in_fp32(self.model)
         self.progress = progress and dist_utils.is_main()
         self.hooks = []
         self.storage = {}
         self.history = []
-        if dist_utils.world_size() > 1:
+        if torch.distributed.is_initialized():  # DDP also with one process (torchrun --nproc_per_node=1)
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         else:
@@ -169,15 +185,22 @@ class Trainer:
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(self.epoch)
         sums, count, start = {}, 0, time.time()
+        data_s = iter_s = 0.0
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.max_epochs}", disable=not self.progress,
                    leave=False)
+        mark = time.perf_counter()  # the end of the previous iteration
         for i, batch in enumerate(bar):
+            arrived = time.perf_counter()
             self.iter = self.epoch * self.iters_per_epoch + i
             self._call("before_iter")
             lr = self.optimizer.param_groups[0]["lr"]
             values = self.run_step(batch)
+            times = self.storage["time"]
+            times["data"], times["iter"] = arrived - mark, time.perf_counter() - mark
+            data_s, iter_s = data_s + times["data"], iter_s + times["iter"]
             self.storage["losses"], self.storage["lr"] = values, lr
             self._call("after_iter")
+            mark = time.perf_counter()
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
@@ -185,6 +208,9 @@ class Trainer:
         stats = {k: dist_utils.all_reduce_mean(v / max(count, 1)) for k, v in sums.items()}
         stats["lr"] = self.optimizer.param_groups[0]["lr"]
         stats["epoch_time_s"] = time.time() - start
+        stats["data_time_s"] = dist_utils.all_reduce_mean(data_s / max(count, 1))
+        stats["iter_time_s"] = dist_utils.all_reduce_mean(iter_s / max(count, 1))
+        stats["data_wait"] = stats["data_time_s"] / max(stats["iter_time_s"], 1e-12)
         if not math.isfinite(stats.get("loss", 0.0)):
             raise OteError(f"training diverged at epoch {self.epoch + 1} (try a lower --base-learning-rate)")
         return stats
@@ -192,6 +218,7 @@ class Trainer:
     def run_step(self, batch):
         """One iteration: forward (autocast with ``amp``; losses in fp32), hooks' extra loss terms,
         backward, gradient clipping, optimizer step. Returns the float losses, ``loss`` = their sum."""
+        start = time.perf_counter()
         imgs, boxes, labels = batch
         imgs = imgs.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         boxes = [b.to(self.device) for b in boxes]
@@ -205,11 +232,13 @@ class Trainer:
             raise OteError(f"training diverged: loss is {loss.item()} at epoch {self.epoch + 1}, iteration "
                            f"{self.iter - self.epoch * self.iters_per_epoch + 1} (try a lower --base-learning-rate)")
         self.optimizer.zero_grad(set_to_none=True)
+        backward = time.perf_counter()
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
         else:
             loss.backward()
+        step = time.perf_counter()
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), **self.grad_clip)
         if self.scaler is not None:
@@ -219,4 +248,6 @@ class Trainer:
             self.optimizer.step()
         values = {k: v.item() for k, v in losses.items()}
         values["loss"] = loss.item()
+        end = time.perf_counter()
+        self.storage["time"] = dict(forward=backward - start, backward=step - backward, optimizer=end - step)
         return values

@@ -83,6 +83,8 @@ def _fmt(value, digits=3):
 
 # why a metric can be undefined (NaN: no ground truth to measure it on); metrics.yaml keeps the .nan
 NAN_REASONS = {"ap_64x64": "no face > 64 px"}
+# rows of values that are not among a template's metrics: display name and unit (counts show as integers)
+EXTRA_ROWS = {"wider_images": ("WIDER FACE val images evaluated", "images")}
 
 
 def _shown(key, value):
@@ -94,7 +96,8 @@ def format_metrics_table(metrics: dict, template_metrics: list) -> str:
     """A plain-text table: display name, unit, measured value, the template's reference value.
 
     Rows follow the template's order; template keys absent from ``metrics`` show '-' as value;
-    keys of ``metrics`` that the template does not list are appended (display name = key). An undefined
+    keys of ``metrics`` that the template does not list are appended (display name and unit from
+    ``EXTRA_ROWS``, else the key). An undefined
     value (NaN) shows as 'n/a' with its reason (``NAN_REASONS``) and no diff.
     """
     rows = [("Metric", "Unit", "Value", "Reference", "Diff")]
@@ -114,7 +117,9 @@ def format_metrics_table(metrics: dict, template_metrics: list) -> str:
                      _fmt(ref), diff))
     for key, value in metrics.items():
         if key not in seen:
-            rows.append((str(key), "", _shown(key, value), "-", "-"))
+            name, unit = EXTRA_ROWS.get(key, (str(key), ""))
+            shown = str(int(value)) if key in EXTRA_ROWS and isinstance(value, (int, float)) else _shown(key, value)
+            rows.append((name, unit, shown, "-", "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for n, r in enumerate(rows):

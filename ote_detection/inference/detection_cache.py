@@ -1,11 +1,20 @@
-"""A disposable cache of detections per (weights content, precision, input size, image list).
+"""A disposable cache of detections per (weights content, detection settings, image list).
 
 Every entry is a .npz of float32 arrays [N, K]. The cache is never trusted: an entry that cannot be
 read (truncated, not a zip, wrong arrays, another count of images) is removed and recomputed with a
 warning, never a traceback; a cache folder that cannot be written only costs the caching (warning).
-The key covers the content of the weights (sha256 of the .pth, or of the IR's .xml and .bin), the
-template name, the precision, the input size, a format version and each image's path, size and
-modification time, so entries of other models, templates or images are never picked up.
+
+The key covers everything that changes detections:
+
+* the content of the weights (sha256 of the .pth, or of the IR's .xml and .bin);
+* ``settings``: a JSON-able mapping given by the caller (``apis.predictor.detection_settings``): the
+  resolved model config (``model`` with its anchors and ``test_cfg``, ``img_norm_cfg``), the input
+  size, keep-ratio, the tiling options, the backend and precision, the batch size and the versions of
+  ote_detection, torch and OpenVINO;
+* the template name and a format version;
+* each image's absolute path, size in bytes and modification time (ns), in order,
+
+so entries of other models, configs, templates or images are never picked up.
 """
 
 import contextlib
@@ -25,7 +34,7 @@ log = logging.getLogger(__name__)
 __all__ = ["DetectionCache", "is_ir"]
 
 IR_SUFFIXES = (".xml", ".bin")
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def is_ir(path):
@@ -39,14 +48,15 @@ class DetectionCache:
         self.cache_dir = cache_dir or None
         self.template = template
 
-    def key(self, weights, variant, input_size, paths):
-        """``variant``: how the detections were made besides weights and size (precision, resizing, tiling)."""
+    def key(self, weights, settings, paths):
+        """32 hex digits. ``settings``: how the detections were made besides the weights (a JSON-able
+        mapping: model config, input size, keep-ratio, tiling, precision, ...); ``paths``: the images."""
         digest = hashlib.sha256()
         files = [weights] if not is_ir(weights) else [os.path.splitext(weights)[0] + s for s in IR_SUFFIXES]
         for f in files:
             digest.update(sha256sum(f).encode())
-        digest.update(json.dumps([FORMAT_VERSION, self.template, variant,
-                                  list(input_size) if input_size is not None else None]).encode())
+        digest.update(json.dumps([FORMAT_VERSION, self.template, settings], sort_keys=True,
+                                 default=repr).encode())
         for p in paths:
             st = os.stat(p)
             digest.update(f"{os.path.abspath(p)}:{st.st_size}:{st.st_mtime_ns}".encode())

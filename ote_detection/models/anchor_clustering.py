@@ -240,11 +240,9 @@ def config_min_size(cfg):
 
 
 def config_input_size(cfg):
-    """(w, h) of a config's top-level ``input_size`` (an int or a pair)."""
-    size = cfg.get("input_size", 256)
-    if isinstance(size, (int, float)):
-        return int(size), int(size)
-    return tuple(int(v) for v in size)
+    """(w, h) of a config's top-level ``input_size`` (an int or a pair; load_config requires it)."""
+    from ..utils.cli import InputSize
+    return tuple(InputSize.of(cfg["input_size"]))
 
 
 def filter_min_size(coco, min_size):

@@ -195,3 +195,70 @@ def find_level_concat(output, ev):
     raise OteError(f"IR layer {node_name(node)}: no Concat of head levels found")
 
 
+
+
+# element-wise activations that ptflops counts as one operation per output element
+_ACTIVATIONS = ("Relu", "Clamp", "PRelu", "Sigmoid", "HSwish", "HSigmoid", "Swish", "Elu", "Gelu", "Mish")
+
+
+def _numel(shape):
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def ir_complexity(model):
+    """(GFLOPs, Mp) of an OpenVINO IR (``openvino.Model``), counted from its own graph.
+
+    Parameters: the elements of every convolution's (Convolution, GroupConvolution) and MatMul's
+    weight input, plus the constant bias added right after it (BatchNorm is folded into these in an IR,
+    so a model's ptflops count, which lists BatchNorm's 2 parameters per channel apart, is a little
+    higher). GFLOPs: 2 x multiply-adds of those layers and their biases, plus one operation per output
+    element of the activations (ReLU, Clamp, ...), the same rules as ``utils.complexity`` applies to
+    a PyTorch model (ptflops module hooks) except that the folded BatchNorm costs nothing. FakeQuantize
+    and dequantisation (INT8 IRs) are not counted. Shapes must be static (IRs of ours and of OMZ are)."""
+    macs = params = 0
+    ev = ConstEvaluator()
+    for op in model.get_ordered_ops():
+        t = op.get_type_name()
+        if t in CONV_TYPES or t == "MatMul":
+            if not op.get_output_partial_shape(0).is_static or not op.get_input_partial_shape(1).is_static:
+                continue
+            if t == "MatMul" and not ev.is_const(op.input(1).get_source_output()):
+                continue  # a product of two activations has no weights
+            w = list(op.get_input_shape(1))
+            out = list(op.get_output_shape(0))
+            if t == "Convolution":
+                per_output = _numel(w[1:])
+            elif t == "GroupConvolution":
+                per_output = _numel(w[2:])
+            else:
+                per_output = int(w[-1] if op.get_transpose_b() else w[-2]) if len(w) >= 2 else 1
+            macs += _numel(out) * per_output
+            params += _numel(w)
+            for target in op.output(0).get_target_inputs():
+                add = target.get_node()
+                if add.get_type_name() != "Add":
+                    continue
+                other = add.input(1 - target.get_index()).get_source_output()
+                if ev.is_const(other) and other.get_partial_shape().is_static:
+                    params += _numel(other.get_shape())
+                    macs += _numel(out)
+        elif t in _ACTIVATIONS and op.get_output_partial_shape(0).is_static:
+            macs += _numel(op.get_output_shape(0))
+    return 2 * macs / 1e9, params / 1e6
+
+
+def ir_conv_shapes(model):
+    """Sorted weight shapes of an IR's convolutions in PyTorch's layout [out, in / groups, kh, kw] (a
+    GroupConvolution's [G, out/G, in/G, kh, kw] becomes [out, in/G, kh, kw]): the fingerprint that
+    ``apis.predictor`` compares with a template's model to tell whether an IR without export_info.yaml
+    has that template's architecture."""
+    shapes = []
+    for op in model.get_ordered_ops():
+        t = op.get_type_name()
+        if t in CONV_TYPES and op.get_input_partial_shape(1).is_static:
+            w = [int(d) for d in op.get_input_shape(1)]
+            shapes.append(tuple(w) if t == "Convolution" else (w[0] * w[1], *w[2:]))
+    return sorted(shapes)

@@ -9,21 +9,223 @@ detections. ``read_ir_files`` reads the set through one folder descriptor, so ev
 an export's folder swap gets files of one set.
 
 IRs without export_info.yaml (e.g. Open Model Zoo's) are checked by their own graph when
-``export.openvino_predictor.OpenVINOPredictor`` reads them: one image input [1, 3, H, W] and an SSD
+``inference.openvino_predictor.OpenVINOPredictor`` reads them: one image input [1, 3, H, W] and an SSD
 ``detection_out`` [1, 1, N, 7] or ``boxes`` [N, 5] + ``labels`` outputs.
+
+The two typed artefact descriptions, each with one reader and one writer and a format version (a
+file without ``version`` is version 1 and still loads; a newer version than this code knows is one
+line):
+
+* ``ExportInfo``: ``export_info.yaml`` beside an IR (``read_export_info`` / ``write_export_info``);
+* ``CheckpointMeta``: a checkpoint's ``meta`` (``CheckpointMeta.of(ckpt, path)`` / ``.to_dict()``,
+  which ``engine.checkpoint.save_checkpoint`` writes).
 """
 
+import dataclasses
 import errno
 import hashlib
 import os
+from typing import Optional
 
 import yaml
 
+from .cli import InputSize
 from .errors import OteError
 
-__all__ = ["EXPORT_INFO", "ir_paths", "ir_checksums", "read_ir_files", "check_ir_belongs"]
+__all__ = ["EXPORT_INFO", "ExportInfo", "CheckpointMeta", "read_export_info", "write_export_info", "ir_paths",
+           "ir_checksums", "read_ir_files", "check_ir_belongs"]
 
 EXPORT_INFO = "export_info.yaml"
+EXPORT_INFO_VERSION = 2     # 2: ``version`` and ``complexity`` (GFLOPs, Mp of the exported model) added
+CHECKPOINT_META_VERSION = 2  # 2: ``version`` added; ``input_size`` always [w, h]
+
+
+def _check_version(data, newest, path, what):
+    version = data.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise OteError(f"{path}: {what} has version {version!r}, not a positive integer")
+    if version > newest:
+        raise OteError(f"{path}: {what} of version {version}, written by a newer ote-face (this one reads up to "
+                       f"version {newest}); update ote-face")
+    return version
+
+
+def _typed(data, key, kinds, path, what):
+    value = data.get(key)
+    if value is not None and not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+        raise OteError(f"{path}: {what} '{key}' is {type(value).__name__} {value!r:.60}, expected {names}")
+    return value
+
+
+class _ReadOnlyMapping:
+    """``info["key"]``, ``dict(meta, epoch=2)``: a read-only mapping view of ``to_dict()``, for callers
+    written against the untyped dicts of version 1."""
+
+    def keys(self):
+        return self.to_dict().keys()
+
+    def __getitem__(self, key):
+        return self.to_dict()[key]
+
+    def get(self, key, default=None):
+        return self.to_dict().get(key, default)
+
+
+@dataclasses.dataclass
+class ExportInfo(_ReadOnlyMapping):
+    """What ``export_info.yaml`` says about the IR beside it (written by ``apis/export.py`` and by
+    ``compression/ptq.py``). ``input``: name, shape [1, 3, H, W], layout, colour, range, ``input_size``
+    [w, h], ``keep_ratio`` and the folded normalisation; ``complexity``: ``gflops``, ``mparams`` of the
+    exported PyTorch model (a pruned one's own), ``input_size`` [w, h] and ``counted_by``; ``sha256``:
+    {file name: hex digest}; ``int8``: ``export.py --int8``'s post-training quantization (AP before and after,
+    what the CPU runs). Keys this version does not know are kept in ``extra``."""
+
+    template: Optional[str] = None
+    classes: list = dataclasses.field(default_factory=list)
+    precision: Optional[str] = None
+    files: list = dataclasses.field(default_factory=list)
+    sha256: dict = dataclasses.field(default_factory=dict)
+    input: dict = dataclasses.field(default_factory=dict)
+    complexity: Optional[dict] = None
+    source_snapshot: Optional[str] = None
+    source_sha256: Optional[str] = None
+    head_family: Optional[str] = None
+    output: Optional[dict] = None
+    onnx: Optional[dict] = None
+    int8: Optional[dict] = None
+    extra: dict = dataclasses.field(default_factory=dict)
+    version: int = EXPORT_INFO_VERSION
+
+    @property
+    def input_size(self):
+        """``InputSize`` the IR was exported at, or None when not recorded."""
+        try:
+            return InputSize.of(self.input.get("input_size"))
+        except ValueError:
+            return None
+
+    @property
+    def keep_ratio(self):
+        """Whether the IR expects letterboxed frames (``export.py --input-size Wx``)."""
+        return bool(self.input.get("keep_ratio", False))
+
+    @classmethod
+    def from_dict(cls, data, path):
+        if not isinstance(data, dict):
+            raise OteError(f"{path}: not an export description (no mapping)")
+        what = "export_info key"
+        version = _check_version(data, EXPORT_INFO_VERSION, path, "export_info.yaml")
+        fields = {f.name for f in dataclasses.fields(cls)} - {"extra", "version"}
+        kinds = {"template": str, "classes": list, "precision": str, "files": list, "sha256": dict, "input": dict,
+                 "complexity": dict, "source_snapshot": str, "source_sha256": str, "head_family": str,
+                 "output": dict, "onnx": dict, "int8": dict}
+        values = {k: _typed(data, k, kinds[k], path, what) for k in fields if data.get(k) is not None}
+        return cls(**values, extra={k: v for k, v in data.items() if k not in fields and k != "version"},
+                   version=version)
+
+    def to_dict(self):
+        """Plain types in a stable order (for yaml.safe_dump); None fields are left out."""
+        out = {"version": EXPORT_INFO_VERSION}
+        for f in dataclasses.fields(self):
+            if f.name in ("extra", "version"):
+                continue
+            value = getattr(self, f.name)
+            if value is not None:
+                out[f.name] = value
+        out.update(self.extra)
+        return out
+
+
+def read_export_info(path):
+    """The ``ExportInfo`` of an ``export_info.yaml`` file (or of the IR/folder it describes); None when
+    there is none. Any damage is one line naming the file."""
+    if not str(path).endswith(EXPORT_INFO):
+        path = ir_paths(path)[2]
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise OteError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise OteError(f"{path}: not a text file") from None
+    return _load_info(text, path)
+
+
+def write_export_info(folder, info):
+    """Write ``info`` (an ``ExportInfo``) as ``folder``/export_info.yaml; returns the path."""
+    path = os.path.join(folder, EXPORT_INFO)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(info.to_dict(), f, sort_keys=False)
+    return path
+
+
+@dataclasses.dataclass
+class CheckpointMeta(_ReadOnlyMapping):
+    """A checkpoint's ``meta``: the template it was trained for, its input size, classes, epoch and
+    iteration, ``compression`` (compress.py's structure and state), ``source`` (how it was made, e.g.
+    imported from an IR), ``metrics`` of its last epoch. Keys this version does not know are kept in
+    ``extra``."""
+
+    template: Optional[str] = None
+    input_size: Optional[InputSize] = None
+    classes: Optional[list] = None
+    epoch: int = 0
+    iter: Optional[int] = None
+    compression: Optional[dict] = None
+    source: Optional[dict] = None
+    metrics: Optional[dict] = None
+    extra: dict = dataclasses.field(default_factory=dict)
+    version: int = CHECKPOINT_META_VERSION
+
+    @classmethod
+    def from_dict(cls, meta, path):
+        """The meta of the checkpoint file ``path`` (a dict, or None for a bare state dict)."""
+        meta = meta or {}
+        if not isinstance(meta, dict):
+            raise OteError(f"{path}: not a model checkpoint (its meta is not a mapping)")
+        what = "checkpoint meta key"
+        version = _check_version(meta, CHECKPOINT_META_VERSION, path, "checkpoint meta")
+        try:
+            size = InputSize.of(meta.get("input_size"))
+        except ValueError as exc:
+            raise OteError(f"{path}: checkpoint meta 'input_size': {exc}") from None
+        epoch = _typed(meta, "epoch", int, path, what) or 0
+        fields = {f.name for f in dataclasses.fields(cls)} - {"extra", "version"}
+        return cls(template=_typed(meta, "template", str, path, what), input_size=size,
+                   classes=_typed(meta, "classes", (list, tuple), path, what), epoch=int(epoch),
+                   iter=_typed(meta, "iter", int, path, what),
+                   compression=_typed(meta, "compression", dict, path, what) or None,
+                   source=_typed(meta, "source", dict, path, what),
+                   metrics=_typed(meta, "metrics", dict, path, what),
+                   extra={k: v for k, v in meta.items() if k not in fields and k != "version"}, version=version)
+
+    @classmethod
+    def of(cls, ckpt, path):
+        """The meta of a checkpoint dict (``engine.checkpoint.load_checkpoint_file``'s result)."""
+        return cls.from_dict(ckpt.get("meta"), path)
+
+    def to_dict(self):
+        """Plain types (lists, not tuples) for torch.save with weights_only loading; None left out."""
+        out = {"version": CHECKPOINT_META_VERSION}
+        for f in dataclasses.fields(self):
+            if f.name in ("extra", "version"):
+                continue
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name == "input_size":
+                value = [int(v) for v in value]
+            elif f.name == "classes":
+                value = list(value)
+            out[f.name] = value
+        out.update(self.extra)
+        return out
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
 
 
 def ir_paths(ir_path):
@@ -83,13 +285,11 @@ def _load_info(text, path):
         info = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise OteError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(info, dict):
-        raise OteError(f"{path}: not an export description (no mapping)")
-    return info
+    return ExportInfo.from_dict(info, path)
 
 
 def read_ir_files(ir_path, verify=True):
-    """(xml bytes, bin bytes, export_info dict or None), read as one consistent set.
+    """(xml bytes, bin bytes, ``ExportInfo`` or None), read as one consistent set.
 
     With ``verify``, the checksums recorded in export_info.yaml must match (one line otherwise)."""
     xml, binf, info_path = ir_paths(ir_path)
@@ -101,7 +301,7 @@ def read_ir_files(ir_path, verify=True):
     data = _read_all(folder, [xml_name, bin_name], optional=[EXPORT_INFO])
     info = _load_info(data[EXPORT_INFO], info_path) if data[EXPORT_INFO] is not None else None
     if verify and info is not None:
-        recorded = info.get("sha256") or {}
+        recorded = info.sha256
         for name in (xml_name, bin_name):
             want = recorded.get(name)
             if want and hashlib.sha256(data[name]).hexdigest() != want:
@@ -114,30 +314,22 @@ def read_ir_files(ir_path, verify=True):
 def check_ir_belongs(ir_path, task):
     """Refuse an IR that is not this work dir's model, or whose files come from different exports.
 
-    ``task``: anything with ``.name`` (template name) and ``.classes``. Returns export_info (or None
+    ``task``: anything with ``.name`` (template name) and ``.classes``. Returns its ``ExportInfo`` (or None
     for an IR without it, e.g. Open Model Zoo's, whose graph the predictor checks when it reads it)."""
     xml, binf, info_path = ir_paths(ir_path)
     for p in (xml, binf):
         if not os.path.isfile(p):
             raise OteError(f"{p}: not found (an IR is model.xml + model.bin side by side)")
-    if not os.path.isfile(info_path):
+    info = read_export_info(info_path)
+    if info is None:
         return None  # e.g. Open Model Zoo's IR: OpenVINOPredictor checks its graph (input, output contract)
-    try:
-        with open(info_path, encoding="utf-8") as f:
-            info = _load_info(f.read(), info_path)
-    except OSError as exc:
-        raise OteError(f"{info_path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise OteError(f"{info_path}: not a text file") from None
-    template = info.get("template")
     name = getattr(task, "name", None)
-    if template and name and template != name:
-        raise OteError(f"{xml}: IR of template '{template}', not of '{name}' (says {info_path})")
-    classes = info.get("classes")
+    if info.template and name and info.template != name:
+        raise OteError(f"{xml}: IR of template '{info.template}', not of '{name}' (says {info_path})")
     want = list(getattr(task, "classes", []) or [])
-    if classes and want and list(classes) != want:
-        raise OteError(f"{xml}: IR for classes {classes}, this work dir's model has {want}")
-    recorded = info.get("sha256") or {}
+    if info.classes and want and list(info.classes) != want:
+        raise OteError(f"{xml}: IR for classes {info.classes}, this work dir's model has {want}")
+    recorded = info.sha256
     for p in (xml, binf):
         digest = recorded.get(os.path.basename(p))
         if digest:

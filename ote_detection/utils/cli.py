@@ -1,7 +1,7 @@
 """argparse ``type=`` functions: every numeric, size and path argument is checked when parsed.
 
-A bad value ends in argparse's own one line (``prog: error: argument --epochs: ...``) and exit
-code 2, before anything is loaded. The values are used as given: 0 stays 0 (never replaced by a
+Every CLI builds its parser with ``ArgumentParser`` (below): a bad value ends in one line
+(``prog: error: argument --epochs: ... (see prog --help)``) and exit code 2, before anything is loaded. The values are used as given: 0 stays 0 (never replaced by a
 default because it is falsy).
 """
 
@@ -10,8 +10,21 @@ import math
 import os
 from typing import NamedTuple, Optional
 
-__all__ = ["add_path_list_arg", "bounded_int", "positive_int", "non_negative_int", "positive_float", "non_negative_float", "InputSize",
+__all__ = ["ArgumentParser", "add_path_list_arg", "bounded_int", "positive_int", "non_negative_int", "positive_float", "non_negative_float", "InputSize",
            "input_size", "input_size_or_width", "seed", "existing_file", "existing_dir", "output_dir", "output_file"]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line, ``PROG: error: MESSAGE (see PROG --help)``,
+    exit code 2 (argparse's own prints the whole usage first). ``formatter_class`` defaults to
+    ``RawDescriptionHelpFormatter`` (the scripts' docstrings are their descriptions, examples included)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _number(text, kind):
@@ -51,9 +64,29 @@ non_negative_float = _at_least(float, 0.0, False, "must be 0 or more")
 
 
 class InputSize(NamedTuple):
-    """Network input size; ``height`` is None for 'Wx' (keep the aspect ratio, width given)."""
+    """Network input size in pixels (width, height); ``height`` is None for 'Wx' (keep the aspect ratio,
+    width given). The one type of an input size from the CLI (``input_size``) through the config
+    (``InputSize.of``: an int or a pair) into the checkpoint's meta (a [w, h] list)."""
     width: int
     height: Optional[int]
+
+    @classmethod
+    def of(cls, value):
+        """An ``InputSize`` from an int (square), a (w, h) pair (list, tuple, InputSize) or None (-> None).
+        Raises ValueError for anything else (the caller names the file)."""
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is not an input size")
+        if isinstance(value, (int, float)):
+            if int(value) != value or value <= 0:
+                raise ValueError(f"{value!r} is not an input size")
+            return cls(int(value), int(value))
+        try:
+            width, height = value
+            return cls(int(width), None if height is None else int(height))
+        except (TypeError, ValueError):
+            raise ValueError(f"{value!r} is not an input size (an int or [width, height])") from None
 
 
 MIN_SIDE, MAX_SIDE = 32, 8192
@@ -217,7 +250,9 @@ def add_data_format_arg(parser):
 
 def add_training_args(parser, defaults="the template's", load_weights_help=None, resume_help=None):
     """The flags train.py and compress.py share (data, output folder, start weights, schedule, processes),
-    each checked when parsed. ``defaults``: where unset values come from, for the help texts."""
+    each checked when parsed. ``defaults``: where unset values come from, for the help texts: one text, or
+    a pair (default of --epochs, default of --base-learning-rate)."""
+    epochs_default, lr_default = (defaults, defaults) if isinstance(defaults, str) else defaults
     add_path_list_arg(parser, "--train-ann-files", "COCO annotation file(s) (or datasets of --data-format)",
                       required=True)
     add_path_list_arg(parser, "--train-data-roots", "image folder(s), one per annotation file (COCO)")
@@ -236,11 +271,11 @@ def add_training_args(parser, defaults="the template's", load_weights_help=None,
                        "the stored epoch")
     start.add_argument("--load-weights", type=existing_file, help=load_weights_help or
                        "start a fresh schedule (epoch 0, warm-up) from these weights")
-    parser.add_argument("--epochs", type=positive_int, help=f"total number of epochs (default: {defaults})")
+    parser.add_argument("--epochs", type=positive_int, help=f"total number of epochs (default: {epochs_default})")
     parser.add_argument("--batch-size", type=positive_int,
                         help="images per process and iteration (default: the template's)")
     parser.add_argument("--base-learning-rate", type=non_negative_float,
-                        help=f"learning rate before warm-up/steps (default: {defaults})")
+                        help=f"learning rate before warm-up/steps (default: {lr_default})")
     parser.add_argument("--gpu-num", type=non_negative_int, help="number of GPUs, one DDP process each (default: the "
                         "template's gpu_num, limited to the GPUs present; 0 = CPU). Without CUDA, N > 1 runs N CPU "
                         "processes with gloo")

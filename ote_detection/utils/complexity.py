@@ -33,3 +33,12 @@ def model_complexity(detector, input_size):
                                                  backend_specific_config={"count_functional": False})
     detector.train(was_training)
     return 2 * macs / 1e9, params / 1e6
+
+
+def complexity_record(detector, input_size):
+    """``{gflops, mparams, input_size, counted_by}`` of ``detector`` at ``input_size`` (w, h): what an
+    export writes into export_info.yaml's ``complexity``, so that readers of the IR report the exported
+    model's own figures (a pruned model's, not its template's)."""
+    gflops, mparams = model_complexity(detector, input_size)
+    return {"gflops": round(float(gflops), 4), "mparams": round(float(mparams), 4),
+            "input_size": [int(v) for v in input_size], "counted_by": "ptflops module hooks on the PyTorch model"}

@@ -30,6 +30,7 @@ def file_digest(path, algorithm="sha256", chunk=1 << 20):
             digest.update(block)
     return digest.hexdigest()
 
+
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "ote-face")
 
 
@@ -67,8 +68,10 @@ def download(url, sha256, size=None, destination=None, timeout=30, offline_hint=
                            f"({algorithm} {sha256}) at {where}") from exc
         if size and os.path.getsize(partial) != size:
             got = os.path.getsize(partial)
-            if got > size:
+            if got > size:  # another file than the published one: resuming cannot help
                 os.remove(partial)
+                raise OteError(f"download of {url} has {got} bytes, more than the published {size}: the server gives "
+                               f"another file than the one recorded (a mirror of another release?); the file was removed")
             raise OteError(f"download of {url} is incomplete ({got} of {size} bytes); run the command again to resume")
         digest = file_digest(partial, algorithm)
         if digest != sha256:

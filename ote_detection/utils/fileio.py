@@ -438,7 +438,11 @@ def check_writable_dir(path, what="output folder"):
     except OSError as exc:
         if exc.errno in (errno.ENOTDIR, errno.EEXIST):
             raise OteError(f"{path}: cannot be created as {what} (a part of the path is a file)") from None
-        raise OteError(f"{path}: {what} is not writable ({exc.strerror})") from None
+        reason = exc.strerror
+        if exc.errno == errno.ENOENT and os.path.isdir(path):  # the folder exists but refuses new files
+            reason = "the folder exists, but its file system allows no new files: a virtual one, such as /proc " \
+                     "or /sys"
+        raise OteError(f"{path}: {what} is not writable ({reason})") from None
     return path
 
 

@@ -6,19 +6,20 @@ The checkpoints (latest.pth, epoch_N.pth) are read by eval.py and export.py like
 exported IR of a quantized model runs in INT8 on the CPU.
 """
 
-import argparse
 import os
 
 from ote_detection.apis.compress import compress
-from ote_detection.utils.cli import add_training_args, existing_file, non_negative_float, training_kwargs
+from ote_detection.utils.cli import (ArgumentParser, add_training_args, existing_file, non_negative_float,
+                                     training_kwargs)
 from ote_detection.utils.errors import run_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_args(p, defaults="the compression config's total_epochs / optimizer.lr of the enabled algorithm(s)",
+    p = ArgumentParser(description=__doc__)
+    add_training_args(p, defaults=("the compression config's total_epochs of the enabled algorithm(s)",
+                                "the compression config's optimizer.lr of the enabled algorithm(s)"),
                       load_weights_help="the trained snapshot to compress (required unless --resume-from)",
                       resume_help="continue a compress.py run from its checkpoint (same --nncf-* flags)")
     p.add_argument("--nncf-quantization", action="store_true", default=None,

@@ -5,20 +5,19 @@ Writes the template's metrics (COCO AP, AP for faces > 64x64, WIDER FACE easy/me
 complexity) to a metrics.yaml and prints them as a table.
 """
 
-import argparse
 import os
 
 from ote_detection.apis.evaluate import evaluate
-from ote_detection.utils.cli import (add_data_format_arg, add_path_list_arg, add_tiling_args, existing_dir,
-                                     existing_file, input_size_or_width, non_negative_float, output_dir, output_file,
-                                     positive_int, tiling_options)
+from ote_detection.utils.cli import (ArgumentParser, add_data_format_arg, add_path_list_arg, add_tiling_args,
+                                     existing_dir, existing_file, input_size_or_width, non_negative_float, output_dir,
+                                     output_file, positive_int, tiling_options)
 from ote_detection.utils.errors import run_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--load-weights", required=True, type=existing_file,
                    help="snapshot .pth, or model.xml / model.bin of an IR")
     add_path_list_arg(p, "--test-ann-files", "COCO annotation file(s) (for ap and ap_64x64)")
@@ -35,10 +34,12 @@ def main(argv=None):
     p.add_argument("--save-pr-curves", type=output_dir,
                    help="write precision/recall plots (PNG) of each metric to this folder")
     p.add_argument("--precision", default="f32", choices=["f32", "bf16", "f16"],
-                   help="OpenVINO inference precision for IR (default f32; the CPU default would be bf16 on AMX)")
+                   help="OpenVINO inference precision for IR (default f32; the CPU plugin's own default runs FP32 IRs "
+                   "in bf16 on CPUs with AMX or AVX512-BF16, f32 otherwise)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass for snapshots (IR: 1)")
     p.add_argument("--cache-dir", default=os.path.join(HERE, ".detections_cache"),
-                   help="cache of detections per weights file and image list (default: .detections_cache here; "
+                   help="cache of detections per weights content, model.py, input size, tiling, precision and image "
+                   "list with sizes and mtimes (default: .detections_cache here; "
                    "'' disables)")
     p.add_argument("--input-size", type=input_size_or_width,
                    help="evaluate a snapshot at this input size instead of its own: W, WxH, or Wx (width W, the "

@@ -7,18 +7,18 @@ input size is the snapshot's (training may override it), else the template's. ex
 beside the IR records the details.
 """
 
-import argparse
 import os
 
 from ote_detection.apis.export import export
-from ote_detection.utils.cli import existing_file, input_size_or_width, non_negative_float, output_dir
+from ote_detection.utils.cli import (ArgumentParser, existing_file, input_size_or_width, non_negative_float,
+                                     output_dir)
 from ote_detection.utils.errors import run_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--load-weights", required=True, type=existing_file, help="snapshot (.pth) to export")
     p.add_argument("--save-model-to", required=True, type=output_dir, help="output folder: model.xml, model.bin, "
                    "export_info.yaml (with the files' sha256). The new set is written to a temporary folder beside it "

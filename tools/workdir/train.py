@@ -4,18 +4,17 @@
 Defaults come from template.yaml (hyper_parameters.basic, gpu_num) and model.py next to this script.
 """
 
-import argparse
 import os
 
 from ote_detection.apis.train import train
-from ote_detection.utils.cli import add_training_args, training_kwargs
+from ote_detection.utils.cli import ArgumentParser, add_training_args, training_kwargs
 from ote_detection.utils.errors import run_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     add_training_args(p)
     p.add_argument("--amp", action="store_true", help="mixed precision: bf16 autocast on CPUs with AMX/AVX512-BF16, "
                    "fp16 with a gradient scaler (or bf16) on CUDA; losses stay in fp32")

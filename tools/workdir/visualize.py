@@ -15,8 +15,8 @@ import argparse
 import os
 
 from ote_detection.apis.demo import run_demo
-from ote_detection.utils.cli import (MAX_JOBS, MAX_THREADS, add_tiling_args, bounded_int, input_size, non_negative_int,
-                                     tiling_options)
+from ote_detection.utils.cli import (MAX_JOBS, MAX_THREADS, ArgumentParser, add_tiling_args, bounded_int,
+                                     input_size_or_width, non_negative_int, tiling_options)
 from ote_detection.utils.errors import run_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,7 +33,7 @@ def score(text):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--load-weights", required=True,
                    help="exported IR (model.xml or model.bin), an Open Model Zoo face-detection IR, or a snapshot .pth")
     p.add_argument("--video", required=True,
@@ -47,8 +47,8 @@ def main(argv=None):
                       help="no window: only --output (or, without it, just measure the speed)")
     p.add_argument("--score-thr", type=score, default=0.5, help="draw boxes scoring at least this (default 0.5)")
     p.add_argument("--precision", default="default", choices=["default", "f32", "bf16", "f16"],
-                   help="OpenVINO inference precision for an IR (default: the CPU's own, bf16 on CPUs with AMX "
-                   "and f32 otherwise: the demo is about speed; eval.py uses f32)")
+                   help="OpenVINO inference precision for an IR (default: the CPU plugin's own: it runs FP32 IRs in "
+                   "bf16 on CPUs with AMX or AVX512-BF16, f32 otherwise; the demo is about speed; eval.py uses f32)")
     p.add_argument("--threads", type=bounded_int(1, MAX_THREADS),
                    help=f"CPU threads for inference, 1..{MAX_THREADS} (default: all)")
     p.add_argument("--jobs", type=bounded_int(1, MAX_JOBS), default=2,
@@ -59,8 +59,10 @@ def main(argv=None):
     p.add_argument("--keep-ratio", action="store_true", default=None,
                    help="letterbox each frame into the network input (keep its aspect ratio) instead of stretching "
                         "(default: stretch; an IR exported with --input-size Wx letterboxes)")
-    p.add_argument("--input-size", type=input_size,
-                   help="inference size W or WxH for a snapshot (an IR has its own; default: the snapshot's)")
+    p.add_argument("--input-size", type=input_size_or_width,
+                   help="inference size of a snapshot: W, WxH, or Wx (width W, the height from the first frame's "
+                        "aspect rounded up to the model's stride, frames letterboxed); an IR has its own (default: "
+                        "the snapshot's)")
     p.add_argument("--max-frames", type=non_negative_int, default=0,
                    help="stop after this many frames (default 0: all, or until q / Esc / Ctrl-C)")
     p.add_argument("--no-fps", dest="overlay", action="store_false", help="do not draw the FPS lines on the frames")

@@ -19,9 +19,15 @@ model = dict(
         num_classes=1,
         in_channels=(96, 320),
         # Two feature levels (stride 16 and 32), 4 anchors on the first level and 5 on the second.
+        # face-detection-0200's anchors (clustered on WIDER FACE at 256x256) as the default, so that a
+        # model.py that redefines `model` keeps working anchors; each SSD template sets its own
         anchor_generator=dict(
             type='SSDAnchorGeneratorClustered',
-            strides=(16, 32)),
+            strides=(16, 32),
+            widths=([8.0213, 21.4187, 12.544, 29.6107],
+                    [122.0267, 66.048, 109.9093, 43.6053, 64.512]),
+            heights=([12.8, 33.792, 21.76, 53.9307],
+                     [194.1333, 139.008, 106.24, 89.6853, 61.952])),
         bbox_coder=dict(
             type='DeltaXYWHBBoxCoder',
             target_means=(0.0, 0.0, 0.0, 0.0),

@@ -65,14 +65,18 @@ def flat(out):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="face-detection-0200")
+    p.add_argument("--model", default="face-detection-0200", help="template name (its Open Model Zoo FP16 IR is imported)")
     p.add_argument("--variants", default=DEFAULT, help="comma-separated variant names (see above)")
     p.add_argument("--train", default="wider_train10", choices=sorted(DATA), help="range-init / distillation set")
     p.add_argument("--kd-iters", default="5,10,20", help="distillation iteration counts at which AP is measured")
     p.add_argument("--kd-lr", type=float, default=1e-4, help="Adam learning rate of the distillation")
     p.add_argument("--seed", type=int, default=0, help="torch seed (augmentation order of the distillation)")
-    p.add_argument("--work", default=os.path.join(ROOT, "outputs", "bench_quant_settings"))
+    p.add_argument("--work", default=os.path.join(ROOT, "outputs", "bench_quant_settings"),
+                   help="folder of the imported snapshot (reused) and results_<model>.json")
     a = p.parse_args()
+    unknown = sorted(set(a.variants.split(",")) - set(DEFAULT.split(",")))
+    if unknown:
+        p.error(f"--variants: unknown {', '.join(unknown)} (known: {DEFAULT})")
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
     nncf = import_nncf()
@@ -168,8 +172,8 @@ def main():
                 print(f"kd iter {target}: {curve[target]} ({time.time() - t0:.0f} s)", flush=True)
             results[name] = curve
             continue
-        else:
-            raise SystemExit(f"bench_quant_settings.py: unknown variant {name!r} (see --help)")
+        else:  # checked after parse_args
+            raise AssertionError(name)
         results[name] = ap(q)
         print(f"{name}: {results[name]} ({time.time() - t0:.0f} s)", flush=True)
         with open(os.path.join(a.work, f"results_{a.model}.json"), "w", encoding="utf-8") as f:

@@ -52,7 +52,7 @@ def _check_same_faces(xml, frames, keep_ratio, iou_min=0.95, score_tol=0.01):
     ours are too."""
     model, api = _model_api_faces(xml, frames)
     thr = float(model.params.confidence_threshold)
-    # the device's default precision, as Model API runs it (f32 on AVX2 CPUs, bf16 on AMX ones)
+    # the default precision, as Model API runs it (bf16 on CPUs with AMX or AVX512-BF16, f32 otherwise)
     ours = OpenVINOPredictor(xml, precision="default", keep_ratio=keep_ratio).predict_frames(frames)
     total = 0
     for (boxes, scores, names), det in zip(api, ours):

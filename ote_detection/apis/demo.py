@@ -258,7 +258,8 @@ def run_demo(template, load_weights, video, output=None, show=None, score_thr=0.
     ``jobs``: OpenVINO requests in flight; ``sync``: the plain synchronous loop (for comparison);
     ``keep_ratio``: letterbox frames into the input instead of stretching them; ``input_size`` (w, h):
     the snapshot's inference size, or (w, None): the height from the first frame's aspect rounded up to
-    the model's stride, frames letterboxed unless ``keep_ratio`` is False (IR: fixed by the IR); ``max_frames``: stop after that many frames."""
+    the model's stride, frames letterboxed unless ``keep_ratio`` is False (IR: fixed by the IR);
+    ``max_frames``: stop after that many frames."""
     if not 0 <= score_thr <= 1:
         raise OteError(f"--score-thr {score_thr}: must be between 0 and 1")
     if int(jobs) < 1:

@@ -105,9 +105,9 @@ class Trainer:
     Timing: ``storage["time"]`` holds the iteration's wall-clock seconds (set before ``after_iter``):
     ``data`` (waiting for the loader's next batch: from the end of the previous iteration's hooks to the
     batch's arrival), ``forward`` (forward and losses), ``backward``, ``optimizer`` (clipping and the step)
-    and ``iter`` (from the end of the previous iteration's hooks to the end of the step). On CUDA the kernels run asynchronously, so the split between forward, backward and
-    optimizer is only indicative (the ``.item()`` at the end synchronises each iteration); ``data`` and
-    ``iter`` are exact. The epoch record adds ``data_time_s`` and ``iter_time_s`` (means per iteration) and
+    and ``iter`` (from the end of the previous iteration's hooks to the end of the step). On CUDA the kernels
+    run asynchronously, so the split between forward, backward and optimizer is only indicative (the
+    ``.item()`` at the end synchronises each iteration); ``data`` and ``iter`` are exact. The epoch record adds ``data_time_s`` and ``iter_time_s`` (means per iteration) and
     ``data_wait`` (the share of the epoch's iteration time spent waiting for data, 0..1).
     """
 

@@ -53,6 +53,33 @@ VARIANTS = {
 }
 
 
+def load_experiment(model, work, train):
+    """The set-up shared with ``bench_quant_settings.py``: the Open Model Zoo IR of ``model`` imported into
+    ``work`` (reused), its ``Task``, the training dataset ``train`` and its image paths, the float detector, and
+    ``ap(model)``: AP % on airport and wider_val5 (PyTorch, as validation during training)."""
+    os.makedirs(work, exist_ok=True)
+    tpl = os.path.join(ROOT, "model_templates", "face-detection", model, "template.yaml")
+    snap = os.path.join(work, model + ".pth")
+    if not os.path.exists(snap):
+        import_openvino_weights(tpl, os.path.join(SHARED, "models", "omz", model, "FP16", model + ".xml"), snap,
+                                verify=False, calibration_images=DATA["airport"][1])  # as bench_compression.py
+    task = Task(tpl)
+    dataset = build_train_dataset(task.cfg, *DATA[train], task.classes)
+    inner = dataset.dataset if hasattr(dataset, "times") else dataset
+    paths = [img["path"] for img in inner.coco["images"]]
+    vals = {k: make_validator(load_coco_files(*DATA[k], task.classes), task.input_size, task.img_norm_cfg, 8, 0)
+            for k in ("airport", "wider_val5")}
+    det = task.build_detector()
+    load_weights(det, snap)
+    det.eval()
+
+    def ap(m):
+        m.eval()
+        return {k: round(float(v(m)["ap"]), 2) for k, v in vals.items()}
+
+    return task, dataset, paths, det, ap
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="face-detection-0200")
@@ -65,27 +92,8 @@ def main():
     p.add_argument("--tag", default="", help="suffix of results.json (several runs in one --work)")
     a = p.parse_args()
     torch.manual_seed(0)
-    os.makedirs(a.work, exist_ok=True)
-    tpl = os.path.join(ROOT, "model_templates", "face-detection", a.model, "template.yaml")
-    snap = os.path.join(a.work, a.model + ".pth")
-    if not os.path.exists(snap):
-        import_openvino_weights(tpl, os.path.join(SHARED, "models", "omz", a.model, "FP16", a.model + ".xml"), snap,
-                                verify=False, calibration_images=DATA["airport"][1])  # as bench_compression.py
-    task = Task(tpl)
-    cfg = task.cfg
-    dataset = build_train_dataset(cfg, *DATA[a.train], task.classes)
-    inner = dataset.dataset if hasattr(dataset, "times") else dataset
-    paths = [img["path"] for img in inner.coco["images"]]
+    task, dataset, paths, det, ap = load_experiment(a.model, a.work, a.train)
     loader = build_train_loader(dataset, a.batch_size, 0, 0)
-    vals = {k: make_validator(load_coco_files(*DATA[k], task.classes), task.input_size, task.img_norm_cfg, 8, 0)
-            for k in ("airport", "wider_val5")}
-    det = task.build_detector()
-    load_weights(det, snap)
-    det.eval()
-
-    def ap(model):
-        model.eval()
-        return {k: round(float(v(model)["ap"]), 2) for k, v in vals.items()}
 
     results = {"fp32": ap(det), "settings": vars(a)}
     print("fp32", results["fp32"], flush=True)
@@ -103,7 +111,7 @@ def main():
             init = collect_images(loader, 10)
             bn = collect_batches(loader, v["bn_adapt"]) if v["bn_adapt"] else []
         q = model if init is None else quantize_model(model, init, bn, preset=v["preset"])
-        opt = build_optimizer(q, dict(cfg.optimizer, lr=a.lr))
+        opt = build_optimizer(q, dict(task.cfg.optimizer, lr=a.lr))
         curve, it = {}, 0
         batches = iter(())
         for target in checkpoints:

@@ -38,16 +38,12 @@ SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(ROOT, ".torch_extensions"))
 os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
 
-from ote_detection.apis.import_weights import import_openvino_weights  # noqa: E402
-from ote_detection.apis.task import Task  # noqa: E402
-from ote_detection.apis.train import build_train_dataset, make_validator  # noqa: E402
 from ote_detection.compression.env import import_nncf  # noqa: E402
 from ote_detection.compression.quantization import freeze_batchnorm, plain_images  # noqa: E402
-from ote_detection.data.coco import load_coco_files  # noqa: E402
-from ote_detection.engine.checkpoint import load_weights  # noqa: E402
 from ote_detection.engine.trainer import build_train_loader  # noqa: E402
 
 from bench_compression import DATA  # noqa: E402
+from bench_qat_curve import load_experiment  # noqa: E402
 
 ESTIMATORS = ("MINMAX", "MEAN_MINMAX", "MEDIAN_MINMAX", "MEAN_NO_OUTLIERS_MINMAX", "MEAN_QUANTILE", "HISTOGRAM")
 DEFAULT = ",".join(("base",) + ESTIMATORS + ("mixed", "ignore_first_conv", "flip", "flip_crop", "weights_only",
@@ -83,25 +79,7 @@ def main():
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    os.makedirs(a.work, exist_ok=True)
-    tpl = os.path.join(ROOT, "model_templates", "face-detection", a.model, "template.yaml")
-    snap = os.path.join(a.work, a.model + ".pth")
-    if not os.path.exists(snap):
-        import_openvino_weights(tpl, os.path.join(SHARED, "models", "omz", a.model, "FP16", a.model + ".xml"), snap,
-                                verify=False, calibration_images=DATA["airport"][1])  # as bench_compression.py
-    task = Task(tpl)
-    dataset = build_train_dataset(task.cfg, *DATA[a.train], task.classes)
-    inner = dataset.dataset if hasattr(dataset, "times") else dataset
-    paths = [img["path"] for img in inner.coco["images"]]
-    vals = {k: make_validator(load_coco_files(*DATA[k], task.classes), task.input_size, task.img_norm_cfg, 8, 0)
-            for k in ("airport", "wider_val5")}
-    det = task.build_detector()
-    load_weights(det, snap)
-    det.eval()
-
-    def ap(model):
-        model.eval()
-        return {k: round(float(v(model)["ap"]), 2) for k, v in vals.items()}
+    task, dataset, paths, det, ap = load_experiment(a.model, a.work, a.train)
 
     init = plain_images(paths, task.input_size, task.img_norm_cfg, len(paths))
     h, w = init[0].shape[-2:]

@@ -180,6 +180,7 @@ def test_last_batch_of_one_trains_and_batch_one_at_a_1x1_map_is_refused(work_dir
     assert os.path.isfile(tmp_path / "c" / "epoch_1.pth")
 
 
+@pytest.mark.slow
 def test_gpu_num_over_the_cores_is_warned(work_dir_0200, tmp_path):
     """--gpu-num N on fewer CPU cores: one line says they oversubscribe (here the run then stops at the
     batch-of-one check, before any process starts)."""
@@ -205,6 +206,7 @@ def test_gpu_num_over_the_cores_is_warned(work_dir_0200, tmp_path):
 
 # -- 15.9 and 13: bounded sizes, refused flag combinations ------------------------------------------------------
 
+@pytest.mark.slow
 def test_export_bounds_derived_sizes_and_refuses_an_unused_aspect(work_dir_0200, random_snapshot, tmp_path):
     export = os.path.join(work_dir_0200, "export.py")
     out = str(tmp_path / "ir")

@@ -80,6 +80,23 @@ def _match_param_strides(size, stride):
     return hook
 
 
+def check_same_entries(model):
+    """OteError unless every process holds ``model``'s parameters and buffers under the same names in the
+    same order: DDP pairs them across processes by position (the broadcast from rank 0 at construction and
+    of the buffers before every forward, the gradient buckets), and checks only their shapes."""
+    if not dist.is_initialized() or dist.get_world_size() < 2:
+        return
+    names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
+    every = [None] * dist.get_world_size()
+    dist.all_gather_object(every, names)
+    for rank, other in enumerate(every):
+        if other != every[0]:
+            at = next((i for i, (a, b) in enumerate(zip(every[0], other)) if a != b), min(len(other), len(every[0])))
+            mine, theirs = (every[0] + ["(none)"])[at], (other + ["(none)"])[at]
+            raise OteError(f"DDP: the processes hold the model's entries in different orders (entry {at}: {mine} on "
+                           f"rank 0, {theirs} on rank {rank}); their weights would be mixed up")
+
+
 def wrap_ddp(model, device, replaces=None):
     """``model`` in ``DistributedDataParallel`` (the one place that does it; ``replaces``: the wrapper this
     one takes over from, e.g. after pruning replaced parameters, whose hooks are removed).
@@ -97,6 +114,7 @@ def wrap_ddp(model, device, replaces=None):
     if replaces is not None:
         for handle in getattr(replaces, "_ote_stride_hooks", ()):
             handle.remove()
+    check_same_entries(model)
     device = torch.device(device)
     ids = [device.index] if device.type == "cuda" else None
     net = DistributedDataParallel(model, device_ids=ids)

@@ -105,11 +105,12 @@ def wrap_ddp(model, device, replaces=None):
     match bucket view strides") where the gradient's strides differ. On a tensor with a dimension of size 1
     the stride of that dimension is arbitrary: a 1x1 convolution weight [O, I, 1, 1] is both contiguous and
     channels_last, and ``Module.to(memory_format=torch.channels_last)`` gives it strides (I, 1, I, I), which a
-    channels_last convolution's weight gradient has, while a gradient computed elementwise (NNCF's sparsity
-    masks and fake quantizers on the weights) comes out as (I, 1, 1, 1); depthwise weights [C, 1, k, k]
-    likewise (pytorch/pytorch#47163, #157862). Same bytes, same element order. Each parameter with a dimension
-    of size 1 therefore gets a gradient hook that gives such a gradient the parameter's strides as a view,
-    so that every gradient matches its bucket view (values unchanged, nothing copied)."""
+    channels_last convolution's weight gradient has, while a gradient computed elementwise (through NNCF's
+    sparsity masks) comes out as (I, 1, 1, 1); depthwise weights [C, 1, k, k] and the scales [1, C, 1, 1] of
+    NNCF's per-channel activation quantizers likewise (pytorch/pytorch#47163, #157862). Same bytes, same
+    element order. Each parameter with a dimension of size 1 therefore gets a gradient hook that gives such a
+    gradient the parameter's strides as a view, so that every gradient matches its bucket view (values
+    unchanged, nothing copied)."""
     from torch.nn.parallel import DistributedDataParallel
     if replaces is not None:
         for handle in getattr(replaces, "_ote_stride_hooks", ()):

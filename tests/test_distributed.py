@@ -17,3 +17,42 @@ def _fail_on_rank_1():
 def test_a_failing_worker_ends_the_distributed_job():
     with pytest.raises(OteError, match="^worker 1 found a bad file$"):
         dist_utils.launch(_fail_on_rank_1, 2, use_cuda=False)
+
+
+def _native_threads():
+    """Threads of this process that Python did not start (gloo's workers and transport loop, among others)."""
+    import os
+    import threading
+    return len(os.listdir("/proc/self/task")) - len(threading.enumerate())
+
+
+def _train_step_in_a_cycle_then_note_threads(out_dir):
+    import atexit
+    import os
+    from torch.distributed import all_gather
+    rank, at_start = torch.distributed.get_rank(), _native_threads()
+    net = dist_utils.wrap_ddp(torch.nn.Linear(4, 2), "cpu")
+    holder = {"net": net}
+    holder["self"] = holder  # a reference cycle (the trainer's hooks hold the trainer) keeps the DDP model alive
+    net(torch.ones(2, 4)).sum().backward()
+    gathered = [torch.zeros(3) for _ in range(2)]
+    all_gather(gathered, torch.ones(3))  # the last collective, on tensors Python then drops
+    del gathered, net, holder
+
+    def note():  # at interpreter exit, after launch's cleanup
+        with open(os.path.join(out_dir, f"rank{rank}.txt"), "w", encoding="utf-8") as f:
+            f.write(f"{at_start} {_native_threads()}")
+    atexit.register(note)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/task"), reason="counts threads in /proc (Linux)")
+def test_processes_leave_the_group_before_interpreter_exit(tmp_path):
+    """Each process ends its process group while the interpreter is whole: gloo's worker threads are joined
+    before the interpreter shuts down (a worker left running that releases the last collective's tensors at
+    exit aborts the process with "terminate called without an active exception"), although DDP was built
+    after the group and is kept alive by a reference cycle."""
+    dist_utils.launch(_train_step_in_a_cycle_then_note_threads, 2, use_cuda=False, args=(str(tmp_path),))
+    for rank in (0, 1):
+        at_start, at_exit = map(int, (tmp_path / f"rank{rank}.txt").read_text().split())
+        assert at_exit <= at_start - 2, (rank, at_start, at_exit)  # gloo's 2 worker threads (its default) ended

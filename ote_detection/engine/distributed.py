@@ -1,6 +1,7 @@
 """torch.distributed set-up: one process per device (NCCL on GPUs, gloo on CPU), spawned or from torchrun."""
 
 import datetime
+import gc
 import logging
 import os
 import socket
@@ -35,6 +36,10 @@ def collective_timeout():
 
 
 def init_process(rank, world_size, use_cuda, init_method=None):
+    """Join the process group. torch._dynamo is imported first: imported after the process group exists
+    (DistributedDataParallel's constructor imports it), it keeps a reference to the group, which then
+    outlives ``destroy_process_group`` with its worker threads (see ``cleanup``)."""
+    import torch._dynamo  # noqa: F401
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
         local_rank = int(os.environ.get("LOCAL_RANK", rank))
@@ -124,9 +129,21 @@ def wrap_ddp(model, device, replaces=None):
     return net
 
 
-def cleanup():
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def cleanup(ok=True):
+    """Leave the process group while the interpreter is still whole. ``ok``: this process finished its work
+    and met the others at a barrier (False: it is failing; the launcher stops the others).
+
+    The objects that hold the group (DistributedDataParallel's reducer, kept by the trainer's reference
+    cycles) are collected first, so that ``destroy_process_group`` drops its last reference and gloo's
+    destructor joins its worker threads here. Left running, a worker that releases the last collective's
+    tensors while the interpreter shuts down takes the GIL from a dying interpreter: ``pthread_exit`` unwinds
+    through a ``noexcept`` destructor and the process aborts with "terminate called without an active
+    exception" (reported in about 1 of 8 two-process compress.py runs on a loaded machine)."""
+    if not dist.is_initialized():
+        return
+    if ok:
+        gc.collect()
+    dist.destroy_process_group()
 
 
 def _spawned(rank, fn, world_size, use_cuda, init_method, args, error_dir):
@@ -135,9 +152,12 @@ def _spawned(rank, fn, world_size, use_cuda, init_method, args, error_dir):
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.ERROR, format="%(message)s")
     if not use_cuda and "OMP_NUM_THREADS" not in os.environ:  # share the cores, not one thread per core each
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    ok = False
     try:
         init_process(rank, world_size, use_cuda, init_method)
         fn(*args)
+        barrier()  # every rank done with its collectives before any leaves the group
+        ok = True
     except BaseException as exc:
         # the first process to fail is the cause; the others then fail in collectives ("connection closed
         # by peer"). Each records its error with the time, so that launch() reports the first one.
@@ -146,7 +166,7 @@ def _spawned(rank, fn, world_size, use_cuda, init_method, args, error_dir):
             f.write(f"{type(exc).__name__}\n{exc}")
         raise
     finally:
-        cleanup()
+        cleanup(ok)
 
 
 def launch(fn, num_processes, use_cuda, args=()):
@@ -157,10 +177,14 @@ def launch(fn, num_processes, use_cuda, args=()):
     time out after ``collective_timeout()``, so a peer that died without raising cannot hang the job."""
     if launched_by_torchrun():
         init_process(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), use_cuda)
+        ok = False
         try:
-            return fn(*args)
+            result = fn(*args)
+            barrier()
+            ok = True
+            return result
         finally:
-            cleanup()
+            cleanup(ok)
     if num_processes <= 1:
         return fn(*args)
     init_method = f"tcp://127.0.0.1:{free_port()}"

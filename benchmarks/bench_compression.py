@@ -155,10 +155,11 @@ def short_pruning_config(work, epochs):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="face-detection-0200,face-detection-0204")
+    p.add_argument("--models", default="face-detection-0200,face-detection-0204",
+                   help="comma-separated template names (their Open Model Zoo FP16 IRs are imported)")
     p.add_argument("--work", default=os.path.join(ROOT, "outputs", "bench_compression"),
                    help="folder for snapshots, checkpoints and IRs (finished stages are reused)")
-    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--runs", type=int, default=50, help="interleaved latency runs per IR (>= 50)")
     p.add_argument("--train", default="wider_train10", choices=sorted(DATA), help="training set of QAT/pruning")
     p.add_argument("--ptq-val", default="airport", choices=sorted(DATA), help="accuracy-control set of PTQ")
     p.add_argument("--pruning-epochs", type=int, default=4, help="epochs of the shortened pruning run (0: skip)")

@@ -82,13 +82,15 @@ def load_experiment(model, work, train):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="face-detection-0200")
-    p.add_argument("--variants", default="ote,plain,plain-bntrain")
+    p.add_argument("--model", default="face-detection-0200", help="template name (its Open Model Zoo FP16 IR is imported)")
+    p.add_argument("--variants", default="ote,plain,plain-bntrain",
+                   help=f"comma-separated variant names (of {', '.join(VARIANTS)}; see above)")
     p.add_argument("--iters", default="0,1,2,5,10,20", help="iteration counts at which AP is measured")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=0.00025)
-    p.add_argument("--train", default="wider_train10", choices=sorted(DATA))
-    p.add_argument("--work", default=os.path.join(ROOT, "outputs", "bench_qat_curve"))
+    p.add_argument("--batch-size", type=int, default=8, help="fine-tuning batch size")
+    p.add_argument("--lr", type=float, default=0.00025, help="fixed SGD learning rate of the fine-tuning")
+    p.add_argument("--train", default="wider_train10", choices=sorted(DATA), help="range-init / fine-tuning set")
+    p.add_argument("--work", default=os.path.join(ROOT, "outputs", "bench_qat_curve"),
+                   help="folder of the imported snapshot (reused) and results<tag>.json")
     p.add_argument("--tag", default="", help="suffix of results.json (several runs in one --work)")
     a = p.parse_args()
     torch.manual_seed(0)

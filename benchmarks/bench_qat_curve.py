@@ -82,7 +82,8 @@ def load_experiment(model, work, train):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="face-detection-0200", help="template name (its Open Model Zoo FP16 IR is imported)")
+    p.add_argument("--model", default="face-detection-0200",
+                   help="template name (its Open Model Zoo FP16 IR is imported)")
     p.add_argument("--variants", default="ote,plain,plain-bntrain",
                    help=f"comma-separated variant names (of {', '.join(VARIANTS)}; see above)")
     p.add_argument("--iters", default="0,1,2,5,10,20", help="iteration counts at which AP is measured")

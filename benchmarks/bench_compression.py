@@ -69,11 +69,11 @@ DATA = {
 # snapshot of ``donor`` (train.py --load-backbone; same backbone type), the neck and head from their
 # initialisation, on ``data`` (wider_train10: airport and wider_val5 stay unseen), at the template's input size.
 # 0205: the backbone frozen (its BatchNorm statistics are the donor's, calibrated on the airport frames), the
-# warm-up shortened to 30 iterations; the template's steps (lr / 10 at epochs 40, 55, 65) are kept: 70 epochs
+# warm-up shortened to 30 iterations; the template's step at epoch 40 is kept (lr / 10 after it): 45 epochs
 # of 3 iterations (10 images x RepeatDataset 2 / batch 8). docs/templates.md gives the AP it reaches.
 START = {
     "face-detection-0205": dict(
-        donor="face-detection-0204", data="wider_train10", epochs=70, batch_size=8, base_learning_rate=0.02,
+        donor="face-detection-0204", data="wider_train10", epochs=45, batch_size=8, base_learning_rate=0.02,
         amp=True, seed=0,
         model_py="model = dict(backbone=dict(frozen_stages=5, norm_eval=True))\nlr_config = dict(warmup_iters=30)\n"),
 }

@@ -4,6 +4,7 @@ decode and its export, and learning on real images."""
 import json
 import math
 import os
+import warnings
 
 import cv2
 import numpy as np
@@ -258,7 +259,8 @@ def test_decode_traces_alike_twice_from_an_empty_cache(name):
     0205 checkpoint failed to export with "Graphs differed across invocations")."""
     task, det = _detector(name)
     module = _Decoded(det.eval(), (64, 64)).eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():  # as the export: tracer and deprecation warnings are expected
+        warnings.simplefilter("ignore")
         traced = torch.jit.trace(module, torch.zeros(1, 3, 64, 64), check_trace=True)
         img = torch.rand(1, 3, 64, 64)
         assert torch.allclose(traced(img)[0], module(img)[0], atol=1e-4)

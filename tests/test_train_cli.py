@@ -86,6 +86,7 @@ def test_ddp_two_processes_gloo(work_dir_0200, synthetic_data, tmp_path):
     out = tmp_path / "ddp"
     r = _train(work_dir_0200, ann, root, out, "--epochs", "1", "--gpu-num", "2")
     assert "2 process(es) on CPU (gloo)" in r.stderr
+    assert "Grad strides do not match" not in r.stderr, r.stderr[-3000:]  # engine.distributed.wrap_ddp
     state = load_checkpoint_file(str(out / "latest.pth"))["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 

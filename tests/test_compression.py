@@ -412,3 +412,57 @@ def test_qat_0204_with_the_template_settings_keeps_ap_within_one_point(tmp_path)
     for key in ("airport", "wider_val5"):
         fp32, int8 = ap[key]
         assert fp32 > 10 and int8 >= fp32 - 1.0, (key, fp32, int8)
+
+
+@pytest.mark.slow
+def test_compression_without_training_reaches_the_final_levels_at_once(tmp_path):
+    """``compress_without_training`` (bench_recovery.py's "right after compression" state): the template's
+    pruning part at its 30 % target and the sparsity part at its schedule's last level (0.5) in one step, no
+    fine-tuning: the kept weights are the snapshot's, the checkpoint rebuilds and runs; quantization has no
+    level and is refused with one line."""
+    from ote_detection.apis.compress import compress_without_training
+    from ote_detection.apis.task import Task
+    from ote_detection.compression import restore_compressed_model
+    from ote_detection.compression.plugin import CompressionPlugin
+    from ote_detection.compression.config import load_compression_settings
+    from ote_detection.engine.checkpoint import load_checkpoint_file
+    from ote_detection.utils.errors import OteError
+    snapshot, _ = imported_snapshot()
+    original = load_checkpoint_file(snapshot)["state_dict"]
+    task = Task(template_path())
+
+    state = compress_without_training(template_path(), snapshot, str(tmp_path / "p.pth"), nncf_pruning=True)
+    assert state == {"pruning_ratio": pytest.approx(0.3)}
+    ckpt = load_checkpoint_file(str(tmp_path / "p.pth"))
+    assert ckpt["meta"]["epoch"] == 0 and ckpt["meta"]["compression"]["parts"] == ["nncf_pruning"]
+    shapes = ckpt["meta"]["compression"]["shapes"]
+    orig = {n: m.out_channels for n, m in task.build_detector().named_modules() if isinstance(m, torch.nn.Conv2d)}
+    expansion = [n for n in orig if n.startswith("backbone") and n.endswith("conv1.conv") and "unit" in n]
+    assert sum(shapes[n][1] for n in expansion) / sum(orig[n] for n in expansion) == pytest.approx(0.7, abs=0.03)
+    pruned = restore_compressed_model(task.build_detector(), ckpt).eval()
+    with torch.no_grad():
+        outs = pruned(torch.zeros(1, 3, 256, 256))
+    assert all(torch.isfinite(t).all() for t in _flat(outs))
+
+    state = compress_without_training(template_path(), snapshot, str(tmp_path / "s.pth"), nncf_sparsity=True)
+    assert state == {"sparsity_level": 0.5}
+    sd = load_checkpoint_file(str(tmp_path / "s.pth"))["state_dict"]
+    masks = {k: v for k, v in sd.items() if k.endswith("binary_mask")}
+    assert len(masks) >= 60
+    zeros = sum(int((~m.bool()).sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+    assert zeros == pytest.approx(0.5, abs=0.01)
+    # no fine-tuning: every weight and BatchNorm statistic is the snapshot's (NNCF keeps the dense weight)
+    same = [k for k in original if k in sd and torch.equal(sd[k], original[k])]
+    assert len(same) == len(original), sorted(set(original) - set(same))[:3]
+
+    settings = load_compression_settings(task.template_path, task.template, ["nncf_quantization"])
+    with pytest.raises(OteError, match="post-training quantization"):
+        CompressionPlugin(settings).apply_final_levels(task.build_detector())
+
+
+def _flat(out):
+    if isinstance(out, (list, tuple)):
+        for x in out:
+            yield from _flat(x)
+    else:
+        yield out

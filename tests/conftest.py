@@ -47,8 +47,12 @@ def run_here(args, cwd=None):
 
     import torch
 
+    from ote_detection.data import coco, images
     from ote_detection.utils.errors import run_cli
     script, argv = str(args[0]), [str(a) for a in args[1:]]
+    said = [(notes, set(notes)) for notes in (coco._SAID, images._SAID)]  # what a process says once
+    for notes, _ in said:
+        notes.clear()
     out, err = io.StringIO(), io.StringIO()
     handler = logging.StreamHandler(err)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -81,6 +85,9 @@ def run_here(args, cwd=None):
         root.removeHandler(handler)
         root.setLevel(level)
         torch.set_num_threads(threads)
+        for notes, before in said:
+            notes.clear()
+            notes.update(before)
     return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
 
 

@@ -30,6 +30,12 @@ def run_tool(args, cwd=None, timeout=600):
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+def _fresh_process_threads():
+    """torch's thread count in a new process: $OMP_NUM_THREADS, else one per core (what torch picks)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else (os.cpu_count() or 1)
+
+
 def run_here(args, cwd=None):
     """A tool's ``main`` run in this process through ``run_cli``, as ``run_tool`` runs it in a new one:
     the same arguments, ``sys.argv[0]`` (the program name in its messages) and working folder; returns a
@@ -61,6 +67,7 @@ def run_here(args, cwd=None):
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     sys.argv = [script, *argv]
+    torch.set_num_threads(_fresh_process_threads())  # as the tool's own process computes
     rc = 0
     try:
         if cwd is not None:

@@ -101,7 +101,8 @@ def test_ir_on_image_folder_draws_boxes_where_faces_are(work_dir_0200, omz_ir, p
 
 @pytest.mark.slow
 def test_ir_on_video_writes_every_frame(work_dir_0200, omz_ir, video6, tmp_path):
-    """Subprocess, asynchronous OpenVINO on a 6-frame video -> an mp4 with 6 frames of the input's size."""
+    """visualize.py (run here), asynchronous OpenVINO on a 6-frame video -> an mp4 with 6 frames of the
+    input's size."""
     from ote_detection.data.frames import count_video_frames
     out = tmp_path / "out.mp4"
     r = run_here([str(work_dir_0200 / "visualize.py"), "--load-weights", omz_ir.replace(".xml", ".bin"),
@@ -117,7 +118,8 @@ def test_ir_on_video_writes_every_frame(work_dir_0200, omz_ir, video6, tmp_path)
 
 @pytest.mark.slow
 def test_snapshot_on_video(work_dir_0200, video6, tmp_path):
-    """Subprocess, a random-initialised snapshot (PyTorch, 128x128): one annotated image per video frame."""
+    """visualize.py (run here), a random-initialised snapshot (PyTorch, 128x128): one annotated image per
+    video frame."""
     from ote_detection.apis.task import Task
     from ote_detection.engine.checkpoint import save_checkpoint
     task = Task(template_path())
@@ -270,7 +272,7 @@ def omz_snapshot(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ir", "ir_sync", "pth"])
 def test_tiled_demo_finds_the_small_faces(mode, work_dir_0200, omz_ir, omz_snapshot, tmp_path):
-    """visualize.py --tile (a real process) on a 1920x1080 airport frame, OMZ 0200 weights at 256x256: the
+    """visualize.py --tile (run here) on a 1920x1080 airport frame, OMZ 0200 weights at 256x256: the
     IR (async and --sync) and the snapshot draw the tiled predictor's boxes, which find the faces of 2-6 % of
     the frame that the plain 256x256 pass misses; the annotated frame is written at the frame's size."""
     from ote_detection.apis.predictor import make_predictor

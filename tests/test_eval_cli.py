@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import SHARED, need_shared, run_here, run_tool
+from conftest import SHARED, need_shared, run_here
 from ote_detection.apis.task import Task
 from ote_detection.engine.checkpoint import save_checkpoint
 
@@ -21,7 +21,7 @@ def test_eval_wider_and_pr_curves(work_dir_0200, tmp_path):
     save_checkpoint(str(ckpt), task.build_detector(), meta=task.checkpoint_meta())
     val5 = os.path.join(SHARED, "data", "wider_val5")
     metrics = tmp_path / "metrics.yaml"
-    r = run_tool([os.path.join(work_dir_0200, "eval.py"), "--load-weights", str(ckpt),
+    r = run_here([os.path.join(work_dir_0200, "eval.py"), "--load-weights", str(ckpt),
                   "--test-ann-files", os.path.join(val5, "annotations_coco.json"), "--test-data-roots", val5,
                   "--wider-dir", os.path.join(val5, "images"),
                   "--wider-gt-dir", os.path.join(SHARED, "data", "wider_val_gt"),

@@ -12,7 +12,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import AIRPORT_ANN, AIRPORT_ROOT, REPO, SHARED, need_shared, run_here, run_tool, template_path, write_json
+from conftest import (AIRPORT_ANN, AIRPORT_ROOT, REPO, SHARED, need_shared, run_here, run_tool, template_path,
+                      write_json)
 from ote_detection.apis.task import Task
 from ote_detection.engine.checkpoint import save_checkpoint
 
@@ -240,7 +241,7 @@ def test_deployment_sizes_from_frames_are_bounded():
 def test_choose_input_size_without_sizes_is_one_line(random_snapshot, tmp_path):
     for run, sizes in ((run_tool, ","), (run_here, " , "), (run_here, ",".join(["256"] * 33))):
         r = run([os.path.join(REPO, "tools", "choose_input_size.py"), template_path(), random_snapshot,
-                      "--val-ann-files", AIRPORT_ANN, "--val-data-roots", AIRPORT_ROOT, "--sizes", sizes])
+                 "--val-ann-files", AIRPORT_ANN, "--val-data-roots", AIRPORT_ROOT, "--sizes", sizes])
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
         lines = error_lines(r.stderr)
         assert len(lines) == 1 and "--sizes" in lines[0], r.stderr

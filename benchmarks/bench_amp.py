@@ -53,6 +53,13 @@ def profile_table(trainer, batch, iters, top):
     """The ``top`` operators by self CPU time over ``iters`` iterations, as lines of text."""
     from torch.profiler import ProfilerActivity, profile
 
+    # torch's profiler library (kineto) writes "USDT: ... profiler_start" / "profiler_stop" at each start and
+    # stop and, in a CUDA build on a machine with no NVIDIA driver, "ERROR: ... gpuGetDeviceCount failed with
+    # code 35" when it records the GPUs' properties in the trace, whatever the activities (CPU only here; the
+    # legacy use_kineto=False profiler goes through kineto too). Its log threshold is the one setting that
+    # stops them (KINETO_LOG_LEVEL, read when the profiler first starts: 5 drops errors, 6 the USDT lines);
+    # a value the user set is kept.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(iters):
             trainer.run_step(batch)

@@ -3,7 +3,11 @@
 
 Starting point per model: the Open Model Zoo FP16 IR's weights imported into the template's PyTorch
 model (BatchNorm statistics calibrated on the airport frames, as tools/import_openvino_weights.py
---calibrate-bn does). Then, in --work (kept, so a rerun skips finished stages):
+--calibrate-bn does). face-detection-0205 has no such IR (and no ImageNet weights offline): its start
+snapshot is fine-tuned here (``START``: train.py --load-backbone with the imported 0204 snapshot, whose
+mobilenetv2_w1 backbone is 0205's, neck and head from their initialisation, on wider_train10; the schedule
+is in ``START`` and docs/templates.md), or given with --start NAME=SNAPSHOT. Then, in --work (kept, so a rerun
+skips finished stages):
 
 * ``fp32``: export.py of the snapshot (FP32 IR);
 * ``qat``: compress.py --nncf-quantization with the template's compression_config (issue 19: range init
@@ -13,7 +17,7 @@ model (BatchNorm statistics calibrated on the airport frames, as tools/import_op
   training batches, BatchNorm in train mode: ``"init_images": "augmented", "freeze_bn": false``);
 * ``ptq``: compress.py --nncf-quantization --ptq (NNCF accuracy control, max drop 1 AP point on the
   validation set --ptq-val, default airport);
-* ``omz-int8`` / ``omz-fp16``: Open Model Zoo's own IRs of the same model.
+* ``omz-int8`` / ``omz-fp16``: Open Model Zoo's own IRs of the same model (where there are).
 
 AP (COCO AP@[.5:.95], %) of every IR on airport and wider_val5 (OpenVINO, f32 hint); latency: one
 synchronous request, batch 1, a real airport frame, median of --runs (>= 50) interleaved runs, for 1
@@ -25,7 +29,8 @@ pruning_steps = epochs - 1), params/GFLOPs of the pruned network vs the original
 latency. Large input (0200): FP32 and QAT INT8 IR exported at --large-input (default 960x544), AP on
 airport and latency.
 
-    python benchmarks/bench_compression.py [--models face-detection-0200,face-detection-0204] [--runs 50]
+    python benchmarks/bench_compression.py [--models face-detection-0200,face-detection-0204,face-detection-0205]
+                                           [--runs 50] [--start face-detection-0205=SNAPSHOT]
 """
 
 import argparse
@@ -45,6 +50,8 @@ from ote_detection.apis.compress import compress  # noqa: E402
 from ote_detection.apis.evaluate import evaluate  # noqa: E402
 from ote_detection.apis.export import export  # noqa: E402
 from ote_detection.apis.import_weights import import_openvino_weights  # noqa: E402
+from ote_detection.apis.instantiate import instantiate  # noqa: E402
+from ote_detection.apis.train import train  # noqa: E402
 from ote_detection.inference.openvino_predictor import OpenVINOPredictor  # noqa: E402
 
 DATA = {
@@ -54,6 +61,21 @@ DATA = {
                    os.path.join(SHARED, "data", "wider_val5")),
     "wider_train10": (os.path.join(SHARED, "data", "wider_train10", "annotations_coco.json"),
                       os.path.join(SHARED, "data", "wider_train10")),
+}
+
+
+# Templates without an Open Model Zoo IR: the start snapshot is fine-tuned here (train.py's train() in a work dir
+# instantiated from the template, ``model_py`` appended to its model.py) with the backbone of the imported
+# snapshot of ``donor`` (train.py --load-backbone; same backbone type), the neck and head from their
+# initialisation, on ``data`` (wider_train10: airport and wider_val5 stay unseen), at the template's input size.
+# 0205: the backbone frozen (its BatchNorm statistics are the donor's, calibrated on the airport frames), the
+# warm-up shortened to 30 iterations; the template's step at epoch 40 is kept (lr / 10 after it): 45 epochs
+# of 3 iterations (10 images x RepeatDataset 2 / batch 8). docs/templates.md gives the AP it reaches.
+START = {
+    "face-detection-0205": dict(
+        donor="face-detection-0204", data="wider_train10", epochs=45, batch_size=8, base_learning_rate=0.02,
+        amp=True, seed=0,
+        model_py="model = dict(backbone=dict(frozen_stages=5, norm_eval=True))\nlr_config = dict(warmup_iters=30)\n"),
 }
 
 
@@ -140,6 +162,32 @@ def ote_quantization_config(work, name):
     return path
 
 
+def start_snapshot(name, work, root, given, secs):
+    """The snapshot that compression starts from: ``given`` (--start), the Open Model Zoo IR imported, or for
+    a template of ``START`` one fine-tuned here from the imported donor's backbone (train.py --load-backbone)."""
+    if given:
+        return given
+    os.makedirs(work, exist_ok=True)
+    snap = os.path.join(work, "snapshot.pth")
+    if name not in START:
+        stage(snap, lambda: import_openvino_weights(template(name), omz_ir(name, "FP16"), snap, verify=False,
+                                                    calibration_images=DATA["airport"][1]), secs)
+        return snap
+    recipe = dict(START[name])
+    donor, data, model_py = recipe.pop("donor"), recipe.pop("data"), recipe.pop("model_py", "")
+    donor_snap = start_snapshot(donor, os.path.join(root, donor), root, None, secs)
+    wd = os.path.join(work, "start_work_dir")
+    if not os.path.exists(os.path.join(wd, "template.yaml")):
+        instantiate(template(name), wd, load_snapshot=False)
+        with open(os.path.join(wd, "model.py"), "a", encoding="utf-8") as f:
+            f.write("\n# bench_compression.py START recipe\n" + model_py)
+    start_dir = os.path.join(work, "start")
+    last = os.path.join(start_dir, f"epoch_{recipe['epochs']}.pth")  # not latest.pth: written after every epoch
+    stage(last, lambda: train(os.path.join(wd, "template.yaml"), *DATA[data], start_dir, load_backbone=donor_snap,
+                              gpu_num=0, workers=0, progress=False, overwrite=True, **recipe), secs)
+    return last
+
+
 def short_pruning_config(work, epochs):
     with open(os.path.join(ROOT, "model_templates", "face-detection", "face-detection-0200",
                            "compression_config.json"), encoding="utf-8") as f:
@@ -155,10 +203,13 @@ def short_pruning_config(work, epochs):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="face-detection-0200,face-detection-0204")
+    p.add_argument("--models", default="face-detection-0200,face-detection-0204,face-detection-0205",
+                   help="comma-separated template names (0200, 0204: their Open Model Zoo IR imported; 0205: --start)")
+    p.add_argument("--start", action="append", default=[], metavar="NAME=SNAPSHOT",
+                   help="start snapshot of model NAME (instead of the Open Model Zoo import or START's fine-tuning)")
     p.add_argument("--work", default=os.path.join(ROOT, "outputs", "bench_compression"),
                    help="folder for snapshots, checkpoints and IRs (finished stages are reused)")
-    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--runs", type=int, default=50, help="interleaved latency runs per IR (>= 50)")
     p.add_argument("--train", default="wider_train10", choices=sorted(DATA), help="training set of QAT/pruning")
     p.add_argument("--ptq-val", default="airport", choices=sorted(DATA), help="accuracy-control set of PTQ")
     p.add_argument("--pruning-epochs", type=int, default=4, help="epochs of the shortened pruning run (0: skip)")
@@ -166,6 +217,9 @@ def main():
     a = p.parse_args()
     if a.runs < 50:
         sys.exit("--runs must be at least 50")
+    if any("=" not in x for x in a.start):
+        sys.exit("--start takes NAME=SNAPSHOT")
+    starts = dict(x.split("=", 1) for x in a.start)
     import openvino as ov
     import torch
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -176,10 +230,8 @@ def main():
     for name in a.models.split(","):
         work = os.path.join(a.work, name)
         os.makedirs(work, exist_ok=True)
-        snap = os.path.join(work, "snapshot.pth")
         secs = results["seconds"].setdefault(name, {})
-        stage(snap, lambda: import_openvino_weights(template(name), omz_ir(name, "FP16"), snap, verify=False,
-                                                    calibration_images=DATA["airport"][1]), secs)
+        snap = start_snapshot(name, work, a.work, starts.get(name), secs)
         fp32 = os.path.join(work, "fp32", "model.xml")
         stage(fp32, lambda: export(template(name), snap, os.path.dirname(fp32)), secs)
         qat_ckpt = os.path.join(work, "qat", "latest.pth")
@@ -200,8 +252,9 @@ def main():
         stage(ptq, lambda: compress(template(name), train_ann, train_root, os.path.dirname(ptq),
                                     nncf_quantization=True, load_weights=snap, ptq=True, max_drop=1.0,
                                     val_ann_files=val_ann, val_data_roots=val_root), secs)
-        irs = {"fp32": fp32, "qat-int8": qat, "qat-ote": qat_ote, "ptq-int8": ptq, "omz-int8": omz_ir(name, "FP16-INT8"),
-               "omz-fp16": omz_ir(name, "FP16")}
+        irs = {"fp32": fp32, "qat-int8": qat, "qat-ote": qat_ote, "ptq-int8": ptq}
+        irs.update({k: omz_ir(name, p) for k, p in (("omz-int8", "FP16-INT8"), ("omz-fp16", "FP16"))
+                    if os.path.exists(omz_ir(name, p))})
         aps = {k: ap_of(name, v, ("airport", "wider_val5")) for k, v in irs.items()}
         results.setdefault("ap", {})[name] = aps
         print(f"\n{name}: COCO AP (%), OpenVINO f32 hint; stage seconds {secs}")
@@ -211,8 +264,8 @@ def main():
                 v["airport"] - aps["fp32"]["airport"], v["wider_val5"] - aps["fp32"]["wider_val5"])
             print(f"{k:>10s} {v['airport']:8.2f} {v['wider_val5']:8.2f}{gap}", flush=True)
         print("see benchmarks/bench_qat_curve.py for AP against QAT iterations on a set this small", flush=True)
-        latency_table(name, ["fp32", "qat-int8", "ptq-int8", "omz-int8"],
-                      [irs[k] for k in ("fp32", "qat-int8", "ptq-int8", "omz-int8")], a.runs, results)
+        labels = [k for k in ("fp32", "qat-int8", "ptq-int8", "omz-int8") if k in irs]
+        latency_table(name, labels, [irs[k] for k in labels], a.runs, results)
 
         if name.endswith("0200") and a.large_input:
             size = tuple(int(v) for v in a.large_input.split("x"))

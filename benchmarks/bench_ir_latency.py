@@ -60,9 +60,11 @@ def time_pair(predictors, img, runs, warmup=5):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="face-detection-0200,face-detection-0204")
-    p.add_argument("--runs", type=int, default=100)
-    p.add_argument("--omz-dir", default=os.path.join(SHARED, "models", "omz"))
+    p.add_argument("--models", default="face-detection-0200,face-detection-0204",
+                   help="comma-separated template names (their Open Model Zoo FP16 IRs are imported)")
+    p.add_argument("--runs", type=int, default=100, help="interleaved latency runs per IR (>= 50)")
+    p.add_argument("--omz-dir", default=os.path.join(SHARED, "models", "omz"),
+                   help="Open Model Zoo folder: <dir>/<model>/FP16/<model>.xml")
     a = p.parse_args()
     if a.runs < 50:
         sys.exit("--runs must be at least 50")

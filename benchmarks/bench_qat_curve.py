@@ -53,13 +53,14 @@ VARIANTS = {
 }
 
 
-def load_experiment(model, work, train):
+def load_experiment(model, work, train, snapshot=None, sets=("airport", "wider_val5")):
     """The set-up shared with ``bench_quant_settings.py``: the Open Model Zoo IR of ``model`` imported into
-    ``work`` (reused), its ``Task``, the training dataset ``train`` and its image paths, the float detector, and
-    ``ap(model)``: AP % on airport and wider_val5 (PyTorch, as validation during training)."""
+    ``work`` (reused; or ``snapshot``, e.g. bench_compression.py's fine-tuned 0205 start), its ``Task``, the
+    training dataset ``train`` and its image paths, the float detector, and ``ap(model)``: AP % on ``sets``
+    (PyTorch, as validation during training)."""
     os.makedirs(work, exist_ok=True)
     tpl = os.path.join(ROOT, "model_templates", "face-detection", model, "template.yaml")
-    snap = os.path.join(work, model + ".pth")
+    snap = snapshot or os.path.join(work, model + ".pth")
     if not os.path.exists(snap):
         import_openvino_weights(tpl, os.path.join(SHARED, "models", "omz", model, "FP16", model + ".xml"), snap,
                                 verify=False, calibration_images=DATA["airport"][1])  # as bench_compression.py
@@ -68,7 +69,7 @@ def load_experiment(model, work, train):
     inner = dataset.dataset if hasattr(dataset, "times") else dataset
     paths = [img["path"] for img in inner.coco["images"]]
     vals = {k: make_validator(load_coco_files(*DATA[k], task.classes), task.input_size, task.img_norm_cfg, 8, 0)
-            for k in ("airport", "wider_val5")}
+            for k in sets}
     det = task.build_detector()
     load_weights(det, snap)
     det.eval()
@@ -82,13 +83,16 @@ def load_experiment(model, work, train):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="face-detection-0200")
-    p.add_argument("--variants", default="ote,plain,plain-bntrain")
+    p.add_argument("--model", default="face-detection-0200",
+                   help="template name (its Open Model Zoo FP16 IR is imported)")
+    p.add_argument("--variants", default="ote,plain,plain-bntrain",
+                   help=f"comma-separated variant names (of {', '.join(VARIANTS)}; see above)")
     p.add_argument("--iters", default="0,1,2,5,10,20", help="iteration counts at which AP is measured")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=0.00025)
-    p.add_argument("--train", default="wider_train10", choices=sorted(DATA))
-    p.add_argument("--work", default=os.path.join(ROOT, "outputs", "bench_qat_curve"))
+    p.add_argument("--batch-size", type=int, default=8, help="fine-tuning batch size")
+    p.add_argument("--lr", type=float, default=0.00025, help="fixed SGD learning rate of the fine-tuning")
+    p.add_argument("--train", default="wider_train10", choices=sorted(DATA), help="range-init / fine-tuning set")
+    p.add_argument("--work", default=os.path.join(ROOT, "outputs", "bench_qat_curve"),
+                   help="folder of the imported snapshot (reused) and results<tag>.json")
     p.add_argument("--tag", default="", help="suffix of results.json (several runs in one --work)")
     a = p.parse_args()
     torch.manual_seed(0)

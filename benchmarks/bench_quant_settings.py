@@ -17,6 +17,7 @@ Variants (name: what differs from ``base`` = NNCF's defaults, the template's set
   ignore_first_conv       the first convolution (input normalisation folded in) left in float
   flip / flip_crop        range init on the images plus their mirror images (20) / plus centre crops (30)
   weights_only / activations_only   the base model with the activation / weight quantizers disabled
+  float_weights_backbone / _neck / _bbox_head   the base model with that part's weight quantizers disabled
   kd                      base, then --kd-iters iterations of distillation from the float model (MSE
                           of the head's raw outputs, augmented training batches of 8, Adam --kd-lr,
                           BatchNorm frozen): AP after each of --kd-iters
@@ -48,6 +49,7 @@ from bench_qat_curve import load_experiment  # noqa: E402
 ESTIMATORS = ("MINMAX", "MEAN_MINMAX", "MEDIAN_MINMAX", "MEAN_NO_OUTLIERS_MINMAX", "MEAN_QUANTILE", "HISTOGRAM")
 DEFAULT = ",".join(("base",) + ESTIMATORS + ("mixed", "ignore_first_conv", "flip", "flip_crop", "weights_only",
                                                "activations_only", "kd"))
+PARTS = ("float_weights_backbone", "float_weights_neck", "float_weights_bbox_head")
 
 
 def flat(out):
@@ -62,6 +64,9 @@ def flat(out):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="face-detection-0200", help="template name (its Open Model Zoo FP16 IR is imported)")
+    p.add_argument("--snapshot", help="start from this snapshot of --model instead of its Open Model Zoo import "
+                   "(e.g. bench_compression.py's fine-tuned 0205 start)")
+    p.add_argument("--sets", default="airport,wider_val5", help="comma-separated AP sets (of bench_compression's DATA)")
     p.add_argument("--variants", default=DEFAULT, help="comma-separated variant names (see above)")
     p.add_argument("--train", default="wider_train10", choices=sorted(DATA), help="range-init / distillation set")
     p.add_argument("--kd-iters", default="5,10,20", help="distillation iteration counts at which AP is measured")
@@ -70,7 +75,7 @@ def main():
     p.add_argument("--work", default=os.path.join(ROOT, "outputs", "bench_quant_settings"),
                    help="folder of the imported snapshot (reused) and results_<model>.json")
     a = p.parse_args()
-    unknown = sorted(set(a.variants.split(",")) - set(DEFAULT.split(",")))
+    unknown = sorted(set(a.variants.split(",")) - set(DEFAULT.split(",")) - set(PARTS))
     if unknown:
         p.error(f"--variants: unknown {', '.join(unknown)} (known: {DEFAULT})")
     torch.set_num_threads(1)
@@ -79,7 +84,7 @@ def main():
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    task, dataset, paths, det, ap = load_experiment(a.model, a.work, a.train)
+    task, dataset, paths, det, ap = load_experiment(a.model, a.work, a.train, a.snapshot, a.sets.split(","))
 
     init = plain_images(paths, task.input_size, task.img_norm_cfg, len(paths))
     h, w = init[0].shape[-2:]
@@ -96,11 +101,13 @@ def main():
         # "__nncf_hooks.pre_hooks.<node name>__<port>"; the first weight quantizer is the first convolution's
         return nncf.IgnoredScope(names=[names[0].split("pre_hooks.", 1)[1].rsplit("__", 1)[0]])
 
-    def with_disabled(kind):
-        q = quantize()
+    def with_disabled(kind, part=""):
+        q, off = quantize(), 0
         for n, m in q.named_modules():
-            if type(m).__name__.endswith("Quantizer") and kind in n:
+            if type(m).__name__.endswith("Quantizer") and kind in n and part in n.split(kind, 1)[1]:
                 m.disable_quantization()
+                off += 1
+        print(f"  {off} quantizer(s) of {kind} {part} disabled", flush=True)
         return q
 
     results = {"fp32": ap(det), "settings": vars(a)}
@@ -124,6 +131,8 @@ def main():
             q = with_disabled("post_hooks")  # activation quantizers sit after ops, weight quantizers before
         elif name == "activations_only":
             q = with_disabled("pre_hooks")
+        elif name.startswith("float_weights_"):  # the weight quantizers of one part off
+            q = with_disabled("pre_hooks", name[len("float_weights_"):])
         elif name == "kd":
             q = quantize()
             teacher = copy.deepcopy(det).eval()

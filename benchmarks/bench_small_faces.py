@@ -43,10 +43,11 @@ def main():
     p.add_argument("--sizes", default="256x256,640x,768x,896x,960x,1280x",
                    help="deployment input sizes (W, WxH or Wx; Wx letterboxes the frame, WxH is stretched "
                    "unless it has the frame's aspect)")
-    p.add_argument("--precision", default="default", choices=["default", "f32", "bf16"])
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--no-int8", action="store_true")
-    p.add_argument("--no-tiling", action="store_true")
+    p.add_argument("--precision", default="default", choices=["default", "f32", "bf16"],
+                   help="OpenVINO inference precision hint of the FP32 IRs (default: the CPU's)")
+    p.add_argument("--repeats", type=int, default=2, help="passes over the 10 frames per row (the median is shown)")
+    p.add_argument("--no-int8", action="store_true", help="leave out the post-training INT8 rows")
+    p.add_argument("--no-tiling", action="store_true", help="leave out the tiling rows")
     p.add_argument("--quick", action="store_true", help="sizes 256x256,960x and one tiling row")
     p.add_argument("--work-dir", default=None, help="keep snapshots and IRs here (default: a temp folder)")
     a = p.parse_args()

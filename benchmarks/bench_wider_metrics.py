@@ -50,7 +50,7 @@ def main():
     parser.add_argument("--gt-dir", default=DEFAULT_GT, help="folder with wider_*_val.mat and "
                         "wider_face_val_all_annotations_coco.json")
     parser.add_argument("--per-image", type=int, default=150, help="detections per image")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated predictions")
     args = parser.parse_args()
 
     t0 = time.perf_counter()

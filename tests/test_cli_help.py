@@ -83,3 +83,20 @@ def test_range_error_subprocess_one_line(work_dir_0200):
     assert r.returncode == 2, r
     assert r.stderr.strip() == ("train.py: error: argument --epochs: '0': must be a positive integer (1 or more) "
                                 "(see train.py --help)"), r.stderr
+
+
+def test_benchmark_flags_have_help():
+    """Every flag of benchmarks/*.py has a help text (read from the source: their main() parses sys.argv and
+    imports OpenVINO / NNCF first)."""
+    import ast
+    import glob
+    missing = []
+    for path in sorted(glob.glob(os.path.join(REPO, "benchmarks", "*.py"))):
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
+                if not any(k.arg == "help" for k in node.keywords):
+                    missing.append(f"{os.path.basename(path)}:{node.lineno}")
+    assert len(glob.glob(os.path.join(REPO, "benchmarks", "*.py"))) > 5
+    assert not missing, f"flags without help: {missing}"

@@ -4,6 +4,7 @@ decode and its export, and learning on real images."""
 import json
 import math
 import os
+import warnings
 
 import cv2
 import numpy as np
@@ -249,6 +250,20 @@ def test_fcos_decode_exports(fcos):
         want = module(img)
         got = program.module()(img)
     assert torch.allclose(want[0], got[0], atol=1e-4) and torch.allclose(want[1], got[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["face-detection-0205", "face-detection-0200"])
+def test_decode_traces_alike_twice_from_an_empty_cache(name):
+    """TorchScript tracing (the export path of NNCF-compressed models) runs the model twice and compares the
+    graphs: the first run must not fill the head's point / anchor cache that the second then reads (a QAT
+    0205 checkpoint failed to export with "Graphs differed across invocations")."""
+    task, det = _detector(name)
+    module = _Decoded(det.eval(), (64, 64)).eval()
+    with torch.no_grad(), warnings.catch_warnings():  # as the export: tracer and deprecation warnings are expected
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module, torch.zeros(1, 3, 64, 64), check_trace=True)
+        img = torch.rand(1, 3, 64, 64)
+        assert torch.allclose(traced(img)[0], module(img)[0], atol=1e-4)
 
 
 @pytest.mark.slow

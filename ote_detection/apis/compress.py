@@ -93,4 +93,33 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
                  load_weights=load_weights, resume_from=resume_from, **train_kwargs)
 
 
-__all__ = ["compress", "PARTS"]
+def compress_without_training(template, load_weights, save_to, *, nncf_sparsity=None, nncf_pruning=None,
+                              compression_config=None, input_size=None):
+    """What compression costs before any recovery: the snapshot ``load_weights`` with the enabled sparsity /
+    pruning parts applied at once at their schedules' final levels (``CompressionPlugin.apply_final_levels``),
+    no fine-tuning; writes the compress.py-style checkpoint ``save_to`` (epoch 0), which eval.py and export.py
+    read like any compressed checkpoint. ``nncf_*``: as ``compress``. ``input_size``: (w, h), default the
+    template's. Returns the plugin's ``state`` (``pruning_ratio`` / ``sparsity_level`` reached)."""
+    from ..compression.plugin import CompressionPlugin
+    from ..engine.checkpoint import load_weights as load_into, save_checkpoint
+    from ..engine.plugin import PluginContext
+    task = Task(template)
+    if input_size:
+        task.set_input_size(input_size)
+    flags = {"nncf_quantization": False, "nncf_sparsity": nncf_sparsity, "nncf_pruning": nncf_pruning}
+    settings = load_compression_settings(task.template_path, task.template, enabled_parts(task.template, flags),
+                                         compression_config)
+    if CheckpointMeta.of(load_checkpoint_file(load_weights), load_weights).compression:
+        raise OteError(f"{load_weights}: already a compressed checkpoint")
+    detector = task.build_detector()
+    load_into(detector, load_weights, expected_template=task.name)
+    detector.eval()
+    plugin = CompressionPlugin(settings)
+    model = plugin.prepare_model(detector, PluginContext(device="cpu", input_size=task.input_size, batch_size=1,
+                                                         init_loader=None))
+    model = plugin.apply_final_levels(model)
+    save_checkpoint(save_to, model, meta=dict(task.checkpoint_meta().to_dict(), **plugin.checkpoint_meta()))
+    return dict(plugin.state)
+
+
+__all__ = ["compress", "compress_without_training", "PARTS"]

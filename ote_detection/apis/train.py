@@ -13,7 +13,8 @@ from ..data.coco import CocoDataset, RepeatDataset, check_data_flags, load_coco_
 from ..data.formats import prepare_datasets
 from ..data.transforms import with_input_size
 from ..engine import distributed as dist_utils
-from ..engine.checkpoint import check_checkpoint_dir, load_checkpoint_file, load_weights, save_checkpoint
+from ..engine.checkpoint import (check_checkpoint_dir, load_backbone_weights, load_checkpoint_file, load_weights,
+                                save_checkpoint)
 from ..engine.hooks import CheckpointHook, EvalHook, LoggerHook, LRSchedulerHook
 from ..engine.optim import build_lr_scheduler, build_optimizer, check_lr_config, set_base_lr
 from ..engine.plugin import PluginContext
@@ -44,6 +45,7 @@ class TrainOptions:
     val_data_roots: object = None
     resume_from: Optional[str] = None
     load_weights: Optional[str] = None
+    load_backbone: Optional[str] = None  # a snapshot whose backbone.* weights start the backbone (not with the two above)
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     base_learning_rate: Optional[float] = None
@@ -122,6 +124,11 @@ def _run(options, plugin=None):
             load_weights(detector, options.resume_from, expected_template=task.name, ckpt=resume_ckpt)
     elif options.load_weights:
         load_weights(detector, options.load_weights, expected_template=task.name)
+    elif options.load_backbone:
+        count = load_backbone_weights(detector, options.load_backbone)
+        if dist_utils.is_main():
+            log.info("backbone: %d tensors from %s; neck and head start from their initialisation", count,
+                     options.load_backbone)
     elif cfg.model.backbone.get("pretrained") and dist_utils.is_main():
         detector.backbone.load_imagenet_weights()  # DDP gives the other processes rank 0's weights
     model = detector.to(device)
@@ -178,9 +185,14 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
         options.data_format = None  # done: DDP processes and compress get COCO json
     if options.resume_from and options.load_weights:
         raise OteError("give either --resume-from or --load-weights, not both")
-    for path in (options.resume_from, options.load_weights):
+    if options.load_backbone and (options.resume_from or options.load_weights):
+        raise OteError("--load-backbone starts a fresh model's backbone: not with --resume-from or --load-weights")
+    for path in (options.resume_from, options.load_weights, options.load_backbone):
         if path:
-            meta = CheckpointMeta.of(load_checkpoint_file(path), path)  # fail early, with the file's name
+            ckpt = load_checkpoint_file(path)
+            meta = CheckpointMeta.of(ckpt, path)  # fail early, with the file's name
+            if path == options.load_backbone:  # does its backbone fit (before any data is read)?
+                load_backbone_weights(task.build_detector(), path, ckpt=ckpt)
             parts = (meta.compression or {}).get("parts")
             if parts and plugin is None:  # its compressed structure and optimizer are compress.py's
                 flags = " ".join("--" + p.replace("_", "-") for p in parts)

@@ -27,10 +27,10 @@ from ..engine.plugin import TrainingPlugin
 from ..utils.artefacts import CheckpointMeta
 from ..utils.errors import OteError
 from .config import ALGORITHM_OF_PART, apply_to_model_config
-from .pruning import PruningHook, conv_shapes, pruning_schedule, refresh_trainer, resize_to_shapes
+from .pruning import PruningHook, conv_shapes, prune_filters, pruning_schedule, refresh_trainer, resize_to_shapes
 from .quantization import (collect_batches, collect_images, freeze_batchnorm, is_nncf_model, plain_images,
                            quantization_options, quantization_params, quantize_model)
-from .sparsity import SparsityHook, apply_sparsity, sparsity_level, sparsity_schedule
+from .sparsity import SparsityHook, apply_sparsity, set_sparsity_level, sparsity_level, sparsity_schedule
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,31 @@ class CompressionPlugin(TrainingPlugin):
     def checkpoint_meta(self):
         # the same dict object every time: update_meta() changes it in place when the structure changes
         return self._meta
+
+    def apply_final_levels(self, model, device="cpu"):
+        """``model`` (from ``prepare_model``) brought at once, without any training, to the final levels of
+        the schedules: filter pruning to ``pruning_target`` in one FPGM step (the share of each prunable
+        group's original filters, as ``PruningHook`` reaches it over ``pruning_steps`` epochs), sparsity at the
+        multi-step schedule's last level (``set_sparsity_level``, as ``SparsityHook``). The same functions the
+        training hooks call; the checkpoint meta is updated (``checkpoint_meta``). Quantization has no level:
+        for a training-free INT8 model use post-training quantization (``compress.py --ptq``)."""
+        if self.quantization:
+            raise OteError("compression without fine-tuning applies sparsity and pruning levels; for INT8 without "
+                           "fine-tuning use post-training quantization (compress.py --nncf-quantization --ptq)")
+        if self.pruning:
+            target = float(self.pruning_schedule[1])
+            done = float(self.state.get("pruning_ratio", 0.0))
+            if target > done + 1e-6:
+                prune_filters(model, self.example_input(device), 1.0 - (1.0 - target) / (1.0 - done),
+                              self.ignored_scopes)
+                self.state["pruning_ratio"] = target
+        if self.sparsity:
+            level = float(self.sparsity_schedule[max(self.sparsity_schedule)])
+            set_sparsity_level(model, level)
+            self.state["sparsity_level"] = level
+        self._model = model
+        self.update_meta()
+        return model
 
     # -- helpers -----------------------------------------------------------------------------------
     def example_input(self, device="cpu"):

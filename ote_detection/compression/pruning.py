@@ -26,6 +26,7 @@ import warnings
 import torch
 import torch.nn as nn
 
+from ..engine import distributed as dist_utils
 from ..engine.hooks import HookBase
 
 log = logging.getLogger(__name__)
@@ -204,4 +205,4 @@ def refresh_trainer(trainer):
     del groups[1:]
     net = getattr(trainer, "net", model)
     if net is not model and isinstance(net, torch.nn.parallel.DistributedDataParallel):
-        trainer.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=net.device_ids)
+        trainer.net = dist_utils.wrap_ddp(model, trainer.device, replaces=net)

@@ -41,8 +41,24 @@ def sparsity_level(schedule, epoch):
 
 def apply_sparsity(model, example_input, level):
     nncf = import_nncf()
-    return nncf.prune(model, nncf.PruneMode.UNSTRUCTURED_MAGNITUDE_GLOBAL, ratio=float(level),
-                      examples_inputs=example_input)
+    model = nncf.prune(model, nncf.PruneMode.UNSTRUCTURED_MAGNITUDE_GLOBAL, ratio=float(level),
+                       examples_inputs=example_input)
+    sort_hooks(model)
+    return model
+
+
+def sort_hooks(model):
+    """Put the NNCF hooks of ``model`` in the order of their names. NNCF 3.4's ``nncf.prune`` inserts its
+    masks in an order that follows Python's string hashing, which differs from process to process
+    (PYTHONHASHSEED); DDP pairs buffers across processes by position (its broadcast at construction and
+    before every forward), so under compress.py --gpu-num 2 each rank got masks of other layers. Hooks of
+    one operation keep their order (they run in it)."""
+    from nncf.torch.function_hook.wrapper import get_hook_storage
+    storage = get_hook_storage(model)
+    for hooks in (storage.pre_hooks, storage.post_hooks):
+        items = sorted(hooks.items())
+        hooks.clear()
+        hooks.update(items)
 
 
 @torch.no_grad()

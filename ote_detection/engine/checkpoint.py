@@ -201,3 +201,37 @@ def load_weights(model, path, expected_template=None, ckpt=None):
         raise OteError(f"{path}: weights do not fit this model ({'; '.join(parts)}); is it a snapshot of another template?")
     target.load_state_dict(state)
     return ckpt
+
+
+def load_backbone_weights(model, path, ckpt=None):
+    """Copy the ``backbone.*`` tensors of the snapshot at ``path`` into ``model``'s backbone; the neck and
+    head keep their initialisation. The snapshot may be of another template with the same backbone (e.g. an
+    Open Model Zoo import of face-detection-0204 for face-detection-0205: both ``mobilenetv2_w1``), which is
+    how a template starts without ImageNet weights (offline). Returns the number of tensors copied.
+
+    Every backbone tensor of ``model`` must be in the snapshot with the same shape (the snapshot may hold
+    more, e.g. a backbone stage this template drops); otherwise one error naming the file."""
+    ckpt = ckpt if ckpt is not None else load_checkpoint_file(path)
+    meta = CheckpointMeta.of(ckpt, path)
+    if meta.compression:
+        raise OteError(f"{path}: a compressed checkpoint ({', '.join(meta.compression.get('parts') or [])}); its "
+                       f"backbone is not plain weights: give a train.py snapshot or an imported one")
+    prefix = "backbone."
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in ckpt["state_dict"].items()}
+    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    target = getattr(model, "module", model).backbone
+    own = target.state_dict()
+    missing = [k for k in own if k not in state]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if not state or missing or wrong:
+        source = f" (template {meta.template})" if meta.template else ""
+        if not state:
+            problem = "no backbone.* weights"
+        elif wrong:
+            problem = (f"{len(wrong)} backbone shape mismatch(es), e.g. backbone.{wrong[0]} "
+                       f"{tuple(state[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)}")
+        else:
+            problem = f"{len(missing)} backbone tensor(s) missing, e.g. backbone.{missing[0]}"
+        raise OteError(f"{path}{source}: {problem}; --load-backbone needs a snapshot with the same backbone")
+    target.load_state_dict({k: state[k] for k in own})
+    return len(own)

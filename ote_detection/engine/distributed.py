@@ -67,6 +67,63 @@ def all_reduce_mean(value):
     return t.item() / dist.get_world_size()
 
 
+def _match_param_strides(size, stride):
+    """A gradient hook for a parameter of ``size`` and ``stride``: a gradient of the same element order whose
+    strides differ only on dimensions of size 1 comes back as a view with the parameter's strides (no copy;
+    the same elements at the same addresses); any other gradient is left as it is."""
+    def hook(grad):
+        if grad.layout != torch.strided or grad.shape != size or grad.stride() == stride:
+            return None
+        if any(n != 1 and a != b for n, a, b in zip(size, grad.stride(), stride)):
+            return None  # another element order: AccumulateGrad copies it into the parameter's layout
+        return grad.as_strided(size, stride, grad.storage_offset())
+    return hook
+
+
+def check_same_entries(model):
+    """OteError unless every process holds ``model``'s parameters and buffers under the same names in the
+    same order: DDP pairs them across processes by position (the broadcast from rank 0 at construction and
+    of the buffers before every forward, the gradient buckets), and checks only their shapes."""
+    if not dist.is_initialized() or dist.get_world_size() < 2:
+        return
+    names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
+    every = [None] * dist.get_world_size()
+    dist.all_gather_object(every, names)
+    for rank, other in enumerate(every):
+        if other != every[0]:
+            at = next((i for i, (a, b) in enumerate(zip(every[0], other)) if a != b), min(len(other), len(every[0])))
+            mine, theirs = (every[0] + ["(none)"])[at], (other + ["(none)"])[at]
+            raise OteError(f"DDP: the processes hold the model's entries in different orders (entry {at}: {mine} on "
+                           f"rank 0, {theirs} on rank {rank}); their weights would be mixed up")
+
+
+def wrap_ddp(model, device, replaces=None):
+    """``model`` in ``DistributedDataParallel`` (the one place that does it; ``replaces``: the wrapper this
+    one takes over from, e.g. after pruning replaced parameters, whose hooks are removed).
+
+    DDP copies each gradient into a bucket view with its parameter's strides and warns ("Grad strides do not
+    match bucket view strides") where the gradient's strides differ. On a tensor with a dimension of size 1
+    the stride of that dimension is arbitrary: a 1x1 convolution weight [O, I, 1, 1] is both contiguous and
+    channels_last, and ``Module.to(memory_format=torch.channels_last)`` gives it strides (I, 1, I, I), which a
+    channels_last convolution's weight gradient has, while a gradient computed elementwise (through NNCF's
+    sparsity masks) comes out as (I, 1, 1, 1); depthwise weights [C, 1, k, k] and the scales [1, C, 1, 1] of
+    NNCF's per-channel activation quantizers likewise (pytorch/pytorch#47163, #157862). Same bytes, same
+    element order. Each parameter with a dimension of size 1 therefore gets a gradient hook that gives such a
+    gradient the parameter's strides as a view, so that every gradient matches its bucket view (values
+    unchanged, nothing copied)."""
+    from torch.nn.parallel import DistributedDataParallel
+    if replaces is not None:
+        for handle in getattr(replaces, "_ote_stride_hooks", ()):
+            handle.remove()
+    check_same_entries(model)
+    device = torch.device(device)
+    ids = [device.index] if device.type == "cuda" else None
+    net = DistributedDataParallel(model, device_ids=ids)
+    net._ote_stride_hooks = [p.register_hook(_match_param_strides(p.shape, p.stride()))
+                             for p in model.parameters() if p.requires_grad and 1 in p.shape]
+    return net
+
+
 def cleanup():
     if dist.is_initialized():
         dist.destroy_process_group()

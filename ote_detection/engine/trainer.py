@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 from tqdm import tqdm
 
@@ -142,8 +141,7 @@ class Trainer:
         self.storage = {}
         self.history = []
         if torch.distributed.is_initialized():  # DDP also with one process (torchrun --nproc_per_node=1)
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(self.model, device_ids=ids)
+            self.net = dist_utils.wrap_ddp(self.model, self.device)
         else:
             self.net = self.model
 

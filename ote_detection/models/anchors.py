@@ -125,12 +125,13 @@ class AnchorGenerator:
 
 def cached_grid_anchors(generator, cache, featmap_sizes, device):
     """``generator.grid_anchors(featmap_sizes, device)`` (one [N_l, 4] tensor a level, input pixels), kept in
-    ``cache`` (a dict owned by the head) per feature-map sizes and device. Not cached while torch compiles or
-    exports: the trace then computes them in the graph."""
+    ``cache`` (a dict owned by the head) per feature-map sizes and device. Not cached while torch compiles,
+    exports or traces (TorchScript runs the model twice and compares the graphs): the trace then computes them
+    in the graph."""
     key = (tuple(tuple(int(v) for v in s) for s in featmap_sizes), str(device))
     if key in cache:
         return cache[key]
     anchors = generator.grid_anchors(featmap_sizes, device)
-    if not torch.compiler.is_compiling():
+    if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
         cache[key] = anchors
     return anchors

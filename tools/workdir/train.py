@@ -7,7 +7,7 @@ Defaults come from template.yaml (hyper_parameters.basic, gpu_num) and model.py 
 import os
 
 from ote_detection.apis.train import train
-from ote_detection.utils.cli import ArgumentParser, add_training_args, training_kwargs
+from ote_detection.utils.cli import ArgumentParser, add_training_args, existing_file, training_kwargs
 from ote_detection.utils.errors import run_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -18,9 +18,14 @@ def main(argv=None):
     add_training_args(p)
     p.add_argument("--amp", action="store_true", help="mixed precision: bf16 autocast on CPUs with AMX/AVX512-BF16, "
                    "fp16 with a gradient scaler (or bf16) on CUDA; losses stay in fp32")
+    p.add_argument("--load-backbone", type=existing_file, metavar="SNAPSHOT",
+                   help="start the backbone from the backbone.* weights of this snapshot (another template with the "
+                        "same backbone, e.g. an Open Model Zoo import of face-detection-0204 for 0205's "
+                        "mobilenetv2_w1), the neck and head from their initialisation; instead of ImageNet weights "
+                        "(offline). Not with --load-weights or --resume-from")
     a = p.parse_args(argv)
     train(os.path.join(HERE, "template.yaml"), a.train_ann_files, a.train_data_roots, a.save_checkpoints_to,
-          amp=a.amp, **training_kwargs(a))
+          amp=a.amp, load_backbone=a.load_backbone, **training_kwargs(a))
 
 
 if __name__ == "__main__":

@@ -113,7 +113,9 @@ class FCOSHead(BaseDenseHead):
             xs = torch.arange(int(w), device=device, dtype=torch.float32) * stride
             yy, xx = torch.meshgrid(ys, xs, indexing="ij")
             points.append(torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1) + stride // 2)
-        if not torch.compiler.is_compiling():  # tracing (export) computes them in the graph, uncached
+        # export (torch.export or TorchScript tracing, which runs twice and compares) computes them in the
+        # graph, uncached
+        if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
             self._point_cache[key] = points
         return points
 

@@ -160,7 +160,7 @@ def eval_row(snapshot, device="cuda"):
         paths = [img["path"] for img in coco["images"]]
         keys = [img["id"] for img in coco["images"]]
         aps = {}
-        for dev in (device, "cpu"):
+        for dev in dict.fromkeys((device, "cpu")):  # once in the CPU dry run
             model, size = task.load_snapshot(snapshot)
             predictor = TorchPredictor(model.to(dev), size, batch_size=5)
             start = time.perf_counter()

@@ -30,6 +30,74 @@ def run_tool(args, cwd=None, timeout=600):
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+def _fresh_process_threads():
+    """torch's thread count in a new process: $OMP_NUM_THREADS, else one per core (what torch picks)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else (os.cpu_count() or 1)
+
+
+def run_here(args, cwd=None):
+    """A tool's ``main`` run in this process through ``run_cli``, as ``run_tool`` runs it in a new one:
+    the same arguments, ``sys.argv[0]`` (the program name in its messages) and working folder; returns a
+    CompletedProcess with the exit code, stdout and stderr (log records as the tool's "%(message)s" lines,
+    in the order written; warnings appended as the interpreter prints them). It saves the new
+    interpreter's start (torch + torchvision + OpenVINO imports, about 5 s on 2 cores) where the test is
+    about what the tool does; what needs a process of its own (output of C++ libraries on file
+    descriptor 2, a clean interpreter, kill -9, locks held by another process) keeps ``run_tool``, and each
+    tool has at least one test through ``run_tool``."""
+    import io
+    import logging
+    import runpy
+    import traceback
+    import warnings
+
+    import torch
+
+    from ote_detection.data import coco, images
+    from ote_detection.utils.errors import run_cli
+    script, argv = str(args[0]), [str(a) for a in args[1:]]
+    said = [(notes, set(notes)) for notes in (coco._SAID, images._SAID)]  # what a process says once
+    for notes, _ in said:
+        notes.clear()
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    level, threads, old_argv, old_cwd = root.level, torch.get_num_threads(), sys.argv, os.getcwd()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    sys.argv = [script, *argv]
+    torch.set_num_threads(_fresh_process_threads())  # as the tool's own process computes
+    rc = 0
+    try:
+        if cwd is not None:
+            os.chdir(str(cwd))
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
+            warnings.resetwarnings()  # a new interpreter's filters: library deprecations are not shown
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category)
+            try:
+                run_cli(runpy.run_path(script, run_name="tool_under_test")["main"], argv)
+            except SystemExit as exc:
+                rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except Exception:  # noqa: BLE001 -- what the interpreter would print, and its exit code
+                traceback.print_exc()
+                rc = 1
+        for w in caught:
+            err.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
+    finally:
+        os.chdir(old_cwd)
+        sys.argv = old_argv
+        root.removeHandler(handler)
+        root.setLevel(level)
+        torch.set_num_threads(threads)
+        for notes, before in said:
+            notes.clear()
+            notes.update(before)
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """In-process torch on one thread: two OpenMP threads on a loaded 2-core machine spin-wait

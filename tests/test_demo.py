@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import AIRPORT_ROOT, REPO, need_shared, run_tool, template_path
+from conftest import AIRPORT_ROOT, REPO, need_shared, run_here, run_tool, template_path
 
 OMZ_0200 = ("models", "omz", "face-detection-0200", "FP16", "face-detection-0200.xml")
 THR = 0.6  # the OMZ IR's scores come in steps of 0.1: no detection sits on this threshold
@@ -101,10 +101,11 @@ def test_ir_on_image_folder_draws_boxes_where_faces_are(work_dir_0200, omz_ir, p
 
 @pytest.mark.slow
 def test_ir_on_video_writes_every_frame(work_dir_0200, omz_ir, video6, tmp_path):
-    """Subprocess, asynchronous OpenVINO on a 6-frame video -> an mp4 with 6 frames of the input's size."""
+    """visualize.py (run here), asynchronous OpenVINO on a 6-frame video -> an mp4 with 6 frames of the
+    input's size."""
     from ote_detection.data.frames import count_video_frames
     out = tmp_path / "out.mp4"
-    r = run_tool([str(work_dir_0200 / "visualize.py"), "--load-weights", omz_ir.replace(".xml", ".bin"),
+    r = run_here([str(work_dir_0200 / "visualize.py"), "--load-weights", omz_ir.replace(".xml", ".bin"),
                   "--video", str(video6), "--output", str(out), "--threads", "1", "--jobs", "3"])
     assert r.returncode == 0, r.stderr
     assert "3 async requests" in r.stdout and "done: 6 frames" in r.stdout, r.stdout
@@ -117,14 +118,15 @@ def test_ir_on_video_writes_every_frame(work_dir_0200, omz_ir, video6, tmp_path)
 
 @pytest.mark.slow
 def test_snapshot_on_video(work_dir_0200, video6, tmp_path):
-    """Subprocess, a random-initialised snapshot (PyTorch, 128x128): one annotated image per video frame."""
+    """visualize.py (run here), a random-initialised snapshot (PyTorch, 128x128): one annotated image per
+    video frame."""
     from ote_detection.apis.task import Task
     from ote_detection.engine.checkpoint import save_checkpoint
     task = Task(template_path())
     ckpt = tmp_path / "random.pth"
     save_checkpoint(str(ckpt), task.build_detector(), meta=dict(task.checkpoint_meta(), input_size=[128, 128]))
     out = tmp_path / "frames"
-    r = run_tool([str(work_dir_0200 / "visualize.py"), "--load-weights", str(ckpt), "--video", str(video6),
+    r = run_here([str(work_dir_0200 / "visualize.py"), "--load-weights", str(ckpt), "--video", str(video6),
                   "--output", str(out), "--threads", "1", "--keep-ratio"])
     assert r.returncode == 0, r.stderr
     assert "PyTorch" in r.stdout and "128x128 letterboxed" in r.stdout and "done: 6 frames" in r.stdout, r.stdout
@@ -270,7 +272,7 @@ def omz_snapshot(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ir", "ir_sync", "pth"])
 def test_tiled_demo_finds_the_small_faces(mode, work_dir_0200, omz_ir, omz_snapshot, tmp_path):
-    """visualize.py --tile (a real process) on a 1920x1080 airport frame, OMZ 0200 weights at 256x256: the
+    """visualize.py --tile (run here) on a 1920x1080 airport frame, OMZ 0200 weights at 256x256: the
     IR (async and --sync) and the snapshot draw the tiled predictor's boxes, which find the faces of 2-6 % of
     the frame that the plain 256x256 pass misses; the annotated frame is written at the frame's size."""
     from ote_detection.apis.predictor import make_predictor
@@ -284,7 +286,7 @@ def test_tiled_demo_finds_the_small_faces(mode, work_dir_0200, omz_ir, omz_snaps
             "--score-thr", "0.5", "--no-fps", "--tile", "--tile-overlap", "0.2"]
     if mode != "pth":
         args += ["--precision", "f32"]
-    r = run_tool([str(work_dir_0200 / "visualize.py"), *args, *(["--sync"] if mode == "ir_sync" else [])])
+    r = run_here([str(work_dir_0200 / "visualize.py"), *args, *(["--sync"] if mode == "ir_sync" else [])])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "tiled: full frame + tiles of 256x256 frame px" in r.stdout and "done: 1 frame," in r.stdout, r.stdout
     task = Task(template_path())

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import (AIRPORT_ANN, AIRPORT_ROOT, REPO, TEMPLATES, copy_airport_subset, need_shared, run_tool,
+from conftest import (AIRPORT_ANN, AIRPORT_ROOT, REPO, TEMPLATES, copy_airport_subset, need_shared, run_here, run_tool,
                       template_path)
 
 OMZ_0200 = ("models", "omz", "face-detection-0200", "FP16", "face-detection-0200.xml")
@@ -249,7 +249,7 @@ def test_cluster_anchors_tool_rewrites_model_py(tmp_path):
     r = run_tool(args)
     assert r.returncode == 2 and "do not improve the coverage (100.0% -> 100.0%)" in r.stderr, r.stderr
     assert (work / "model.py").read_text() == original
-    r = run_tool(args + ["--force"])
+    r = run_here(args + ["--force"])
     assert r.returncode == 0, r.stderr
     assert "41 faces" in r.stdout and "at input 1280x736" in r.stdout
     assert (work / "model.py.orig").read_text() == original

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import SHARED, need_shared, run_tool
+from conftest import SHARED, need_shared, run_here
 from ote_detection.apis.task import Task
 from ote_detection.engine.checkpoint import save_checkpoint
 
@@ -21,7 +21,7 @@ def test_eval_wider_and_pr_curves(work_dir_0200, tmp_path):
     save_checkpoint(str(ckpt), task.build_detector(), meta=task.checkpoint_meta())
     val5 = os.path.join(SHARED, "data", "wider_val5")
     metrics = tmp_path / "metrics.yaml"
-    r = run_tool([os.path.join(work_dir_0200, "eval.py"), "--load-weights", str(ckpt),
+    r = run_here([os.path.join(work_dir_0200, "eval.py"), "--load-weights", str(ckpt),
                   "--test-ann-files", os.path.join(val5, "annotations_coco.json"), "--test-data-roots", val5,
                   "--wider-dir", os.path.join(val5, "images"),
                   "--wider-gt-dir", os.path.join(SHARED, "data", "wider_val_gt"),
@@ -35,7 +35,7 @@ def test_eval_wider_and_pr_curves(work_dir_0200, tmp_path):
     assert any(f.endswith(".png") for f in os.listdir(tmp_path / "pr"))
 
     # no ground truth where it was said to be: one clear line
-    r = run_tool([os.path.join(work_dir_0200, "eval.py"), "--load-weights", str(ckpt),
+    r = run_here([os.path.join(work_dir_0200, "eval.py"), "--load-weights", str(ckpt),
                   "--wider-dir", os.path.join(val5, "images"), "--wider-gt-dir", str(tmp_path), "--cache-dir", ""])
     assert r.returncode == 2 and "WIDER FACE ground truth" in r.stderr and "Traceback" not in r.stderr
 
@@ -50,7 +50,7 @@ def test_eval_runs_open_model_zoo_irs_unchanged(work_dir_0200, tmp_path):
     for precision in ("FP16", "FP16-INT8"):
         xml = os.path.join(SHARED, "models", "omz", "face-detection-0200", precision, "face-detection-0200.xml")
         metrics = tmp_path / f"{precision}.yaml"
-        r = run_tool([os.path.join(work_dir_0200, "eval.py"), "--load-weights", xml,
+        r = run_here([os.path.join(work_dir_0200, "eval.py"), "--load-weights", xml,
                       "--test-ann-files", os.path.join(SHARED, "data", "airport", "annotation_faces_train.json"),
                       "--test-data-roots", os.path.join(SHARED, "data", "airport"),
                       "--save-metrics-to", str(metrics), "--cache-dir", ""])

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import AIRPORT_ANN, AIRPORT_ROOT, REPO, SHARED, need_shared, run_tool, template_path
+from conftest import AIRPORT_ANN, AIRPORT_ROOT, REPO, SHARED, need_shared, run_here, run_tool, template_path
 from ote_detection.data.coco import load_coco_files
 from ote_detection.data.formats import datumaro_to_coco, export_with_datumaro, prepare_datasets
 from ote_detection.utils.errors import OteError
@@ -53,7 +53,7 @@ def test_no_face_category_and_bad_dataset_are_one_line(airport_coco, tmp_path):
     with pytest.raises(OteError, match=r"no category named 'face' \(voc dataset; categories: \['background', "
                                        r"'person'\]\)"):
         prepare_datasets(out, None, "voc")
-    r = run_tool([os.path.join(REPO, "tools", "convert_dataset.py"), out, "--from", "voc", str(tmp_path / "c.json")])
+    r = run_here([os.path.join(REPO, "tools", "convert_dataset.py"), out, "--from", "voc", str(tmp_path / "c.json")])
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "categories:" in r.stderr, r.stderr
     with pytest.raises(OteError, match="cannot be read as a yolo dataset"):
         prepare_datasets(str(tmp_path), None, "yolo")
@@ -165,8 +165,8 @@ def test_voc_yolo_cvat_evaluate_to_the_coco_ap_and_train(airport_formats, tmp_pa
 def test_cluster_anchors_cli_reads_a_datumaro_format_like_coco(airport_formats):
     model_py = os.path.join(os.path.dirname(template_path()), "model.py")
     common = [os.path.join(REPO, "tools", "cluster_anchors.py"), model_py, "--restarts", "1"]
-    coco = run_tool(common + ["--train-ann-files", AIRPORT_ANN, "--train-data-roots", AIRPORT_ROOT])
-    yolo = run_tool(common + ["--train-ann-files", airport_formats["yolo"], "--data-format", "yolo"])
+    coco = run_here(common + ["--train-ann-files", AIRPORT_ANN, "--train-data-roots", AIRPORT_ROOT])
+    yolo = run_here(common + ["--train-ann-files", airport_formats["yolo"], "--data-format", "yolo"])
     assert coco.returncode == yolo.returncode == 0, yolo.stderr[-2000:]
     assert "clustered anchors" in yolo.stdout and yolo.stdout.splitlines()[0] == coco.stdout.splitlines()[0]
     import re

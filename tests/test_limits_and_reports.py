@@ -12,7 +12,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import AIRPORT_ANN, AIRPORT_ROOT, REPO, SHARED, need_shared, run_tool, template_path, write_json
+from conftest import (AIRPORT_ANN, AIRPORT_ROOT, REPO, SHARED, need_shared, run_here, run_tool, template_path,
+                      write_json)
 from ote_detection.apis.task import Task
 from ote_detection.engine.checkpoint import save_checkpoint
 
@@ -53,7 +54,7 @@ def test_training_says_what_it_leaves_out_and_keeps_negatives(work_dir_0200, tmp
     ann = os.path.join(data, "ann.json")
     common = ["--train-ann-files", ann, "--train-data-roots", data, "--epochs", "1", "--input-size", "64",
               "--batch-size", "8", "--gpu-num", "0", "--workers", "0"]
-    r = run_tool([os.path.join(work_dir_0200, "train.py"), *common, "--save-checkpoints-to", str(tmp_path / "a")])
+    r = run_here([os.path.join(work_dir_0200, "train.py"), *common, "--save-checkpoints-to", str(tmp_path / "a")])
     assert r.returncode == 0, r.stderr[-3000:]
     lines = [line for line in r.stderr.splitlines() if line.startswith("training data")]
     assert len(lines) == 1, r.stderr[-3000:]
@@ -71,7 +72,7 @@ def test_training_says_what_it_leaves_out_and_keeps_negatives(work_dir_0200, tmp
     text = text.replace("data = dict(", f"data = dict({switch}, ", 1) if "\ndata = dict(" in text \
         else text + f"\ndata = dict({switch})\n"
     model_py.write_text(text)
-    r = run_tool([os.path.join(work, "train.py"), *common, "--save-checkpoints-to", str(tmp_path / "b")])
+    r = run_here([os.path.join(work, "train.py"), *common, "--save-checkpoints-to", str(tmp_path / "b")])
     assert r.returncode == 0, r.stderr[-3000:]
     line = next(line for line in r.stderr.splitlines() if line.startswith("training data"))
     assert "13 of 13 image(s) and 37 of 41 face(s) used (3 without a usable face kept as negatives" in line, line
@@ -98,7 +99,7 @@ def test_zero_size_box_is_reported_once(tmp_path, caplog):
 # -- 15.4: anchors from too little data ---------------------------------------------------------------------
 
 def _cluster(model_py, ann, *extra):
-    return run_tool([os.path.join(REPO, "tools", "cluster_anchors.py"), str(model_py), "--train-ann-files", ann,
+    return run_here([os.path.join(REPO, "tools", "cluster_anchors.py"), str(model_py), "--train-ann-files", ann,
                      "--train-data-roots", AIRPORT_ROOT, *extra])
 
 
@@ -158,25 +159,27 @@ def test_no_batch_of_one_from_the_sampler_also_under_ddp():
 
 
 @pytest.mark.slow
-def test_last_batch_of_one_trains_and_batch_one_at_a_1x1_map_is_refused(work_dir_0200, tmp_path):
+def test_last_batch_of_one_trains_and_batch_one_at_a_1x1_map_is_refused(work_dir_0200, tmp_path, capfd):
     data = make_case("13-last-batch-of-one.py", tmp_path / "data")
     base = [os.path.join(work_dir_0200, "train.py"), "--train-ann-files", os.path.join(data, "three.json"),
             "--train-data-roots", AIRPORT_ROOT, "--epochs", "1", "--input-size", "32", "--workers", "0"]
-    r = run_tool([*base, "--gpu-num", "0", "--batch-size", "5", "--save-checkpoints-to", str(tmp_path / "a")])
+    r = run_here([*base, "--gpu-num", "0", "--batch-size", "5", "--save-checkpoints-to", str(tmp_path / "a")])
     assert r.returncode == 0, r.stderr[-3000:]
     assert os.path.isfile(tmp_path / "a" / "epoch_1.pth")
 
-    r = run_tool([*base, "--gpu-num", "0", "--batch-size", "1", "--save-checkpoints-to", str(tmp_path / "b")])
+    r = run_here([*base, "--gpu-num", "0", "--batch-size", "1", "--save-checkpoints-to", str(tmp_path / "b")])
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
     lines = error_lines(r.stderr)
     assert len(lines) == 1 and "--batch-size 1 at input 32x32" in lines[0] and "1x1" in lines[0], r.stderr
 
     # DDP (2 CPU processes, gloo): 6 items -> 3 per process, batch 2 -> 2 + 1 in each; the ImageNet line
-    # (offline) is said once, not once per process
-    r = run_tool([*base, "--gpu-num", "2", "--batch-size", "2", "--save-checkpoints-to", str(tmp_path / "c")])
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stderr.count("ImageNet weights of") <= 1, r.stderr
-    assert r.stderr.count("training data (") == 1, r.stderr
+    # (offline) is said once, not once per process (the ranks' lines come on file descriptor 2)
+    capfd.readouterr()
+    r = run_here([*base, "--gpu-num", "2", "--batch-size", "2", "--save-checkpoints-to", str(tmp_path / "c")])
+    said = r.stderr + capfd.readouterr().err
+    assert r.returncode == 0, said[-3000:]
+    assert said.count("ImageNet weights of") <= 1, said
+    assert said.count("training data (") == 1, said
     assert os.path.isfile(tmp_path / "c" / "epoch_1.pth")
 
 
@@ -186,7 +189,7 @@ def test_gpu_num_over_the_cores_is_warned(work_dir_0200, tmp_path):
     batch-of-one check, before any process starts)."""
     data = make_case("13-last-batch-of-one.py", tmp_path / "data")
     n = (os.cpu_count() or 1) + 2
-    r = run_tool([os.path.join(work_dir_0200, "train.py"), "--train-ann-files", os.path.join(data, "three.json"),
+    r = run_here([os.path.join(work_dir_0200, "train.py"), "--train-ann-files", os.path.join(data, "three.json"),
                   "--train-data-roots", AIRPORT_ROOT, "--input-size", "32", "--batch-size", "1", "--gpu-num", str(n),
                   "--save-checkpoints-to", str(tmp_path / "out")])
     if "GPU(s) are visible" in r.stderr:
@@ -195,12 +198,12 @@ def test_gpu_num_over_the_cores_is_warned(work_dir_0200, tmp_path):
     assert f"--gpu-num {n} runs {n} CPU training processes on {os.cpu_count()} CPU core(s)" in r.stderr
     # far over the cores: refused (bounded), like --workers and visualize --jobs / --threads
     n = 4 * (os.cpu_count() or 1) + 1
-    r = run_tool([os.path.join(work_dir_0200, "train.py"), "--train-ann-files", os.path.join(data, "three.json"),
+    r = run_here([os.path.join(work_dir_0200, "train.py"), "--train-ann-files", os.path.join(data, "three.json"),
                   "--train-data-roots", AIRPORT_ROOT, "--gpu-num", str(n), "--save-checkpoints-to", str(tmp_path / "o")])
     assert r.returncode == 2 and len(error_lines(r.stderr)) == 1 and "bound of 4 per core" in r.stderr, r.stderr
     for tool, flag, value in (("train.py", "--workers", "100000"), ("visualize.py", "--jobs", "100000"),
                               ("visualize.py", "--threads", "100000")):
-        r = run_tool([os.path.join(work_dir_0200, tool), flag, value])
+        r = run_here([os.path.join(work_dir_0200, tool), flag, value])
         assert r.returncode == 2 and f"argument {flag}: '{value}': must be between" in r.stderr, r.stderr
 
 
@@ -211,13 +214,13 @@ def test_export_bounds_derived_sizes_and_refuses_an_unused_aspect(work_dir_0200,
     export = os.path.join(work_dir_0200, "export.py")
     out = str(tmp_path / "ir")
     for size, aspect, wanted in (("640x", "1:1000", "640x640000"), ("1000x", "1:9", "1000x9024")):
-        r = run_tool([export, "--load-weights", random_snapshot, "--save-model-to", out, "--input-size", size,
+        r = run_here([export, "--load-weights", random_snapshot, "--save-model-to", out, "--input-size", size,
                       "--aspect", aspect])
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
         lines = error_lines(r.stderr)
         assert len(lines) == 1 and wanted in lines[0] and "8192" in lines[0], r.stderr
         assert not os.path.exists(out)
-    r = run_tool([export, "--load-weights", random_snapshot, "--save-model-to", out, "--input-size", "640",
+    r = run_here([export, "--load-weights", random_snapshot, "--save-model-to", out, "--input-size", "640",
                   "--aspect", "4:3"])
     assert r.returncode == 2 and "--aspect 4:3 is only for --input-size Wx" in r.stderr, r.stderr[-2000:]
     assert len(error_lines(r.stderr)) == 1 and not os.path.exists(out)
@@ -236,9 +239,9 @@ def test_deployment_sizes_from_frames_are_bounded():
 
 @pytest.mark.slow
 def test_choose_input_size_without_sizes_is_one_line(random_snapshot, tmp_path):
-    for sizes in (",", " , ", ",".join(["256"] * 33)):
-        r = run_tool([os.path.join(REPO, "tools", "choose_input_size.py"), template_path(), random_snapshot,
-                      "--val-ann-files", AIRPORT_ANN, "--val-data-roots", AIRPORT_ROOT, "--sizes", sizes])
+    for run, sizes in ((run_tool, ","), (run_here, " , "), (run_here, ",".join(["256"] * 33))):
+        r = run([os.path.join(REPO, "tools", "choose_input_size.py"), template_path(), random_snapshot,
+                 "--val-ann-files", AIRPORT_ANN, "--val-data-roots", AIRPORT_ROOT, "--sizes", sizes])
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
         lines = error_lines(r.stderr)
         assert len(lines) == 1 and "--sizes" in lines[0], r.stderr
@@ -262,7 +265,7 @@ def test_paths_with_commas_repeated_flags_and_undefined_ap64(work_dir_0200, rand
     ann_b = write_json(plain / "ann.json", dict(src, images=[img], annotations=[
         a for a in src["annotations"] if a["image_id"] == img["id"]]))
     metrics = tmp_path / "metrics.yaml"
-    r = run_tool([os.path.join(work_dir_0200, "eval.py"), "--load-weights", random_snapshot,
+    r = run_here([os.path.join(work_dir_0200, "eval.py"), "--load-weights", random_snapshot,
                   "--test-ann-files", ann_b, "--test-ann-files", ann_a,
                   "--test-data-roots", str(plain), "--test-data-roots", str(comma),
                   "--save-metrics-to", str(metrics), "--cache-dir", ""])
@@ -276,7 +279,7 @@ def test_paths_with_commas_repeated_flags_and_undefined_ap64(work_dir_0200, rand
     assert all_row.split()[1] == str(faces), r.stdout  # both files were read
     # the comma form still works next to the repeated form: the same file twice, comma-separated, is read
     # twice (its image is then listed twice: one line)
-    r = run_tool([os.path.join(work_dir_0200, "eval.py"), "--load-weights", random_snapshot,
+    r = run_here([os.path.join(work_dir_0200, "eval.py"), "--load-weights", random_snapshot,
                   "--test-ann-files", f"{ann_b},{ann_b}", "--test-data-roots", f"{plain},{plain}", "--cache-dir", ""])
     assert r.returncode == 2 and "listed more than once" in r.stderr, r.stderr[-2000:]
 
@@ -286,14 +289,14 @@ def test_batch_pixels_are_bounded_before_work(work_dir_0200, random_snapshot, tm
     """A batch of input pixels that would exhaust the machine: one line, before training or inference
     (the bound applies to the batch really formed: at most the data set's size)."""
     need_shared("data", "airport")
-    r = run_tool([os.path.join(work_dir_0200, "train.py"), "--train-ann-files", AIRPORT_ANN, "--train-data-roots",
+    r = run_here([os.path.join(work_dir_0200, "train.py"), "--train-ann-files", AIRPORT_ANN, "--train-data-roots",
                   AIRPORT_ROOT, "--save-checkpoints-to", str(tmp_path / "t"), "--input-size", "4096",
                   "--batch-size", "1000", "--gpu-num", "0"])
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     line = error_lines(r.stderr)[-1]
     assert "--batch-size 1000 (20 images a batch here) at input 4096x4096" in line and "128 Mpx" in line, line
     assert not os.path.exists(tmp_path / "t" / "epoch_1.pth")
-    r = run_tool([os.path.join(work_dir_0200, "eval.py"), "--load-weights", random_snapshot, "--test-ann-files",
+    r = run_here([os.path.join(work_dir_0200, "eval.py"), "--load-weights", random_snapshot, "--test-ann-files",
                   AIRPORT_ANN, "--test-data-roots", AIRPORT_ROOT, "--input-size", "8192", "--batch-size", "4",
                   "--cache-dir", ""])
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]

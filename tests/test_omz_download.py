@@ -16,7 +16,7 @@ import threading
 import pytest
 import yaml
 
-from conftest import REPO, SHARED, need_shared, template_path
+from conftest import REPO, SHARED, need_shared, run_here, template_path
 from ote_detection.apis.omz_weights import download_omz_ir, omz_files, omz_templates
 from ote_detection.config import load_template
 from ote_detection.utils.download import file_digest
@@ -109,17 +109,16 @@ def test_download_checksum_cache_resume_and_corrupt(omz_server, tmp_path):
 
 @pytest.mark.slow
 def test_offline_is_one_line(tmp_path, monkeypatch):
-    env = dict(os.environ, OTE_FACE_CACHE=str(tmp_path / "cache"), OTE_FACE_OMZ_URL="http://127.0.0.1:9")
-    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "import_openvino_weights.py"), "--download",
-                        "face-detection-0204", str(tmp_path / "s.pth")], capture_output=True, text=True, timeout=120,
-                       env=env)
+    monkeypatch.setenv("OTE_FACE_CACHE", str(tmp_path / "cache"))  # read when the tool downloads
+    monkeypatch.setenv("OTE_FACE_OMZ_URL", "http://127.0.0.1:9")
+    r = run_here([os.path.join(REPO, "tools", "import_openvino_weights.py"), "--download", "face-detection-0204",
+                  str(tmp_path / "s.pth")])
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith("error: cannot download http://127.0.0.1:9/face-detection-0204/FP16/") and \
         "OTE_FACE_OMZ_URL" in line
-    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "import_openvino_weights.py"), "--download",
-                        "face-detection-0299", str(tmp_path / "s.pth")], capture_output=True, text=True, timeout=120,
-                       env=env)
+    r = run_here([os.path.join(REPO, "tools", "import_openvino_weights.py"), "--download", "face-detection-0299",
+                  str(tmp_path / "s.pth")])
     assert r.returncode == 2 and "known: face-detection-0200, face-detection-0202, face-detection-0204" in r.stderr
 
 
@@ -147,14 +146,12 @@ def test_download_and_import_cli_and_instantiate_fallback(omz_server, tmp_path):
     import shutil
     shutil.copytree(os.path.join(src, "..", "_base_"), tmp_path / "tpl" / "_base_")
     (folder / "template.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "instantiate_template.py"),
-                        str(folder / "template.yaml"), str(tmp_path / "wd"), "--omz-weights"],
-                       capture_output=True, text=True, timeout=600, env=env)
+    r = run_here([os.path.join(REPO, "tools", "instantiate_template.py"), str(folder / "template.yaml"),
+                  str(tmp_path / "wd"), "--omz-weights"])  # (the import CLI ran in a process of its own above)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "wd" / "snapshot.pth").is_file()
     assert "importing Open Model Zoo's FP16 IR instead" in r.stderr
     # without --omz-weights the same failure is the usual one line
-    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "instantiate_template.py"),
-                        str(folder / "template.yaml"), str(tmp_path / "wd2")], capture_output=True, text=True,
-                       timeout=300, env=env)
+    r = run_here([os.path.join(REPO, "tools", "instantiate_template.py"), str(folder / "template.yaml"),
+                  str(tmp_path / "wd2")])
     assert r.returncode == 2 and "--omz-weights" in r.stderr.strip().splitlines()[-1]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, SHARED, need_shared, run_tool, template_path
+from conftest import REPO, SHARED, need_shared, run_here, template_path
 from ote_detection.apis.task import Task
 from ote_detection.engine.checkpoint import load_checkpoint_file, load_weights
 from ote_detection.inference.predictor import TorchPredictor, detect_images
@@ -114,7 +114,7 @@ def test_imported_0200_matches_omz_ir_with_clip_before_nms_exactly(tmp_path):
 @pytest.mark.slow
 def test_import_cli_rejects_ir_of_another_input_size(tmp_path):
     out = tmp_path / "x.pth"
-    r = run_tool([os.path.join(REPO, "tools", "import_openvino_weights.py"), template_path("face-detection-0200"),
+    r = run_here([os.path.join(REPO, "tools", "import_openvino_weights.py"), template_path("face-detection-0200"),
                   omz_ir("face-detection-0204"), str(out)])
     assert r.returncode == 2, r.stderr
     last = r.stderr.strip().splitlines()[-1]

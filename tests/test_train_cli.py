@@ -6,15 +6,15 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, run_tool, template_path
+from conftest import REPO, run_here, run_tool, template_path
 from ote_detection.engine.checkpoint import load_checkpoint_file
 
 COMMON = ["--batch-size", "4", "--input-size", "96", "--workers", "0"]
 
 
-def _train(work, ann, root, out, *extra):
-    r = run_tool([os.path.join(work, "train.py"), "--train-ann-files", ann, "--train-data-roots", root,
-                  "--save-checkpoints-to", str(out), *COMMON, *extra])
+def _train(work, ann, root, out, *extra, run=run_tool):
+    r = run([os.path.join(work, "train.py"), "--train-ann-files", ann, "--train-data-roots", root,
+             "--save-checkpoints-to", str(out), *COMMON, *extra])
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
@@ -34,11 +34,11 @@ def test_train_resume_load_and_eval(work_dir_0200, synthetic_data, tmp_path):
 
     # --resume-from with --epochs not above the stored epoch: ends at once, nothing written
     before = os.path.getmtime(out / "latest.pth")
-    r = _train(work_dir_0200, ann, root, out, "--epochs", "2", "--resume-from", str(out / "latest.pth"))
+    r = _train(work_dir_0200, ann, root, out, "--epochs", "2", "--resume-from", str(out / "latest.pth"), run=run_here)
     assert "nothing to train" in r.stderr
     assert os.path.getmtime(out / "latest.pth") == before
     # one more epoch continues the count and the optimizer state
-    r = run_tool([os.path.join(work_dir_0200, "train.py"), "--train-ann-files", ann, "--train-data-roots", root,
+    r = run_here([os.path.join(work_dir_0200, "train.py"), "--train-ann-files", ann, "--train-data-roots", root,
                   "--save-checkpoints-to", str(out), "--batch-size", "4", "--workers", "0", "--epochs", "3",
                   "--resume-from", str(out / "latest.pth")])  # no --input-size: the checkpoint's is kept
     assert r.returncode == 0, r.stderr[-3000:]
@@ -47,7 +47,8 @@ def test_train_resume_load_and_eval(work_dir_0200, synthetic_data, tmp_path):
     assert meta["epoch"] == 3 and meta["input_size"] == [96, 96]
     # --load-weights starts a fresh schedule
     out2 = tmp_path / "fresh"
-    r = _train(work_dir_0200, ann, root, out2, "--epochs", "1", "--load-weights", str(out / "latest.pth"))
+    r = _train(work_dir_0200, ann, root, out2, "--epochs", "1", "--load-weights", str(out / "latest.pth"),
+               run=run_here)
     assert "face-detection-0200: 1 epoch, batch 4" in r.stderr, r.stderr[-3000:]
     assert load_checkpoint_file(str(out2 / "latest.pth"))["meta"]["epoch"] == 1
 
@@ -61,7 +62,7 @@ def test_train_resume_load_and_eval(work_dir_0200, synthetic_data, tmp_path):
     assert entries["size"]["value"] == 1.83 and entries["complexity"]["unit"] == "GFLOPs"
     assert os.listdir(tmp_path / "cache")  # detections cached
     # a second run reads the cache and gives the same numbers
-    r2 = run_tool([os.path.join(work_dir_0200, "eval.py"), "--load-weights", str(out / "latest.pth"),
+    r2 = run_here([os.path.join(work_dir_0200, "eval.py"), "--load-weights", str(out / "latest.pth"),
                    "--test-ann-files", ann, "--test-data-roots", root, "--cache-dir", str(tmp_path / "cache")])
     assert r2.returncode == 0 and "from the cache" in r2.stderr
 
@@ -74,7 +75,7 @@ def test_snapshot_of_another_template_is_refused(work_dir_0200, synthetic_data, 
     ckpt = tmp_path / "other.pth"
     save_checkpoint(str(ckpt), task.build_detector(), meta=task.checkpoint_meta())
     ann, root = synthetic_data
-    r = run_tool([os.path.join(work_dir_0200, "eval.py"), "--load-weights", str(ckpt), "--test-ann-files", ann,
+    r = run_here([os.path.join(work_dir_0200, "eval.py"), "--load-weights", str(ckpt), "--test-ann-files", ann,
                   "--test-data-roots", root, "--cache-dir", ""])
     assert r.returncode == 2 and "not of 'face-detection-0200'" in r.stderr and "Traceback" not in r.stderr
 

@@ -176,6 +176,29 @@ def check_checkpoint_dir(out_dir, resume_from=None, start_epoch=0, overwrite=Fal
     return doomed
 
 
+def _plain_state(ckpt):
+    """The checkpoint's state dict without DDP's ``module.`` prefix."""
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in ckpt["state_dict"].items()}
+
+
+def _state_mismatches(own, state, prefix="", extra_ok=False):
+    """What keeps ``state`` from loading into a module whose state dict is ``own``: a list of phrases (shape
+    mismatches, missing keys, and unless ``extra_ok`` unexpected keys), each with a first example named
+    ``prefix`` + key; empty when it fits."""
+    missing = [k for k in own if k not in state]
+    unexpected = [] if extra_ok else [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = []
+    if wrong:
+        parts.append(f"{len(wrong)} shape mismatch(es), e.g. {prefix}{wrong[0]} {tuple(state[wrong[0]].shape)} vs "
+                     f"{tuple(own[wrong[0]].shape)}")
+    if missing:
+        parts.append(f"{len(missing)} missing key(s), e.g. {prefix}{missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s), e.g. {prefix}{unexpected[0]}")
+    return parts
+
+
 def load_weights(model, path, expected_template=None, ckpt=None):
     """Load a checkpoint's weights (``ckpt``: the file's content when already read); mismatches are
     reported as one error naming the checkpoint."""
@@ -183,21 +206,10 @@ def load_weights(model, path, expected_template=None, ckpt=None):
     template = CheckpointMeta.of(ckpt, path).template
     if expected_template and template and template != expected_template:
         raise OteError(f"{path}: checkpoint of template '{template}', not of '{expected_template}'")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in ckpt["state_dict"].items()}
+    state = _plain_state(ckpt)
     target = getattr(model, "module", model)
-    own = target.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            parts.append(f"{len(wrong)} shape mismatch(es), e.g. {wrong[0]} {tuple(state[wrong[0]].shape)} vs "
-                         f"{tuple(own[wrong[0]].shape)}")
-        if missing:
-            parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
+    parts = _state_mismatches(target.state_dict(), state)
+    if parts:
         raise OteError(f"{path}: weights do not fit this model ({'; '.join(parts)}); is it a snapshot of another template?")
     target.load_state_dict(state)
     return ckpt
@@ -217,21 +229,12 @@ def load_backbone_weights(model, path, ckpt=None):
         raise OteError(f"{path}: a compressed checkpoint ({', '.join(meta.compression.get('parts') or [])}); its "
                        f"backbone is not plain weights: give a train.py snapshot or an imported one")
     prefix = "backbone."
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in ckpt["state_dict"].items()}
-    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    state = {k[len(prefix):]: v for k, v in _plain_state(ckpt).items() if k.startswith(prefix)}
     target = getattr(model, "module", model).backbone
     own = target.state_dict()
-    missing = [k for k in own if k not in state]
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if not state or missing or wrong:
+    parts = ["no backbone.* weights"] if not state else _state_mismatches(own, state, prefix, extra_ok=True)
+    if parts:
         source = f" (template {meta.template})" if meta.template else ""
-        if not state:
-            problem = "no backbone.* weights"
-        elif wrong:
-            problem = (f"{len(wrong)} backbone shape mismatch(es), e.g. backbone.{wrong[0]} "
-                       f"{tuple(state[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)}")
-        else:
-            problem = f"{len(missing)} backbone tensor(s) missing, e.g. backbone.{missing[0]}"
-        raise OteError(f"{path}{source}: {problem}; --load-backbone needs a snapshot with the same backbone")
+        raise OteError(f"{path}{source}: {'; '.join(parts)}; --load-backbone needs a snapshot with the same backbone")
     target.load_state_dict({k: state[k] for k in own})
     return len(own)

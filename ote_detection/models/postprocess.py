@@ -3,15 +3,13 @@
 import torch
 from torchvision.ops import batched_nms
 
-from .heads.base import Detections
-
 
 def multiclass_nms(boxes, scores, test_cfg):
     """One image: boxes [A, 4] (x1, y1, x2, y2), scores [A, C] (per-class probabilities, no background).
 
     ``test_cfg`` keys (mmdetection's names): ``score_thr`` (keep scores above it), ``nms_pre_classwise``
     (keep the best k per class before NMS; <= 0: all), ``nms.iou_threshold``, ``max_per_img`` (<= 0: all).
-    Returns ``Detections`` (boxes [N, 4], scores [N], labels [N]), best score first.
+    Returns (boxes [N, 4], scores [N], labels [N]) best score first, the fields of ``heads.base.Detections``.
     """
     cfg = test_cfg or {}
     score_thr = float(cfg.get("score_thr", 0.0))
@@ -32,4 +30,4 @@ def multiclass_nms(boxes, scores, test_cfg):
     max_per_img = int(cfg.get("max_per_img", -1) or -1)
     if max_per_img > 0:
         keep = keep[:max_per_img]
-    return Detections(b[keep], s[keep], labels[keep])
+    return b[keep], s[keep], labels[keep]

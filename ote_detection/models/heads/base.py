@@ -43,6 +43,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..postprocess import multiclass_nms
+
 
 class ExportFamily:
     """The two Open Model Zoo output contracts of a face-detection IR (one name set for the export
@@ -177,9 +179,8 @@ class BaseDenseHead(nn.Module, metaclass=abc.ABCMeta):
     @torch.no_grad()
     def predict(self, outputs, input_hw: Tuple[int, int]) -> List[Detections]:
         """B ``Detections`` after score threshold and class-wise NMS with ``test_cfg``, best first."""
-        from ..postprocess import multiclass_nms
         boxes, scores = self.decode(outputs, input_hw)
-        return [multiclass_nms(b.float(), s.float(), self.test_cfg) for b, s in zip(boxes, scores)]
+        return [Detections(*multiclass_nms(b.float(), s.float(), self.test_cfg)) for b, s in zip(boxes, scores)]
 
     # -- helpers for the families ------------------------------------------------------------------
     @staticmethod

@@ -9,22 +9,22 @@ from typing import Optional
 import torch
 
 from ..config import input_size_wh
-from ..data.coco import CocoDataset, RepeatDataset, check_data_flags, load_coco_files
+from ..data.coco import CocoDataset, RepeatDataset, check_data_flags, load_coco_files, split_paths
 from ..data.formats import prepare_datasets
 from ..data.transforms import with_input_size
 from ..engine import distributed as dist_utils
-from ..engine.checkpoint import (check_checkpoint_dir, load_backbone_weights, load_checkpoint_file, load_weights,
-                                save_checkpoint)
+from ..engine.checkpoint import (check_checkpoint_dir, find_resume_checkpoint, load_backbone_weights,
+                                load_checkpoint_file, load_weights, resume_position, run_identity, save_checkpoint)
 from ..engine.hooks import CheckpointHook, EvalHook, LoggerHook, LRSchedulerHook
 from ..engine.optim import build_lr_scheduler, build_optimizer, check_lr_config, set_base_lr
 from ..engine.plugin import PluginContext
 from ..inference.deploy import model_stride
 from ..inference.predictor import TorchPredictor, detect_images
-from ..engine.trainer import Trainer, build_train_loader, check_batch_statistics, seed_everything
+from ..engine.trainer import Trainer, amp_plan, build_train_loader, check_batch_statistics, seed_everything
 from ..models.inference import InferenceModel
 from ..utils.artefacts import CheckpointMeta
 from ..utils.cli import check_batch_pixels
-from ..utils.errors import OteError
+from ..utils.errors import OteError, TrainingStopped
 from ..utils.fileio import OutputLock, check_writable_dir
 from .task import Task
 
@@ -44,6 +44,8 @@ class TrainOptions:
     val_ann_files: object = None
     val_data_roots: object = None
     resume_from: Optional[str] = None
+    resume: bool = False  # continue this run from the newest checkpoint of save_checkpoints_to, if it holds one
+    checkpoint_interval_iters: Optional[int] = None  # also save latest.pth every N iterations within an epoch
     load_weights: Optional[str] = None
     load_backbone: Optional[str] = None  # a snapshot whose backbone.* weights start the backbone (not with the two above)
     epochs: Optional[int] = None
@@ -61,6 +63,8 @@ class TrainOptions:
     # filled in by ``train`` before the processes start
     val_coco: Optional[dict] = None
     use_cuda: bool = False
+    run: Optional[dict] = None  # engine.checkpoint.run_identity, recorded in every checkpoint
+    resume_checkpoint: Optional[dict] = None  # the checkpoint resumed from, read once (by global rank 0)
 
 
 def build_train_dataset(cfg, ann_files, data_roots, classes, quiet=False):
@@ -104,23 +108,34 @@ def _prepare(task, options, plugin):
     return cfg
 
 
+def _shared_plan(options):
+    """Under torchrun every process ran ``train``, but only global rank 0 read the checkpoint folder (on
+    several machines the others may not see it): its resume decision (the checkpoint, read once, and the
+    input size) is broadcast to the others."""
+    if not dist_utils.launched_by_torchrun() or dist_utils.world_size() == 1:
+        return options
+    plan = dist_utils.broadcast_object({k: getattr(options, k) for k in ("resume_from", "resume_checkpoint",
+                                                                         "input_size", "run")}
+                                       if dist_utils.is_main() else None)
+    return dataclasses.replace(options, **plan)
+
+
 def _run(options, plugin=None):
     """One training process (the only one, or one DDP rank)."""
+    options = _shared_plan(options)
     task = Task(options.template)
     cfg = _prepare(task, options, plugin)
-    seed_everything(options.seed + (torch.distributed.get_rank() if torch.distributed.is_initialized() else 0))
+    seed_everything(options.seed + dist_utils.rank())
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if options.use_cuda else "cpu")
     # quiet: train() built (and reported) the same dataset before any process started
     dataset = build_train_dataset(cfg, options.train_ann_files, options.train_data_roots, task.classes, quiet=True)
     loader = build_train_loader(dataset, options.batch_size, options.workers, options.seed,
                                 pin_memory=options.use_cuda)
     detector = task.build_detector()
-    start_epoch, resume_ckpt = 0, None
-    if options.resume_from:
-        resume_ckpt = load_checkpoint_file(options.resume_from)
-        resume_meta = CheckpointMeta.of(resume_ckpt, options.resume_from)
-        start_epoch = resume_meta.epoch
-        if not resume_meta.compression:
+    start_epoch, start_iter, resume_ckpt = 0, 0, options.resume_checkpoint
+    if resume_ckpt is not None:
+        start_epoch, start_iter = resume_position(resume_ckpt, options.batch_size, dist_utils.world_size())
+        if not CheckpointMeta.of(resume_ckpt, options.resume_from).compression:
             load_weights(detector, options.resume_from, expected_template=task.name, ckpt=resume_ckpt)
     elif options.load_weights:
         load_weights(detector, options.load_weights, expected_template=task.name)
@@ -144,13 +159,17 @@ def _run(options, plugin=None):
     if resume_ckpt is not None and resume_ckpt.get("optimizer"):
         optimizer.load_state_dict(resume_ckpt["optimizer"])
     set_base_lr(optimizer, cfg.optimizer["lr"])
-    trainer = Trainer(model, loader, optimizer, max_epochs=options.epochs, start_epoch=start_epoch, device=device,
-                      amp=options.amp, grad_clip=(cfg.get("optimizer_config") or {}).get("grad_clip"),
-                      progress=options.progress)
+    trainer = Trainer(model, loader, optimizer, max_epochs=options.epochs, start_epoch=start_epoch,
+                      start_iter=start_iter, device=device, amp=options.amp,
+                      grad_clip=(cfg.get("optimizer_config") or {}).get("grad_clip"), progress=options.progress)
+
     def checkpoint_meta():  # the plugin's part may change during the run (e.g. pruned shapes)
-        return dict(task.checkpoint_meta().to_dict(), **(plugin.checkpoint_meta() if plugin is not None else {}))
+        return dict(task.checkpoint_meta().to_dict(), run=options.run,
+                    **(plugin.checkpoint_meta() if plugin is not None else {}))
+    checkpoints = CheckpointHook(options.save_checkpoints_to, checkpoint_meta, save_checkpoint,
+                                 interval_iters=options.checkpoint_interval_iters)
     hooks = [LRSchedulerHook(build_lr_scheduler(optimizer, cfg.lr_config, trainer.iters_per_epoch, options.epochs)),
-             CheckpointHook(options.save_checkpoints_to, checkpoint_meta, save_checkpoint)]
+             checkpoints]
     if options.val_coco is not None and dist_utils.is_main():
         hooks.append(EvalHook(make_validator(options.val_coco, task.input_size, task.img_norm_cfg,
                                              options.batch_size, options.workers)))
@@ -163,7 +182,13 @@ def _run(options, plugin=None):
             state = (resume_ckpt.get("hooks") or {}).get(hook.name)
             if state:
                 hook.load_state_dict(state)
-    history = trainer.train()
+        trainer.load_state(resume_ckpt.get("trainer"))
+    try:
+        history = trainer.train()
+    except TrainingStopped as exc:
+        latest = os.path.join(options.save_checkpoints_to, "latest.pth")
+        raise TrainingStopped(f"{exc}; saved {latest}: the same command with --resume continues from there",
+                              exc.epoch, exc.epoch_iter) from None
     return history if dist_utils.is_main() else None
 
 
@@ -174,6 +199,7 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     GPUs present (0 -> CPU). On a machine without CUDA an explicit gpu_num > 1 runs that many DDP
     processes on the CPU with gloo. ``plugin``: an ``engine.plugin.TrainingPlugin`` (compression).
     """
+    dist_utils.quiet_other_ranks()
     options = TrainOptions(template=os.path.abspath(template), train_ann_files=train_ann_files,
                            train_data_roots=train_data_roots, save_checkpoints_to=save_checkpoints_to, **kwargs)
     task = Task(options.template)
@@ -185,12 +211,20 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
         options.data_format = None  # done: DDP processes and compress get COCO json
     if options.resume_from and options.load_weights:
         raise OteError("give either --resume-from or --load-weights, not both")
+    if options.resume_from and options.resume:
+        raise OteError("give either --resume (the newest checkpoint of this run in --save-checkpoints-to) or "
+                       "--resume-from CHECKPOINT, not both")
+    # global rank 0 (the only process outside torchrun) checks and writes the checkpoint folder and reads the
+    # checkpoint resumed from, once; under torchrun it hands it to the others (_shared_plan)
+    writer = dist_utils.env_rank() == 0
     if options.load_backbone and (options.resume_from or options.load_weights):
         raise OteError("--load-backbone starts a fresh model's backbone: not with --resume-from or --load-weights")
     for path in (options.resume_from, options.load_weights, options.load_backbone):
-        if path:
+        if path and (writer or path != options.resume_from):
             ckpt = load_checkpoint_file(path)
             meta = CheckpointMeta.of(ckpt, path)  # fail early, with the file's name
+            if path == options.resume_from:
+                options.resume_checkpoint = ckpt
             if path == options.load_backbone:  # does its backbone fit (before any data is read)?
                 load_backbone_weights(task.build_detector(), path, ckpt=ckpt)
             parts = (meta.compression or {}).get("parts")
@@ -218,14 +252,15 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     cuda = torch.cuda.device_count()
     gpu_num = options.gpu_num if options.gpu_num is not None else min(int(task.template.get("gpu_num", 1)), cuda)
     options.use_cuda = cuda > 0 and gpu_num > 0
-    if options.use_cuda and gpu_num > cuda:
+    if options.use_cuda and gpu_num > cuda and not dist_utils.launched_by_torchrun():
         raise OteError(f"--gpu-num {gpu_num} but only {cuda} GPU(s) are visible")
-    processes = max(gpu_num, 1)
+    # under torchrun the job's processes are torchrun's (--nnodes x --nproc-per-node), not --gpu-num
+    processes = dist_utils.job_shape(max(gpu_num, 1))[0] if dist_utils.launched_by_torchrun() else max(gpu_num, 1)
     cores = os.cpu_count() or 1
-    if not options.use_cuda and processes > MAX_PROCESSES_PER_CORE * cores:
+    if not options.use_cuda and not dist_utils.launched_by_torchrun() and processes > MAX_PROCESSES_PER_CORE * cores:
         raise OteError(f"--gpu-num {gpu_num}: {processes} CPU training processes on {cores} CPU core(s) is over the "
                        f"bound of {MAX_PROCESSES_PER_CORE} per core; give --gpu-num {cores} or fewer")
-    if not options.use_cuda and processes > cores:
+    if not options.use_cuda and not dist_utils.launched_by_torchrun() and processes > cores:
         log.warning("--gpu-num %d runs %d CPU training processes on %d CPU core(s): they oversubscribe the cores "
                     "and train slower than %d process(es); give --gpu-num %d or fewer", gpu_num, processes, cores,
                     cores, cores)
@@ -235,18 +270,22 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     # writable and hold no other run, then every train and val image decodes (header check, data.checks)
     # and every annotation fits its image (one clear line each)
     options.save_checkpoints_to = os.path.abspath(options.save_checkpoints_to)
-    check_writable_dir(options.save_checkpoints_to, "--save-checkpoints-to folder")
-    if options.tensorboard_dir:
-        check_writable_dir(options.tensorboard_dir, "--tensorboard-dir folder")
+    if writer:  # the only process that writes them (the others' machines need not have these folders)
+        check_writable_dir(options.save_checkpoints_to, "--save-checkpoints-to folder")
+        if options.tensorboard_dir:
+            check_writable_dir(options.tensorboard_dir, "--tensorboard-dir folder")
+    if writer:
+        options.run = run_identity(task.name, cfg, split_paths(options.train_ann_files), options.seed)
     lock = None
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 holds the folder's lock
+    if writer:  # under torchrun only global rank 0 holds the folder's lock
         lock = OutputLock(options.save_checkpoints_to, "train.py", inside=True).acquire()
     try:
-        start_epoch = 0
-        if options.resume_from:
-            start_epoch = CheckpointMeta.of(load_checkpoint_file(options.resume_from), options.resume_from).epoch
         if lock is not None:
-            check_checkpoint_dir(options.save_checkpoints_to, options.resume_from, start_epoch, options.overwrite)
+            _find_resume(options)
+        start = CheckpointMeta.of(options.resume_checkpoint, options.resume_from) \
+            if options.resume_checkpoint is not None else CheckpointMeta()
+        if lock is not None:
+            check_checkpoint_dir(options.save_checkpoints_to, options.resume_from, start.epoch, options.overwrite)
         check_data_flags(options.val_ann_files, options.val_data_roots, "--val")
         dataset = build_train_dataset(copy.deepcopy(cfg), options.train_ann_files, options.train_data_roots,
                                       task.classes)
@@ -258,32 +297,63 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
         if options.val_ann_files:
             options.val_coco = load_coco_files(options.val_ann_files, options.val_data_roots, task.classes,
                                                flags="--val")
-        return _launch(task, options, plugin, processes, start_epoch)
+        return _launch(task, options, plugin, processes, start.epoch, start.epoch_iter)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _epochs_text(start_epoch, epochs):
-    """The epochs a run trains, for the log: '70 epochs', or after --resume-from 'epochs 71-71 of 71'
-    (1-based, inclusive; the checkpoint holds ``start_epoch`` finished epochs)."""
-    if not start_epoch:
+def _find_resume(options):
+    """--resume, or a torchrun restart (TORCHELASTIC_RESTART_COUNT > 0: torchrun starts the workers again
+    with the same arguments, and asks the script to load its latest checkpoint): continue from the newest
+    complete checkpoint of this run in --save-checkpoints-to (``engine.checkpoint.find_resume_checkpoint``),
+    if it holds one; the folder holding another run's is one line."""
+    restart = dist_utils.restart_count()
+    if options.resume_from or not (options.resume or restart):
+        return
+    path, ckpt, meta = find_resume_checkpoint(options.save_checkpoints_to, options.run)
+    why = f"torchrun restart {restart}" if restart else "--resume"
+    if path is None:
+        log.info("%s: no checkpoint of this run in %s yet; training starts at the beginning", why,
+                 options.save_checkpoints_to)
+        return
+    options.resume_from, options.resume_checkpoint = path, ckpt
+    at = f"in epoch {meta.epoch + 1}, after iteration {meta.epoch_iter}" if meta.epoch_iter else \
+        f"after epoch {meta.epoch}"
+    log.info("%s: resuming from %s (%s)", why, path, at)
+
+
+def _epochs_text(start_epoch, epochs, epoch_iter=0):
+    """The epochs a run trains, for the log: '70 epochs', or after a resume 'epochs 71-71 of 71'
+    (1-based, inclusive; the checkpoint holds ``start_epoch`` finished epochs and ``epoch_iter`` iterations
+    of the next)."""
+    if not start_epoch and not epoch_iter:
         return f"{epochs} epoch{'' if epochs == 1 else 's'}"
     if start_epoch >= epochs:
         return f"no epoch left (the checkpoint is at epoch {start_epoch} of {epochs})"
-    return f"epochs {start_epoch + 1}-{epochs} of {epochs} (resumed after epoch {start_epoch})"
+    where = f"in epoch {start_epoch + 1}, after iteration {epoch_iter}" if epoch_iter else f"after epoch {start_epoch}"
+    return f"epochs {start_epoch + 1}-{epochs} of {epochs} (resumed {where})"
 
 
-def _launch(task, options, plugin, processes, start_epoch=0):
-    log.info("training %s: %s, batch %d per process, %d process(es) on %s%s", task.name,
-             _epochs_text(start_epoch, options.epochs),
-             options.batch_size, processes, "GPU (NCCL)" if options.use_cuda else "CPU" + (" (gloo)" if processes > 1
-                                                                                           else ""),
-             ", mixed precision" if options.amp else "")
+def _precision_text(amp, use_cuda):
+    """The plan line's words on precision: what --amp runs here, or why it runs fp32."""
+    if not amp:
+        return ""
+    dtype, reason = amp_plan("cuda" if use_cuda else "cpu")
+    return f", mixed precision ({reason})" if dtype is not None else f"; --amp: {reason}"
+
+
+def _launch(task, options, plugin, processes, start_epoch=0, epoch_iter=0):
+    world, nodes, per_node = dist_utils.job_shape(processes)
+    shape = f"{world} process(es)" + (f" on {nodes} nodes ({per_node} per node)" if nodes > 1 else "")
+    log.info("training %s: %s, batch %d per process, %s on %s%s", task.name,
+             _epochs_text(start_epoch, options.epochs, epoch_iter), options.batch_size, shape,
+             "GPU (NCCL)" if options.use_cuda else "CPU" + (" (gloo)" if world > 1 else ""),
+             _precision_text(options.amp, options.use_cuda))
     if processes > 1 or dist_utils.launched_by_torchrun():
         dist_utils.launch(_run, processes, options.use_cuda, args=(options, plugin))
         latest = os.path.join(options.save_checkpoints_to, "latest.pth")
-        if not os.path.isfile(latest):
+        if dist_utils.env_rank() != 0 or not os.path.isfile(latest):
             return []
         meta = CheckpointMeta.of(load_checkpoint_file(latest), latest)
         return [dict(epoch=meta.epoch, **(meta.metrics or {}))]

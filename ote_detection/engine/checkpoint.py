@@ -5,6 +5,8 @@ checkpoints of an earlier run unless asked to (``--overwrite``), and a resumed r
 checkpoints of epochs after the one it resumes from.
 """
 
+import hashlib
+import json
 import logging
 import os
 import pickle
@@ -15,7 +17,7 @@ import torch
 
 from ..utils.artefacts import CheckpointMeta
 from ..utils.errors import OteError
-from ..utils.fileio import atomic_torch_save, clean_leftovers
+from ..utils.fileio import atomic_torch_save, clean_leftovers, sha256sum
 
 log = logging.getLogger(__name__)
 
@@ -238,3 +240,96 @@ def load_backbone_weights(model, path, ckpt=None):
         raise OteError(f"{path}{source}: {'; '.join(parts)}; --load-backbone needs a snapshot with the same backbone")
     target.load_state_dict({k: state[k] for k in own})
     return len(own)
+
+
+# --- the same run: what --resume continues ---------------------------------------------------------------
+
+RUN_FIELDS = {"template": "template", "config": "resolved config (model.py with the flags applied: input size, "
+              "learning rate, compression settings...)", "data": "training annotation files", "seed": "--seed"}
+
+
+def _digest(data):
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def run_identity(template, cfg, ann_files, seed):
+    """What makes two starts one training run, stored in every checkpoint's meta (``run``) and compared by
+    ``find_resume_checkpoint``: the template's name, a digest of the resolved config (``cfg`` after the
+    flags: input size, learning rate, a plugin's changes; JSON with sorted keys), a digest of the training
+    annotation files' content, in order (not their paths: a restart on another node may mount them
+    elsewhere), and the seed (it draws the sampler's order). Not in it: --epochs (a run may be extended, as
+    --resume-from allows), the batch size and the number of processes (the position within an epoch is
+    carried over in samples)."""
+    config = json.dumps(cfg, sort_keys=True, default=repr).encode("utf-8")
+    files = hashlib.sha256()
+    for path in ann_files:
+        try:
+            files.update(sha256sum(path).encode("ascii"))
+        except OSError as exc:
+            raise OteError(f"{path}: cannot read ({exc.strerror})") from None
+    return {"template": str(template), "config": _digest(config), "data": files.hexdigest()[:16], "seed": int(seed)}
+
+
+def run_differences(stored, current):
+    """The fields of ``RUN_FIELDS`` in which two run identities differ, as words for a message."""
+    return [RUN_FIELDS[k] for k in RUN_FIELDS if (stored or {}).get(k) != current.get(k)]
+
+
+def _newest_first(out_dir):
+    """latest.pth, then epoch_N.pth from the highest N down (best*.pth are copies of an epoch: not resumed)."""
+    paths = [p for p in run_checkpoints(out_dir) if os.path.basename(p) == "latest.pth"]
+    return paths + sorted((p for p in run_checkpoints(out_dir) if _epoch_of_name(p) is not None),
+                          key=_epoch_of_name, reverse=True)
+
+
+def find_resume_checkpoint(out_dir, run):
+    """``(path, checkpoint dict, CheckpointMeta)`` of the newest complete checkpoint of the run ``run``
+    (``run_identity``) in ``out_dir``, each file read once; ``(None, None, None)`` when it holds none.
+
+    Newest: the highest (epochs finished, iterations within the next) of latest.pth and of the highest
+    epoch_N.pth that loads. A file that does not load (damaged by a copy, a full disk, a crash of the
+    machine) is passed over with a warning and renamed ``<name>.damaged`` (kept for the user; a save never
+    leaves one: saves are atomic). A checkpoint of another run (its recorded template, config, data or
+    seed differ), or one that records no run (older ote-face), is one OteError line."""
+    found, damaged = [], []
+    for path in _newest_first(out_dir):
+        if found and _epoch_of_name(path) is not None and _epoch_of_name(found[-1][0]) is not None:
+            break  # the highest epoch_N.pth that loads is found
+        try:
+            ckpt = load_checkpoint_file(path)
+            meta = CheckpointMeta.of(ckpt, path)
+        except OteError as exc:
+            damaged.append((path, exc))
+            continue
+        found.append((path, ckpt, meta))
+    for path, exc in damaged:
+        log.warning("%s (not resumed from; kept as %s.damaged)", exc, os.path.basename(path))
+        os.replace(path, path + ".damaged")
+    if not found:
+        return None, None, None
+    path, ckpt, meta = max(found, key=lambda f: (f[2].epoch, f[2].epoch_iter, os.path.basename(f[0]) == "latest.pth"))
+    for other_path, _, other in found:
+        if other.run is None:
+            raise OteError(f"{out_dir}: {os.path.basename(other_path)} records no training run (written by an older "
+                           f"ote-face), so --resume cannot tell whether it is this run's; continue it with "
+                           f"--resume-from {other_path}, or choose a new folder")
+        diff = run_differences(other.run, run)
+        if diff:
+            raise OteError(f"{out_dir}: holds the checkpoints of another run ({os.path.basename(other_path)}: its "
+                           f"{', '.join(diff)} differ from this run's); choose a new folder, give the same settings "
+                           f"to continue it, or add --overwrite without --resume to replace them")
+    return path, ckpt, meta
+
+
+def resume_position(ckpt, batch_size, world_size):
+    """Where a run resumed from ``ckpt`` starts: (epochs finished, iterations of the next epoch done) for
+    ``batch_size`` images per process and ``world_size`` processes. Written with another batch or number
+    of processes, the position within the epoch is carried over in samples (rounded down: a few samples
+    are seen again rather than left out)."""
+    meta = CheckpointMeta.of(ckpt, "checkpoint")
+    state = ckpt.get("trainer") or {}
+    done = meta.epoch_iter
+    old = (state.get("batch_size") or batch_size) * (state.get("world_size") or world_size)
+    if done and old != batch_size * world_size:
+        done = done * old // (batch_size * world_size)
+    return meta.epoch, done

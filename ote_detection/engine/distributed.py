@@ -1,24 +1,55 @@
 """torch.distributed set-up: one process per device (NCCL on GPUs, gloo on CPU), spawned or from torchrun."""
 
+import contextlib
 import datetime
 import gc
 import logging
 import os
+import signal
 import socket
 import tempfile
+import threading
 import time
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ..utils.errors import OteError
+from ..utils.errors import OteError, TrainingStopped
 
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def env_rank():
+    """This process's global rank as its launcher set it (0 outside torchrun), before the group exists."""
+    return int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0
+
+
+def restart_count():
+    """How often torchrun restarted this job's workers (``TORCHELASTIC_RESTART_COUNT``; 0 outside torchrun)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) if launched_by_torchrun() else 0
+
+
+def job_shape(processes):
+    """(world size, nodes, processes per node) of this job: torchrun's WORLD_SIZE, GROUP_WORLD_SIZE (its
+    agents: one per node) and LOCAL_WORLD_SIZE; else ``processes`` on this one machine."""
+    if not launched_by_torchrun():
+        return processes, 1, processes
+    world = int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world) or world)
+    nodes = int(os.environ.get("GROUP_WORLD_SIZE", 0) or max(1, world // max(local, 1)))
+    return world, nodes, local
+
+
+def quiet_other_ranks():
+    """Under torchrun every process runs the whole tool: the processes other than global rank 0 log errors
+    only, so that each line of the job is printed once (spawned processes: ``_spawned``)."""
+    if env_rank() != 0:
+        logging.getLogger().setLevel(logging.ERROR)
 
 
 def launched_by_torchrun():
@@ -55,8 +86,43 @@ def is_main():
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
+def rank():
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
 def world_size():
     return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def _device():
+    return "cuda" if dist.get_backend() == "nccl" else "cpu"
+
+
+def all_gather_object(obj):
+    """[the object of each rank] (a collective); [obj] without a process group."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj, src=0):
+    """``src``'s ``obj`` on every rank (a collective; pickled: tensors included); ``obj`` without a group."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def any_rank(flag):
+    """True on every rank when ``flag`` is true on any (a collective); ``flag`` without a process group."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return bool(flag)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def barrier():
@@ -67,7 +133,7 @@ def barrier():
 def all_reduce_mean(value):
     if not dist.is_initialized():
         return value
-    t = torch.tensor([float(value)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    t = torch.tensor([float(value)], device=_device())
     dist.all_reduce(t)
     return t.item() / dist.get_world_size()
 
@@ -172,9 +238,12 @@ def _spawned(rank, fn, world_size, use_cuda, init_method, args, error_dir):
 def launch(fn, num_processes, use_cuda, args=()):
     """Run ``fn(*args)`` in ``num_processes`` DDP processes on this machine (or in this one if 1).
 
-    When a process raises, ``torch.multiprocessing.spawn`` ends the others, and the job fails here with
-    the error of the process that failed first (an OteError stays one line for the CLI); collectives
-    time out after ``collective_timeout()``, so a peer that died without raising cannot hang the job."""
+    When a process raises, the others are ended, and the job fails here with the error of the process that
+    failed first (an OteError, e.g. ``TrainingStopped``, stays one line for the CLI); a process ended by a
+    signal (kill -9, the kernel's out-of-memory killer) is one line naming its rank and the signal (the
+    others then fail in their collectives: not the cause). Collectives time out after
+    ``collective_timeout()``, so a peer that died without raising cannot hang the job. A SIGTERM to this
+    process is passed on to the training processes (they save at their next iteration boundary and stop)."""
     if launched_by_torchrun():
         init_process(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), use_cuda)
         ok = False
@@ -183,23 +252,75 @@ def launch(fn, num_processes, use_cuda, args=()):
             barrier()
             ok = True
             return result
+        except OteError as exc:
+            exc.quiet = exc.quiet or not is_main()  # rank 0 says it once for the job
+            raise
         finally:
             cleanup(ok)
     if num_processes <= 1:
         return fn(*args)
     init_method = f"tcp://127.0.0.1:{free_port()}"
     with tempfile.TemporaryDirectory(prefix="ote-dist-errors-") as error_dir:
-        try:
-            mp.spawn(_spawned, args=(fn, num_processes, use_cuda, init_method, args, error_dir),
-                     nprocs=num_processes, join=True)
-        except Exception as exc:
-            reports = sorted(os.listdir(error_dir))
-            if not reports:
-                raise
-            rank = reports[0].rsplit("-", 1)[1].split(".")[0]
-            with open(os.path.join(error_dir, reports[0]), encoding="utf-8") as f:
-                kind, _, message = f.read().partition("\n")
-            if kind == "OteError":
-                raise OteError(message) from exc
-            raise RuntimeError(f"training process {rank} failed: {kind}: {message}") from exc
+        context = mp.start_processes(_spawned, args=(fn, num_processes, use_cuda, init_method, args, error_dir),
+                                     nprocs=num_processes, join=False, start_method="spawn")
+        with _passing_on(signal.SIGTERM, context.processes):
+            try:
+                while not context.join():
+                    pass
+            except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
+                raise _job_error(context.processes, error_dir) from exc
     return None
+
+
+@contextlib.contextmanager
+def _passing_on(signum, processes):
+    """While in the block, ``signum`` sent to this process is sent to each live process of ``processes``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def pass_on(sig, frame):
+        for process in processes:
+            if process.is_alive():
+                with contextlib.suppress(OSError):
+                    os.kill(process.pid, sig)
+    previous = signal.signal(signum, pass_on)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+
+
+def _job_error(processes, error_dir):
+    """The one error that says why a spawned job failed: a process ended by a signal other than SIGTERM
+    (which the launcher itself sends to the survivors), else the first error a process recorded, else an
+    exit code."""
+    n = len(processes)
+    for rank, process in enumerate(processes):
+        code = process.exitcode
+        if code is not None and code < 0 and -code != signal.SIGTERM:
+            return OteError(f"training process {rank} of {n} was killed by signal {-code} "
+                            f"({_signal_name(-code)}); the job stopped")
+    reports = sorted(os.listdir(error_dir))
+    if reports:
+        rank = reports[0].rsplit("-", 1)[1].split(".")[0]
+        with open(os.path.join(error_dir, reports[0]), encoding="utf-8") as f:
+            kind, _, message = f.read().partition("\n")
+        if kind == "TrainingStopped":
+            return TrainingStopped(message)
+        if kind == "OteError":
+            return OteError(message)
+        return RuntimeError(f"training process {rank} failed: {kind}: {message}")
+    for rank, process in enumerate(processes):
+        code = process.exitcode
+        if code:
+            how = f"was ended by signal {-code} ({_signal_name(-code)})" if code < 0 else f"exited with code {code}"
+            return OteError(f"training process {rank} of {n} {how}; the job stopped")
+    return RuntimeError("the training processes failed")
+
+
+def _signal_name(number):
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown signal"

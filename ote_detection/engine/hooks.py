@@ -18,13 +18,17 @@ A ``Trainer`` runs a list of hooks; each hook is registered with ``trainer.regis
                                              # "iter_time_s", "data_wait"; hooks add metrics
     hook.after_train()                       # also when an exception ends the run
 
+On SIGTERM (any process) the loop stops at the next iteration boundary: ``hook.on_stop()`` (every
+process; the checkpoint hook saves), then ``TrainingStopped`` ends the run (``after_train`` still runs).
+A run resumed within an epoch starts that epoch at ``trainer.epoch_iter`` (``before_epoch`` runs again).
+
 ``after_epoch`` runs in registration order, so the default order is: LR schedule, checkpoint
 (written before validation, so a failing validation loses no training), validation, logging
 (tensorboard and the per-epoch log line see the validation metrics of the checkpoint's epoch; the
 checkpoint hook rewrites ``latest.pth``'s metrics after validation).
 
 ``state_dict()`` / ``load_state_dict()`` of each hook are stored in checkpoints under
-``hooks[<hook.name>]`` and restored on ``--resume-from`` (compression keeps its state there).
+``hooks[<hook.name>]`` and restored on ``--resume`` / ``--resume-from`` (compression keeps its state there).
 """
 
 import logging
@@ -66,6 +70,10 @@ class HookBase:
     def after_iter(self):
         pass
 
+    def on_stop(self):
+        """The run stops at this iteration boundary (a stop signal, on any process; called on every
+        process): ``CheckpointHook`` saves here."""
+
     def state_dict(self):
         return {}
 
@@ -83,7 +91,7 @@ class LRSchedulerHook(HookBase):
     def before_train(self):
         with warnings.catch_warnings():  # stepping without optimizer steps is the point here
             warnings.simplefilter("ignore", UserWarning)
-            for _ in range(self.trainer.start_epoch * self.trainer.iters_per_epoch):
+            for _ in range(self.trainer.start_iter_global):
                 self.scheduler.step()
 
     def after_iter(self):
@@ -91,28 +99,63 @@ class LRSchedulerHook(HookBase):
 
 
 class CheckpointHook(HookBase):
-    """Writes ``epoch_N.pth`` and ``latest.pth`` (atomically, main process only) after each epoch,
-    before validation. ``meta_fn()`` gives the static meta (template, input size, plugin meta); each
-    checkpoint adds ``epoch``, ``iter`` and ``metrics``, and the hooks' state under ``hooks``."""
+    """Writes ``epoch_N.pth`` and ``latest.pth`` after each epoch (before validation), and ``latest.pth``
+    every ``interval_iters`` iterations within an epoch and when the run stops on a signal (``on_stop``).
+    ``meta_fn()`` gives the static meta (template, input size, the run's identity, plugin meta); each
+    checkpoint adds ``epoch`` (epochs finished), ``epoch_iter`` (iterations of the next epoch done, 0 at an
+    epoch's end), ``iter`` and ``metrics``, the hooks' state under ``hooks`` and the loop's state
+    (``Trainer.state_dict``: random states of every process, sampler, scaler) under ``trainer``.
 
-    def __init__(self, out_dir, meta_fn, save_fn):
+    Every process gathers the loop's state (a collective); only global rank 0 writes, each file atomically
+    (``save_fn``: written whole beside the old one, then renamed over it), so a kill during a save leaves
+    the previous checkpoint whole. ``last_saved``: the path last written."""
+
+    def __init__(self, out_dir, meta_fn, save_fn, interval_iters=None):
         self.out_dir = out_dir
         self.meta_fn = meta_fn
         self.save_fn = save_fn
+        self.interval_iters = int(interval_iters or 0)
+        self.last_saved = None
+        self._loop_state = None  # of the last checkpoint
+
+    def before_epoch(self):
+        self._loop_state = None
+
+    def after_iter(self):
+        t = self.trainer
+        if self.interval_iters and t.epoch_iter % self.interval_iters == 0 and t.epoch_iter < t.iters_per_epoch:
+            self._write(t.epoch_iter)
+
+    def on_stop(self):
+        if self._loop_state is None or self._loop_state["epoch_iter"] != self.trainer.epoch_iter:
+            self._write(self.trainer.epoch_iter)  # (else after_iter wrote this very boundary)
 
     def after_epoch(self):
-        self.save()
+        self._write(None)
 
-    def save(self):
+    def _write(self, epoch_iter):
+        """Gather the loop's state (every process), then save: ``epoch_iter`` None after an epoch (epoch_N.pth
+        and latest.pth), else within it (latest.pth)."""
+        self._loop_state = self.trainer.state_dict()
+        self._loop_state["epoch_iter"] = 0 if epoch_iter is None else epoch_iter
+        self.save(within_epoch=epoch_iter is not None)
+
+    def save(self, within_epoch=False):
+        """Write the checkpoint(s) of the last gathered state (main process only; EvalHook calls it again
+        after validation, with the metrics)."""
         if not dist_utils.is_main():
             return
         t = self.trainer
-        stats = t.storage.get("epoch", {})
-        meta = dict(self.meta_fn(), epoch=t.epoch + 1, iter=(t.epoch + 1) * t.iters_per_epoch,
+        stats = t.storage.get("epoch", {}) if not within_epoch else {}
+        done = t.epoch + (0 if within_epoch else 1)  # epochs finished
+        epoch_iter = self._loop_state["epoch_iter"] if within_epoch else 0
+        meta = dict(self.meta_fn(), epoch=done, epoch_iter=epoch_iter, iter=done * t.iters_per_epoch + epoch_iter,
                     metrics={k: float(v) for k, v in stats.items()})
         hooks = {h.name: h.state_dict() for h in t.hooks if h.state_dict()}
-        for name in (f"epoch_{t.epoch + 1}.pth", "latest.pth"):
-            self.save_fn(os.path.join(self.out_dir, name), t.model, t.optimizer, meta, {"hooks": hooks})
+        names = ["latest.pth"] if within_epoch else [f"epoch_{done}.pth", "latest.pth"]
+        for name in names:
+            self.last_saved = os.path.join(self.out_dir, name)
+            self.save_fn(self.last_saved, t.model, t.optimizer, meta, {"hooks": hooks, "trainer": self._loop_state})
 
 
 class EvalHook(HookBase):

@@ -8,6 +8,8 @@ forward (under autocast with ``amp``), the backward and the optimizer step.
 import logging
 import math
 import random
+import signal
+import threading
 import time
 
 import numpy as np
@@ -17,7 +19,7 @@ from tqdm import tqdm
 
 from ..data.coco import collate_train
 from ..models.layers import depthwise_convs_in_fp32
-from ..utils.errors import OteError
+from ..utils.errors import OteError, TrainingStopped
 from . import distributed as dist_utils
 
 log = logging.getLogger(__name__)
@@ -44,10 +46,16 @@ class NoSingletonBatchSampler(Sampler):
 
     def __init__(self, sampler, batch_size):
         self.sampler, self.batch_size = sampler, int(batch_size)
+        self.skip = 0  # batches the next pass leaves out (a run resumed within an epoch)
+        self.epoch_generator_state = None
 
     def __iter__(self):
+        generator = getattr(self.sampler, "generator", None)  # RandomSampler's: its state draws the order
+        if generator is not None:
+            self.epoch_generator_state = generator.get_state().clone()
         indices = list(self.sampler)
-        for start in range(0, len(indices), self.batch_size):
+        skip, self.skip = self.skip, 0
+        for start in range(skip * self.batch_size, len(indices), self.batch_size):
             batch = indices[start:start + self.batch_size]
             if len(batch) == 1 and self.batch_size > 1:
                 batch.append(indices[0] if len(indices) > 1 and start > 0 else batch[0])
@@ -55,6 +63,17 @@ class NoSingletonBatchSampler(Sampler):
 
     def __len__(self):
         return math.ceil(len(self.sampler) / self.batch_size)
+
+    def state_dict(self):
+        """Where this epoch's order comes from: the sampler's generator state at the epoch's start (a
+        DistributedSampler's order is its seed and epoch: nothing to keep)."""
+        return {} if self.epoch_generator_state is None else {"generator": self.epoch_generator_state}
+
+    def load_state_dict(self, state):
+        """Restore ``state_dict()``: the next pass draws the same order as the epoch it was taken in."""
+        generator = getattr(self.sampler, "generator", None)
+        if generator is not None and (state or {}).get("generator") is not None:
+            generator.set_state(state["generator"])
 
 
 def build_train_loader(dataset, batch_size, workers, seed=0, pin_memory=False):
@@ -81,16 +100,95 @@ def check_batch_statistics(input_size, stride, batch_size):
                        f"an input side over {stride} px")
 
 
+def cpu_bf16_support():
+    """(has AMX, has AVX512-BF16) of this CPU, as torch's oneDNN sees them."""
+    cpu = getattr(torch, "cpu", None)
+    return tuple(bool(getattr(cpu, name, lambda: False)()) for name in
+                 ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
+def choose_amp(device_type, cuda_bf16=False, cpu_amx=False, cpu_avx512_bf16=False):
+    """The decision behind ``--amp``, from its inputs alone: ``(autocast dtype or None, reason)``.
+
+    CUDA: bf16 where the GPU supports it (Ampere and later), else fp16 (with a GradScaler). CPU: bf16 where
+    oneDNN has bf16 kernels (AMX or AVX512-BF16); without them bf16 is emulated and slower than fp32
+    (stack notes: the 2.2x of bf16 autocast was measured on AMX), so the run stays fp32 and ``reason``
+    says why, in the words of the log line."""
+    if device_type == "cuda":
+        return (torch.bfloat16, "bf16 autocast") if cuda_bf16 else (torch.float16, "fp16 autocast with a "
+                                                                                  "gradient scaler")
+    if cpu_amx or cpu_avx512_bf16:
+        return torch.bfloat16, "bf16 autocast (" + ("AMX" if cpu_amx else "AVX512-BF16") + ")"
+    return None, ("this CPU has neither AMX nor AVX512-BF16, so bf16 would be emulated and slower than fp32: "
+                  "training runs in fp32")
+
+
 def amp_dtype(device):
-    """The autocast dtype for ``--amp`` on ``device``: bf16 on CPUs with AMX or AVX512-BF16 and on CUDA
-    GPUs that support it, fp16 (with a GradScaler) on older GPUs; None where mixed precision does not pay."""
+    """The autocast dtype for ``--amp`` on ``device`` (``choose_amp`` with this machine's features): bf16 on
+    CPUs with AMX or AVX512-BF16 and on CUDA GPUs that support it, fp16 (with a GradScaler) on older GPUs;
+    None where mixed precision does not pay."""
+    return amp_plan(device)[0]
+
+
+def amp_plan(device):
+    """``choose_amp`` for ``device`` on this machine: (dtype or None, reason)."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    cpu = getattr(torch, "cpu", None)
-    has_bf16 = any(getattr(cpu, name, lambda: False)() for name in
-                   ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
-    return torch.bfloat16 if has_bf16 else None
+        return choose_amp("cuda", cuda_bf16=torch.cuda.is_bf16_supported())
+    amx, avx512_bf16 = cpu_bf16_support()
+    return choose_amp("cpu", cpu_amx=amx, cpu_avx512_bf16=avx512_bf16)
+
+
+def rng_state():
+    """This process's random state (Python, NumPy, torch, and the current CUDA device's), as tensors and
+    plain values (checkpoints load with ``weights_only``)."""
+    version, keys, gauss = random.getstate()
+    kind, mt, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": {"version": version, "state": torch.tensor(keys, dtype=torch.int64), "gauss": gauss},
+             "numpy": {"kind": kind, "state": torch.from_numpy(mt.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)},
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state):
+    """Restore ``rng_state()``."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state((npy["kind"], npy["state"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+class StopSignal:
+    """SIGTERM (what Slurm, Kubernetes and torchrun's agent send before they end a process) noted, not
+    obeyed at once: the trainer stops at the next iteration boundary, after a checkpoint. A second SIGTERM
+    takes the handler that was there before (by default: end now). Installed only in the main thread."""
+
+    def __init__(self, signals=(signal.SIGTERM,)):
+        self.signals = signals
+        self.received = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self._previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def _note(self, signum, frame):
+        self.received = signal.Signals(signum).name
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 class Trainer:
@@ -110,7 +208,7 @@ class Trainer:
     ``data_wait`` (the share of the epoch's iteration time spent waiting for data, 0..1).
     """
 
-    def __init__(self, model, loader, optimizer, *, max_epochs, start_epoch=0, device="cpu", amp=False,
+    def __init__(self, model, loader, optimizer, *, max_epochs, start_epoch=0, start_iter=0, device="cpu", amp=False,
                  channels_last=None, fp32_depthwise=None, grad_clip=None, progress=True):
         self.device = torch.device(device)
         self.channels_last = (self.device.type == "cpu" or amp) if channels_last is None else channels_last
@@ -122,12 +220,14 @@ class Trainer:
         self.start_epoch = int(start_epoch)
         self.epoch = self.start_epoch
         self.iters_per_epoch = len(loader)
-        self.iter = self.start_epoch * self.iters_per_epoch
+        # a run resumed within an epoch: ``start_iter`` iterations of ``start_epoch`` are done
+        self.start_iter = min(max(int(start_iter), 0), self.iters_per_epoch)
+        self.iter = self.start_epoch * self.iters_per_epoch + self.start_iter
+        self.epoch_iter = self.start_iter  # iterations of the current epoch done
         self.grad_clip = grad_clip
-        # amp: True picks the device's dtype (amp_dtype); a torch dtype forces it
+        # amp: True picks the device's dtype (amp_dtype; apis/train says in its plan line when it is fp32); a
+        # torch dtype forces it
         self.autocast_dtype = amp if isinstance(amp, torch.dtype) else (amp_dtype(self.device) if amp else None)
-        if amp and self.autocast_dtype is None:
-            log.warning("--amp: this CPU has no bf16 support (AMX or AVX512-BF16); training runs in fp32")
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
         # bf16 autocast on the CPU: the depthwise convolutions' backward runs in fp32, their forward stays
         # bf16 (oneDNN's bf16 depthwise backward is slower than fp32's: models/layers.Fp32DepthwiseConv2d);
@@ -140,6 +240,9 @@ class Trainer:
         self.hooks = []
         self.storage = {}
         self.history = []
+        self.stop = StopSignal()
+        self._resume = None  # load_state()'s per-process state, applied when the first epoch starts
+        self._sums, self._count, self._data_s, self._iter_s = {}, 0, 0.0, 0.0  # the current epoch's, so far
         if torch.distributed.is_initialized():  # DDP also with one process (torchrun --nproc_per_node=1)
             self.net = dist_utils.wrap_ddp(self.model, self.device)
         else:
@@ -159,35 +262,104 @@ class Trainer:
         for hook in self.hooks:
             getattr(hook, name)(*args)
 
+    @property
+    def start_iter_global(self):
+        """Iterations done before this run started (0-based index of its first iteration)."""
+        return self.start_epoch * self.iters_per_epoch + self.start_iter
+
+    @property
+    def batch_sampler(self):
+        return getattr(self.loader, "batch_sampler", None)
+
+    def state_dict(self):
+        """The loop's state at the current iteration boundary, for a checkpoint (``trainer`` key): the
+        iterations done in the current epoch, the world size and batch, and per process (a list indexed
+        by rank, gathered: a collective, every process calls it) its random state and its epoch's sums
+        so far; the sampler's epoch state and the gradient scaler's. Returned on every process."""
+        mine = {"rng": rng_state(), "sums": dict(self._sums), "count": self._count, "data_s": self._data_s,
+                "iter_s": self._iter_s}
+        every = dist_utils.all_gather_object(mine)
+        sampler = self.batch_sampler
+        state = {"epoch_iter": self.epoch_iter, "iters_per_epoch": self.iters_per_epoch,
+                 "world_size": dist_utils.world_size(), "batch_size": getattr(sampler, "batch_size", None),
+                 "ranks": every, "sampler": sampler.state_dict() if hasattr(sampler, "state_dict") else {}}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_state(self, state):
+        """Continue from ``state_dict()`` of a checkpoint (the trainer was built with its ``start_epoch`` and
+        ``start_iter``): this process's random state and epoch sums, when the world size is the same; the
+        sampler's order of the epoch; the gradient scaler. Applied when the run starts."""
+        if not state:
+            return
+        rank = dist_utils.rank()
+        ranks = state.get("ranks") or []
+        same_world = state.get("world_size") == dist_utils.world_size() and rank < len(ranks)
+        self._resume = {"mine": ranks[rank] if same_world else None, "sampler": state.get("sampler")}
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
     def train(self):
         if self.start_epoch >= self.max_epochs:
             log.info("nothing to train: the checkpoint is at epoch %d and --epochs is %d", self.start_epoch,
                      self.max_epochs)
             return self.history
         try:
-            self._call("before_train")
-            for self.epoch in range(self.start_epoch, self.max_epochs):
-                self._call("before_epoch")
-                self.storage["epoch"] = self._train_epoch()
-                self._call("after_epoch")
-                if dist_utils.is_main():
-                    self.history.append(dict(epoch=self.epoch + 1, **self.storage["epoch"]))
-                dist_utils.barrier()
+            with self.stop:
+                self._call("before_train")
+                for self.epoch in range(self.start_epoch, self.max_epochs):
+                    self._call("before_epoch")
+                    self.storage["epoch"] = self._train_epoch()
+                    self._call("after_epoch")
+                    if dist_utils.is_main():
+                        self.history.append(dict(epoch=self.epoch + 1, **self.storage["epoch"]))
+                    dist_utils.barrier()
+                    if self.epoch + 1 < self.max_epochs and self._stop_requested():
+                        self._stopped(self.iters_per_epoch, saved=True)
         finally:
             self._call("after_train")
         return self.history
 
+    def _stop_requested(self):
+        """Whether any process received a stop signal (a collective under DDP: every process asks at the
+        same iteration boundary, so all stop at the same one)."""
+        return dist_utils.any_rank(self.stop.received is not None)
+
+    def _stopped(self, done, saved=False):
+        """Stop at this iteration boundary (``done`` iterations of the epoch): the hooks save
+        (``on_stop``), then ``TrainingStopped`` ends the run on every process."""
+        self.epoch_iter = done
+        if not saved:
+            self._call("on_stop")
+        at = (f"after epoch {self.epoch + 1}" if done >= self.iters_per_epoch else
+              f"in epoch {self.epoch + 1}, after iteration {done} of {self.iters_per_epoch}")
+        raise TrainingStopped(f"{self.stop.received or 'a stop signal to another process'} {at}",
+                              epoch=self.epoch, epoch_iter=done)
+
     def _train_epoch(self):
         self.net.train()
-        sampler = getattr(getattr(self.loader, "batch_sampler", None), "sampler", None) or self.loader.sampler
+        sampler = getattr(self.batch_sampler, "sampler", None) or self.loader.sampler
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(self.epoch)
-        sums, count, start = {}, 0, time.time()
-        data_s = iter_s = 0.0
-        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.max_epochs}", disable=not self.progress,
-                   leave=False)
+        first = self.start_iter if self.epoch == self.start_epoch else 0
+        resume, self._resume = self._resume, None
+        if resume and resume.get("sampler") and hasattr(self.batch_sampler, "load_state_dict"):
+            self.batch_sampler.load_state_dict(resume["sampler"])
+        if first and hasattr(self.batch_sampler, "skip"):
+            self.batch_sampler.skip = first  # the batches done are not loaded again
+        mine = (resume or {}).get("mine") or {}
+        self._sums, self._count = dict(mine.get("sums") or {}), int(mine.get("count") or 0)
+        self._data_s, self._iter_s = float(mine.get("data_s") or 0.0), float(mine.get("iter_s") or 0.0)
+        start = time.time()
+        self.epoch_iter = first
+        bar = tqdm(total=self.iters_per_epoch, initial=first, desc=f"epoch {self.epoch + 1}/{self.max_epochs}",
+                   disable=not self.progress, leave=False)
+        batches = iter(self.loader) if first < self.iters_per_epoch else iter(())
+        if mine.get("rng"):  # after the loader's iterator took its seed: the next batch draws what it drew
+            set_rng_state(mine["rng"])
         mark = time.perf_counter()  # the end of the previous iteration
-        for i, batch in enumerate(bar):
+        for i, batch in enumerate(batches, start=first):
             arrived = time.perf_counter()
             self.iter = self.epoch * self.iters_per_epoch + i
             self._call("before_iter")
@@ -195,19 +367,26 @@ class Trainer:
             values = self.run_step(batch)
             times = self.storage["time"]
             times["data"], times["iter"] = arrived - mark, time.perf_counter() - mark
-            data_s, iter_s = data_s + times["data"], iter_s + times["iter"]
+            self._data_s, self._iter_s = self._data_s + times["data"], self._iter_s + times["iter"]
             self.storage["losses"], self.storage["lr"] = values, lr
-            self._call("after_iter")
-            mark = time.perf_counter()
             for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
+                self._sums[k] = self._sums.get(k, 0.0) + v
+            self._count += 1
+            self.epoch_iter = i + 1
+            self._call("after_iter")
+            bar.update(1)
             bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2g}")
-        stats = {k: dist_utils.all_reduce_mean(v / max(count, 1)) for k, v in sums.items()}
+            if self._stop_requested():
+                bar.close()
+                self._stopped(i + 1)
+            mark = time.perf_counter()
+        bar.close()
+        count = max(self._count, 1)
+        stats = {k: dist_utils.all_reduce_mean(v / count) for k, v in self._sums.items()}
         stats["lr"] = self.optimizer.param_groups[0]["lr"]
         stats["epoch_time_s"] = time.time() - start
-        stats["data_time_s"] = dist_utils.all_reduce_mean(data_s / max(count, 1))
-        stats["iter_time_s"] = dist_utils.all_reduce_mean(iter_s / max(count, 1))
+        stats["data_time_s"] = dist_utils.all_reduce_mean(self._data_s / count)
+        stats["iter_time_s"] = dist_utils.all_reduce_mean(self._iter_s / count)
         stats["data_wait"] = stats["data_time_s"] / max(stats["iter_time_s"], 1e-12)
         if not math.isfinite(stats.get("loss", 0.0)):
             raise OteError(f"training diverged at epoch {self.epoch + 1} (try a lower --base-learning-rate)")

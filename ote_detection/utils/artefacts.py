@@ -164,16 +164,20 @@ def write_export_info(folder, info):
 
 @dataclasses.dataclass
 class CheckpointMeta(_ReadOnlyMapping):
-    """A checkpoint's ``meta``: the template it was trained for, its input size, classes, epoch and
-    iteration, ``compression`` (compress.py's structure and state), ``source`` (how it was made, e.g.
-    imported from an IR), ``metrics`` of its last epoch. Keys this version does not know are kept in
+    """A checkpoint's ``meta``: the template it was trained for, its input size, classes, ``epoch`` (epochs
+    finished), ``epoch_iter`` (iterations of the next epoch done: a checkpoint written within an epoch),
+    ``iter``, ``run`` (the training run's identity: ``engine.checkpoint.run_identity``), ``compression``
+    (compress.py's structure and state), ``source`` (how it was made, e.g. imported from an IR), ``metrics``
+    of its last epoch. Keys this version does not know are kept in
     ``extra``."""
 
     template: Optional[str] = None
     input_size: Optional[InputSize] = None
     classes: Optional[list] = None
     epoch: int = 0
+    epoch_iter: int = 0
     iter: Optional[int] = None
+    run: Optional[dict] = None
     compression: Optional[dict] = None
     source: Optional[dict] = None
     metrics: Optional[dict] = None
@@ -197,6 +201,8 @@ class CheckpointMeta(_ReadOnlyMapping):
         return cls(template=_typed(meta, "template", str, path, what), input_size=size,
                    classes=_typed(meta, "classes", (list, tuple), path, what), epoch=int(epoch),
                    iter=_typed(meta, "iter", int, path, what),
+                   epoch_iter=int(_typed(meta, "epoch_iter", int, path, what) or 0),
+                   run=_typed(meta, "run", dict, path, what),
                    compression=_typed(meta, "compression", dict, path, what) or None,
                    source=_typed(meta, "source", dict, path, what),
                    metrics=_typed(meta, "metrics", dict, path, what),
@@ -214,7 +220,7 @@ class CheckpointMeta(_ReadOnlyMapping):
             if f.name in ("extra", "version"):
                 continue
             value = getattr(self, f.name)
-            if value is None:
+            if value is None or (f.name == "epoch_iter" and not value):
                 continue
             if f.name == "input_size":
                 value = [int(v) for v in value]

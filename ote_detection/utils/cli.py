@@ -260,15 +260,26 @@ def add_training_args(parser, defaults="the template's", load_weights_help=None,
     add_path_list_arg(parser, "--val-ann-files", "COCO annotation file(s) for validation (COCO AP after each epoch)")
     add_path_list_arg(parser, "--val-data-roots", "image folder(s) of the validation annotation file(s)")
     parser.add_argument("--save-checkpoints-to", required=True, type=output_dir,
-                        help="output folder: epoch_N.pth and latest.pth are written there (atomically) after each "
-                             "epoch. A folder holding checkpoints of an earlier run is refused unless --resume-from "
-                             "continues that run or --overwrite is given; one process at a time may write it (lock)")
+                        help="output folder: epoch_N.pth and latest.pth are written there (atomically, by global "
+                             "rank 0) after each epoch. A folder holding checkpoints of an earlier run is refused "
+                             "unless --resume or --resume-from continues that run or --overwrite is given; one "
+                             "process at a time may write it (lock)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue this run from the newest complete checkpoint in --save-checkpoints-to "
+                             "(weights, optimizer, schedule, epoch and iteration, sampler position, random state), "
+                             "or start it if the folder holds none; a folder holding another run's checkpoints "
+                             "(other template, config or data) is refused. Give it in every command of a job that "
+                             "may be restarted (Slurm requeue, preemption); torchrun's own restarts (--max-restarts) "
+                             "resume without it")
+    parser.add_argument("--checkpoint-interval-iters", type=positive_int, metavar="N",
+                        help="also write latest.pth every N iterations within an epoch (long epochs: a failure then "
+                             "loses at most N iterations); default: after each epoch only")
     parser.add_argument("--overwrite", action="store_true", help="replace the checkpoints of an earlier run in "
                         "--save-checkpoints-to (they are removed before training starts)")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume-from", type=existing_file, help=resume_help or "continue a training run from this "
-                       "checkpoint: weights, optimizer state and epoch count; ends at once if --epochs does not exceed "
-                       "the stored epoch")
+                       "checkpoint: weights, optimizer state, epoch and iteration; ends at once if --epochs does not "
+                       "exceed the stored epoch")
     start.add_argument("--load-weights", type=existing_file, help=load_weights_help or
                        "start a fresh schedule (epoch 0, warm-up) from these weights")
     parser.add_argument("--epochs", type=positive_int, help=f"total number of epochs (default: {epochs_default})")
@@ -297,4 +308,5 @@ def training_kwargs(args):
                 base_learning_rate=args.base_learning_rate, gpu_num=args.gpu_num,
                 tensorboard_dir=args.tensorboard_dir, workers=args.workers,
                 input_size=tuple(args.input_size) if args.input_size else None, seed=args.seed,
-                overwrite=args.overwrite, data_format=args.data_format)
+                overwrite=args.overwrite, data_format=args.data_format, resume=args.resume,
+                checkpoint_interval_iters=args.checkpoint_interval_iters)

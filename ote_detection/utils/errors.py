@@ -7,6 +7,22 @@ import sys
 class OteError(Exception):
     """A problem with the user's input (file, template, flag). Printed as one line, no traceback."""
 
+    label = "error"  # the line's first word
+    exit_code = 2
+    quiet = False  # True: exit with ``exit_code`` without a line (another process of the job says it)
+
+
+class TrainingStopped(OteError):
+    """Training stopped at an iteration boundary on a stop signal (SIGTERM), after saving a checkpoint the
+    next start continues from. Exit code 143 (128 + SIGTERM), as a process ended by SIGTERM."""
+
+    label = "stopped"
+    exit_code = 143
+
+    def __init__(self, message, epoch=None, epoch_iter=None):
+        super().__init__(message)
+        self.epoch, self.epoch_iter = epoch, epoch_iter
+
 
 _PREFIX = "OteError: "
 
@@ -27,8 +43,9 @@ def run_cli(main, argv=None):
     try:
         rc = main(argv)
     except OteError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
+        if not exc.quiet:
+            print(f"{exc.label}: {_one_line(exc)}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -181,10 +181,15 @@ def atomic_path(path):
 
 
 def atomic_torch_save(obj, path):
+    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over it (and the
+    folder flushed): a kill or a machine crash at any point leaves either the old file or the new one
+    whole (training checkpoints: the previous one stays usable)."""
     import torch
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+        _fsync(tmp)
+    _fsync(os.path.dirname(os.path.abspath(path)))
 
 
 def atomic_write_text(path, text):

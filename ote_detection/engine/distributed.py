@@ -79,7 +79,19 @@ def init_process(rank, world_size, use_cuda, init_method=None):
         dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
                                 timeout=collective_timeout())
     else:  # torchrun's environment
-        dist.init_process_group(backend, timeout=collective_timeout())
+        dist.init_process_group(backend, store=_attempt_store(), rank=rank, world_size=world_size,
+                                timeout=collective_timeout())
+
+
+def _attempt_store():
+    """torchrun's store (MASTER_ADDR:MASTER_PORT, ``env://``) under a prefix of its own for each start of
+    the workers. torchrun (c10d and static rendezvous) keeps one store for the whole job and, in torch
+    2.14, the process group's keys (gloo's and NCCL's addresses) are not isolated between restarts: the
+    workers of a restart read the addresses of the dead ones and fail to connect (pytorch/pytorch#135712;
+    seen here as "Gloo connectFullMesh failed ... Connection refused"). TORCHELASTIC_RESTART_COUNT names
+    the attempt: every agent counts its restarts, and a failure anywhere fails the workers everywhere."""
+    store, _, _ = next(dist.rendezvous("env://", timeout=collective_timeout()))
+    return dist.PrefixStore(f"ote_detection/attempt_{restart_count()}", store)
 
 
 def is_main():
@@ -255,6 +267,12 @@ def launch(fn, num_processes, use_cuda, args=()):
         except OteError as exc:
             exc.quiet = exc.quiet or not is_main()  # rank 0 says it once for the job
             raise
+        except RuntimeError as exc:
+            lost = _peer_lost(exc)
+            if lost is None:
+                raise
+            raise OteError(f"process {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: another process of the "
+                           f"job is gone ({lost}); torchrun restarts the job if --max-restarts allows") from None
         finally:
             cleanup(ok)
     if num_processes <= 1:
@@ -270,6 +288,15 @@ def launch(fn, num_processes, use_cuda, args=()):
             except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
                 raise _job_error(context.processes, error_dir) from exc
     return None
+
+
+_PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused")
+
+
+def _peer_lost(exc):
+    """The words of a collective's error that says a peer process is gone (gloo's socket errors), else None."""
+    text = str(exc)
+    return next((words for words in _PEER_LOST if words in text), None)
 
 
 @contextlib.contextmanager

@@ -56,3 +56,60 @@ def test_processes_leave_the_group_before_interpreter_exit(tmp_path):
     for rank in (0, 1):
         at_start, at_exit = map(int, (tmp_path / f"rank{rank}.txt").read_text().split())
         assert at_exit <= at_start - 2, (rank, at_start, at_exit)  # gloo's 2 worker threads (its default) ended
+
+
+def _children(pid):
+    """[(pid, cmdline)] of the processes whose parent is ``pid``, in the order they started (pid order)."""
+    import os
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            out.append((int(entry), cmd))
+    return sorted(out)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="finds the processes in /proc (Linux)")
+def test_a_training_process_killed_by_a_signal_is_one_line(work_dir_0200, synthetic_data, tmp_path):
+    """train.py --gpu-num 2 (spawned gloo processes, data-loading workers), kill -9 of process 1 in epoch 2: the
+    job stops with one line naming the process and the signal; no traceback of the survivor's collective, no
+    'leaked semaphore' warnings (issue 24)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import REPO
+    ann, root = synthetic_data
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(work_dir_0200 / "train.py"), "--train-ann-files", ann,
+                             "--train-data-roots", root, "--save-checkpoints-to", str(out), "--batch-size", "4",
+                             "--input-size", "96", "--workers", "1", "--epochs", "4", "--gpu-num", "2"],
+                            env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1"), stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    try:
+        end = time.time() + 180
+        while not (out / "epoch_1.pth").exists() and proc.poll() is None and time.time() < end:
+            time.sleep(0.1)
+        ranks = [pid for pid, cmd in _children(proc.pid) if "spawn_main" in cmd]
+        assert len(ranks) == 2, _children(proc.pid)
+        os.kill(ranks[1], signal.SIGKILL)  # spawned in rank order
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, err[-3000:]
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and "it/s" not in line
+             and "s/it" not in line]
+    assert lines[-1] == "error: training process 1 of 2 was killed by signal 9 (SIGKILL); the job stopped", err[-3000:]
+    assert "Traceback" not in err and "leaked semaphore" not in err and "ProcessExitedException" not in err, \
+        err[-3000:]

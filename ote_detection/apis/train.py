@@ -307,15 +307,17 @@ def _find_resume(options):
     """--resume, or a torchrun restart (TORCHELASTIC_RESTART_COUNT > 0: torchrun starts the workers again
     with the same arguments, and asks the script to load its latest checkpoint): continue from the newest
     complete checkpoint of this run in --save-checkpoints-to (``engine.checkpoint.find_resume_checkpoint``),
-    if it holds one; the folder holding another run's is one line."""
+    if it holds one; the folder holding another run's is one line. A restart of a run started with
+    --resume-from continues from the folder's newest checkpoint too (written by this run since)."""
     restart = dist_utils.restart_count()
-    if options.resume_from or not (options.resume or restart):
+    if not (options.resume or restart) or (options.resume_from and not restart):
         return
     path, ckpt, meta = find_resume_checkpoint(options.save_checkpoints_to, options.run)
     why = f"torchrun restart {restart}" if restart else "--resume"
-    if path is None:
-        log.info("%s: no checkpoint of this run in %s yet; training starts at the beginning", why,
-                 options.save_checkpoints_to)
+    if path is None:  # (a restart of a run started with --resume-from: from that file again)
+        if not options.resume_from:
+            log.info("%s: no checkpoint of this run in %s yet; training starts at the beginning", why,
+                     options.save_checkpoints_to)
         return
     options.resume_from, options.resume_checkpoint = path, ckpt
     at = f"in epoch {meta.epoch + 1}, after iteration {meta.epoch_iter}" if meta.epoch_iter else \

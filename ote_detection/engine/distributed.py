@@ -84,13 +84,18 @@ def init_process(rank, world_size, use_cuda, init_method=None):
 
 
 def _attempt_store():
-    """torchrun's store (MASTER_ADDR:MASTER_PORT, ``env://``) under a prefix of its own for each start of
-    the workers. torchrun (c10d and static rendezvous) keeps one store for the whole job and, in torch
-    2.14, the process group's keys (gloo's and NCCL's addresses) are not isolated between restarts: the
-    workers of a restart read the addresses of the dead ones and fail to connect (pytorch/pytorch#135712;
-    seen here as "Gloo connectFullMesh failed ... Connection refused"). TORCHELASTIC_RESTART_COUNT names
-    the attempt: every agent counts its restarts, and a failure anywhere fails the workers everywhere."""
+    """torchrun's store (MASTER_ADDR:MASTER_PORT, ``env://``), under a prefix of its own for each start of
+    the workers where torchrun shares one store across restarts (TORCHELASTIC_USE_AGENT_STORE=True: the
+    default of c10d and static rendezvous). There, in torch 2.14, the process group's keys (gloo's and
+    NCCL's addresses) are not isolated between restarts: the workers of a restart read the addresses of the
+    dead ones and fail to connect (pytorch/pytorch#135712; seen here as "Gloo connectFullMesh failed ...
+    Connection refused"). TORCHELASTIC_RESTART_COUNT names the attempt: every agent counts its restarts,
+    and a failure anywhere fails the workers everywhere. A machine that joins later (a replacement, a
+    scale-up with --nnodes MIN:MAX) counts from 0: for those, TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 gives
+    every rendezvous round a new store, and no prefix is used (docs/distributed.md)."""
     store, _, _ = next(dist.rendezvous("env://", timeout=collective_timeout()))
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != str(True):
+        return store
     return dist.PrefixStore(f"ote_detection/attempt_{restart_count()}", store)
 
 

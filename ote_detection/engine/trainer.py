@@ -296,6 +296,10 @@ class Trainer:
         rank = dist_utils.rank()
         ranks = state.get("ranks") or []
         same_world = state.get("world_size") == dist_utils.world_size() and rank < len(ranks)
+        if not same_world and dist_utils.is_main():
+            log.info("the checkpoint was written by %s process(es), this run has %d: the position in the epoch "
+                     "is carried over in samples, the random states start from the seed", state.get("world_size"),
+                     dist_utils.world_size())
         self._resume = {"mine": ranks[rank] if same_world else None, "sampler": state.get("sampler")}
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

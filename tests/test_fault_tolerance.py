@@ -254,19 +254,27 @@ def test_torchrun_restart_after_kill_9_resumes_and_finishes(work_dir_0200, synth
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the workers in /proc (Linux)")
 def test_two_torchrun_agents_as_two_nodes_train_one_job(work_dir_0200, synthetic_data, tmp_path):
-    """Two torchrun agents on 127.0.0.1 as two nodes (--nnodes 2 --node-rank 0|1, one process each) train one
-    job to the end: one set of checkpoints (node 0's, global rank 0; node 1 gets its own folder, as on another
-    machine, and writes nothing), the log states 2 processes on 2 nodes, once."""
+    """Two torchrun agents on 127.0.0.1 as two nodes (--nnodes 2 --node-rank 0|1 --master-addr, one process
+    each, --max-restarts 1) train one job to the end, also after a kill -9 of node 1's worker: both agents
+    restart, the job resumes from node 0's newest checkpoint, and there is one set of checkpoints (node 0's:
+    global rank 0; node 1 gets its own folder, as on another machine, and writes nothing). The log states
+    2 processes on 2 nodes, once per start."""
     port = _free_port()
     outs = [tmp_path / "node0", tmp_path / "node1"]
     agents = []
     for node in (0, 1):
         cmd = _torchrun("--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1", "--master-addr",
-                        "127.0.0.1", "--master-port", str(port),
-                        *_args(work_dir_0200, synthetic_data, outs[node], "--epochs", "2", "--resume"))
+                        "127.0.0.1", "--master-port", str(port), "--max-restarts", "1", "--monitor-interval", "0.5",
+                        *_args(work_dir_0200, synthetic_data, outs[node], "--epochs", "3",
+                               "--checkpoint-interval-iters", "1", "--resume"))
         agents.append(subprocess.Popen(cmd, env=_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True))
     try:
+        _wait_for(agents[0], str(outs[0] / "latest.pth"), lambda m: m["epoch"] >= 1)
+        workers = _worker_pids(agents[1].pid)
+        assert list(workers) == [1], workers
+        os.kill(workers[1], signal.SIGKILL)
         errs = [_plain(a.communicate(timeout=300)[1]) for a in agents]
     finally:
         for a in agents:
@@ -274,12 +282,13 @@ def test_two_torchrun_agents_as_two_nodes_train_one_job(work_dir_0200, synthetic
                 a.kill()
     assert [a.returncode for a in agents] == [0, 0], "\n---\n".join(e[-3000:] for e in errs)
     assert sorted(n for n in os.listdir(outs[0]) if n.endswith(".pth")) == ["epoch_1.pth", "epoch_2.pth",
-                                                                          "latest.pth"]
+                                                                          "epoch_3.pth", "latest.pth"]
     assert not os.path.exists(outs[1]) or not [n for n in os.listdir(outs[1]) if n.endswith(".pth")]
+    assert re.search(r"torchrun restart 1: resuming from \S+node0/latest\.pth", errs[0]), errs[0][-3000:]
     both = errs[0] + errs[1]
-    assert both.count("2 process(es) on 2 nodes (1 per node) on CPU (gloo)") == 1, both[-3000:]
-    assert both.count("training data (") == 1, both[-3000:]
-    assert load_checkpoint_file(str(outs[0] / "latest.pth"))["meta"]["epoch"] == 2
+    assert both.count("2 process(es) on 2 nodes (1 per node) on CPU (gloo)") == 2, both[-3000:]
+    assert both.count("training data (") == 2, both[-3000:]
+    assert load_checkpoint_file(str(outs[0] / "latest.pth"))["meta"]["epoch"] == 3
 
 
 def test_amp_decision_by_its_inputs(monkeypatch):

@@ -55,8 +55,10 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
         raise OteError("give either --resume-from or --load-weights, not both")
     if load_weights and CheckpointMeta.of(load_checkpoint_file(load_weights), load_weights).compression:
         raise OteError(f"{load_weights}: already a compressed checkpoint; continue it with --resume-from")
+    resumed = None
     if resume_from:
-        stored = (CheckpointMeta.of(load_checkpoint_file(resume_from), resume_from).compression or {}).get("parts")
+        resumed = load_checkpoint_file(resume_from)  # read once: train() gets it (resume_checkpoint)
+        stored = (CheckpointMeta.of(resumed, resume_from).compression or {}).get("parts")
         if stored is None:
             raise OteError(f"{resume_from}: not a compress.py checkpoint; start compressing it with --load-weights "
                            f"{resume_from} (train.py --resume-from continues its training)")
@@ -90,7 +92,7 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
             log.warning(advice)
     plugin = CompressionPlugin(settings)
     return train(task.template_path, train_ann_files, train_data_roots, save_checkpoints_to, plugin=plugin,
-                 load_weights=load_weights, resume_from=resume_from, **train_kwargs)
+                 load_weights=load_weights, resume_from=resume_from, resume_checkpoint=resumed, **train_kwargs)
 
 
 def compress_without_training(template, load_weights, save_to, *, nncf_sparsity=None, nncf_pruning=None,

@@ -221,7 +221,8 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
         raise OteError("--load-backbone starts a fresh model's backbone: not with --resume-from or --load-weights")
     for path in (options.resume_from, options.load_weights, options.load_backbone):
         if path and (writer or path != options.resume_from):
-            ckpt = load_checkpoint_file(path)
+            given = options.resume_checkpoint if path == options.resume_from else None  # (compress.py read it)
+            ckpt = given if given is not None else load_checkpoint_file(path)
             meta = CheckpointMeta.of(ckpt, path)  # fail early, with the file's name
             if path == options.resume_from:
                 options.resume_checkpoint = ckpt

@@ -158,3 +158,25 @@ def tmpfs(path, options):
         yield str(path)
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def child_processes(pid):
+    """[(pid, command line, environment)] of the live processes whose parent is ``pid``, in pid order (the
+    order they started), read from /proc (Linux): for tests that kill one process of a multi-process job."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != pid:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = dict(kv.decode(errors="replace").split("=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+        except (OSError, ValueError, IndexError):
+            continue
+        out.append((int(entry), cmd, env))
+    return sorted(out)

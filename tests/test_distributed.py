@@ -58,25 +58,6 @@ def test_processes_leave_the_group_before_interpreter_exit(tmp_path):
         assert at_exit <= at_start - 2, (rank, at_start, at_exit)  # gloo's 2 worker threads (its default) ended
 
 
-def _children(pid):
-    """[(pid, cmdline)] of the processes whose parent is ``pid``, in the order they started (pid order)."""
-    import os
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid:
-            out.append((int(entry), cmd))
-    return sorted(out)
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="finds the processes in /proc (Linux)")
 def test_a_training_process_killed_by_a_signal_is_one_line(work_dir_0200, synthetic_data, tmp_path):
@@ -88,7 +69,7 @@ def test_a_training_process_killed_by_a_signal_is_one_line(work_dir_0200, synthe
     import subprocess
     import sys
     import time
-    from conftest import REPO
+    from conftest import REPO, child_processes
     ann, root = synthetic_data
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, str(work_dir_0200 / "train.py"), "--train-ann-files", ann,
@@ -100,8 +81,8 @@ def test_a_training_process_killed_by_a_signal_is_one_line(work_dir_0200, synthe
         end = time.time() + 180
         while not (out / "epoch_1.pth").exists() and proc.poll() is None and time.time() < end:
             time.sleep(0.1)
-        ranks = [pid for pid, cmd in _children(proc.pid) if "spawn_main" in cmd]
-        assert len(ranks) == 2, _children(proc.pid)
+        ranks = [pid for pid, cmd, _ in child_processes(proc.pid) if "spawn_main" in cmd]
+        assert len(ranks) == 2, child_processes(proc.pid)
         os.kill(ranks[1], signal.SIGKILL)  # spawned in rank order
         err = proc.communicate(timeout=120)[1]
     finally:

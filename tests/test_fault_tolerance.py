@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, run_here, template_path
+from conftest import REPO, child_processes, run_here
 from ote_detection.engine.checkpoint import (find_resume_checkpoint, load_checkpoint_file, resume_position,
                                              run_identity, save_checkpoint)
 from ote_detection.utils.errors import OteError
@@ -198,22 +198,7 @@ def test_sigterm_mid_epoch_saves_and_the_next_start_continues_there(work_dir_020
 
 def _worker_pids(agent_pid):
     """{global rank: pid} of the processes a torchrun agent started."""
-    pids = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            if ppid != agent_pid:
-                continue
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
-        except (OSError, ValueError, IndexError):
-            continue
-        if b"RANK" in env:
-            pids[int(env[b"RANK"])] = int(pid)
-    return pids
+    return {int(env["RANK"]): pid for pid, _, env in child_processes(agent_pid) if "RANK" in env}
 
 
 def _torchrun(*args):

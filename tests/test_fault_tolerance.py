@@ -162,9 +162,9 @@ def test_resume_refuses_another_runs_folder_in_one_line(work_dir_0200, synthetic
 
 @pytest.mark.slow
 def test_sigterm_mid_epoch_saves_and_the_next_start_continues_there(work_dir_0200, synthetic_data, tmp_path):
-    """SIGTERM within epoch 2: the run saves at the next iteration boundary and exits 143 with one line; the
-    same command (--resume) continues at that iteration, and ends with the weights of an uninterrupted run
-    (workers 0: the augmentation's random draws are restored too)."""
+    """SIGTERM within epoch 1 of 2: the run saves at the next iteration boundary and exits 143 with one line;
+    the same command (--resume) continues at that iteration, through epoch 2, and ends with the weights of an
+    uninterrupted run (workers 0: the sampler's order and the augmentation's random draws are restored too)."""
     extra = ["--epochs", "2", "--checkpoint-interval-iters", "2", "--resume"]
     straight = subprocess.run([sys.executable, *_args(work_dir_0200, synthetic_data, tmp_path / "a", *extra)],
                               env=_env(), capture_output=True, text=True, timeout=300)
@@ -173,27 +173,48 @@ def test_sigterm_mid_epoch_saves_and_the_next_start_continues_there(work_dir_020
     out = tmp_path / "b"
     cmd = [sys.executable, *_args(work_dir_0200, synthetic_data, out, *extra)]
     proc = subprocess.Popen(cmd, env=_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    _wait_for(proc, str(out / "latest.pth"), lambda m: m["epoch"] == 1 and m.get("epoch_iter", 0) >= 2)
+    _wait_for(proc, str(out / "latest.pth"), lambda m: m["epoch"] == 0 and m.get("epoch_iter", 0) >= 2)
     proc.send_signal(signal.SIGTERM)
     err = _plain(proc.communicate(timeout=120)[1])
     assert proc.returncode == 143, err[-3000:]
     last = err.strip().splitlines()[-1]
-    m = re.fullmatch(r"stopped: SIGTERM in epoch 2, after iteration (\d+) of (\d+); saved (.*latest\.pth): the same "
+    m = re.fullmatch(r"stopped: SIGTERM in epoch 1, after iteration (\d+) of (\d+); saved (.*latest\.pth): the same "
                      r"command with --resume continues from there", last)
     assert m, err[-3000:]
     at = int(m.group(1))
     meta = load_checkpoint_file(m.group(3))["meta"]
-    assert (meta["epoch"], meta["epoch_iter"]) == (1, at) and 2 <= at < int(m.group(2))
-    assert sorted(os.listdir(out)) == [".ote.lock", "epoch_1.pth", "latest.pth"] or \
-        sorted(os.listdir(out)) == ["epoch_1.pth", "latest.pth"]  # nothing half-written left
+    assert (meta["epoch"], meta["epoch_iter"]) == (0, at) and 2 < at <= int(m.group(2))
+    assert [n for n in os.listdir(out) if n != ".ote.lock"] == ["latest.pth"]  # nothing half-written left
 
     again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     log = _plain(again.stderr)
-    assert f"--resume: resuming from {out / 'latest.pth'} (in epoch 2, after iteration {at})" in log, log[-3000:]
-    assert f"epochs 2-2 of 2 (resumed in epoch 2, after iteration {at})" in log, log[-3000:]
+    assert f"--resume: resuming from {out / 'latest.pth'} (in epoch 1, after iteration {at})" in log, log[-3000:]
+    assert f"epochs 1-2 of 2 (resumed in epoch 1, after iteration {at})" in log, log[-3000:]
     assert load_checkpoint_file(str(out / "latest.pth"))["meta"]["epoch"] == 2
     assert _same_weights(out / "latest.pth", tmp_path / "a" / "latest.pth") < 1e-5
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_process_group_with_loader_workers(work_dir_0200, synthetic_data, tmp_path):
+    """Slurm sends SIGTERM to every process of the job, data-loading workers included (--workers 1): they
+    ignore it, and the training process still saves at the next iteration boundary and exits 143."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, *_args(work_dir_0200, synthetic_data, out, "--epochs", "3",
+                                                    "--workers", "1")],
+                            env=_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    _wait_for(proc, str(out / "epoch_1.pth"), lambda m: m["epoch"] == 1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    err = _plain(proc.communicate(timeout=120)[1])
+    assert proc.returncode == 143, err[-3000:]
+    m = re.search(r"stopped: SIGTERM (in epoch (\d+), after iteration (\d+) of \d+|after epoch (\d+)); saved", err)
+    assert m and "Traceback" not in err and "killed by signal" not in err, err[-3000:]
+    meta = load_checkpoint_file(str(out / "latest.pth"))["meta"]
+    if m.group(2):
+        assert (meta["epoch"] + 1, meta["epoch_iter"]) == (int(m.group(2)), int(m.group(3)))
+    else:
+        assert meta["epoch"] == int(m.group(4))
 
 
 def _worker_pids(agent_pid):
@@ -293,3 +314,28 @@ def test_amp_decision_by_its_inputs(monkeypatch):
     assert trainer.amp_dtype("cpu") is None
     monkeypatch.setattr(trainer, "cpu_bf16_support", lambda: (False, True))
     assert _precision_text(True, False) == ", mixed precision (bf16 autocast (AVX512-BF16))"
+
+
+def test_sampler_state_continues_the_order_within_and_after_an_epoch():
+    """The batch sampler's state restores the order of the epoch being continued (within it: the batches done
+    are skipped) and, taken at an epoch's end, the next epoch's order."""
+    from ote_detection.engine.trainer import NoSingletonBatchSampler
+
+    def sampler():
+        return NoSingletonBatchSampler(torch.utils.data.RandomSampler(range(10), generator=torch.Generator()
+                                                                      .manual_seed(5)), 3)
+    straight = sampler()
+    epoch1, epoch2 = list(straight), list(straight)
+    within = sampler()
+    first = iter(within)
+    next(first)
+    state = within.state_dict()  # after one batch of epoch 1
+    resumed = sampler()
+    resumed.load_state_dict(state)
+    resumed.skip = 1
+    assert list(resumed) == epoch1[1:] and list(resumed) == epoch2
+    ended = sampler()
+    list(ended)
+    resumed = sampler()
+    resumed.load_state_dict(ended.state_dict(epoch_done=True))
+    assert list(resumed) == epoch2

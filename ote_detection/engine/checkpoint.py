@@ -164,7 +164,8 @@ def check_checkpoint_dir(out_dir, resume_from=None, start_epoch=0, overwrite=Fal
         doomed = [p for p in existing if os.path.realpath(p) != source]
         if not overwrite:
             latest = os.path.join(out_dir, "latest.pth")
-            hint = "continue it with --resume-from " + (latest if latest in existing else "one of them")
+            hint = "continue it with --resume (or --resume-from " + (latest if latest in existing else
+                                                                   "one of them") + ")"
             raise OteError(f"{out_dir}: holds the checkpoints of an earlier run ({_describe(existing)}); {hint}, "
                            f"choose a new folder, or add --overwrite to replace them")
     for p in doomed:

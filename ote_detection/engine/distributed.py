@@ -284,16 +284,39 @@ def launch(fn, num_processes, use_cuda, args=()):
         return fn(*args)
     init_method = f"tcp://127.0.0.1:{free_port()}"
     _quiet_resource_tracker()
-    with tempfile.TemporaryDirectory(prefix="ote-dist-errors-") as error_dir, _quiet_logger("torch.multiprocessing"):
+    with tempfile.TemporaryDirectory(prefix="ote-dist-errors-") as error_dir:
         context = mp.start_processes(_spawned, args=(fn, num_processes, use_cuda, init_method, args, error_dir),
                                      nprocs=num_processes, join=False, start_method="spawn")
         with _passing_on(signal.SIGTERM, context.processes):
-            try:
-                while not context.join():
-                    pass
-            except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
-                raise _job_error(context.processes, error_dir) from exc
+            failed = _join_until_failure(context.processes)
+        if failed:
+            raise _job_error(context.processes, error_dir)
     return None
+
+
+def _join_until_failure(processes, settle_s=2.0):
+    """Wait for ``processes``; True when one fails. Then the failure is read before anything else is ended:
+    the others get ``settle_s`` to fail in their own collectives (a process killed by a signal and the peers
+    it leaves behind end within moments of each other), then the ones left are killed (they cannot go on
+    without the failed one; torch's own join would send SIGTERM, which training defers to its next
+    iteration boundary, then SIGKILL after 30 s, and a signal of ours would blur which process was killed)."""
+    from multiprocessing.connection import wait
+    pending = {p.sentinel: p for p in processes}
+    while pending:
+        for sentinel in wait(list(pending)):
+            process = pending.pop(sentinel)
+            process.join()
+            if process.exitcode != 0:
+                end = time.time() + settle_s
+                while any(p.is_alive() for p in processes) and time.time() < end:
+                    time.sleep(0.05)
+                for p in processes:
+                    if p.is_alive():
+                        p._ote_killed = True  # ended by us: not a cause
+                        p.kill()
+                    p.join()
+                return True
+    return False
 
 
 _TRACKER_WARNING = "ignore::UserWarning:multiprocessing.resource_tracker"
@@ -310,19 +333,6 @@ def _quiet_resource_tracker():
     from multiprocessing import resource_tracker
     if _TRACKER_WARNING not in sys.warnoptions and getattr(resource_tracker._resource_tracker, "_pid", None) is None:
         sys.warnoptions.append(_TRACKER_WARNING)
-
-
-@contextlib.contextmanager
-def _quiet_logger(name):
-    """``name``'s log records below ERROR dropped in the block (torch's 'Terminating process N via signal
-    SIGTERM' while it ends the other processes of a failed job: ``_job_error`` says why in one line)."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 _PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused")
@@ -354,13 +364,13 @@ def _passing_on(signum, processes):
 
 
 def _job_error(processes, error_dir):
-    """The one error that says why a spawned job failed: a process ended by a signal other than SIGTERM
-    (which the launcher itself sends to the survivors), else the first error a process recorded, else an
-    exit code."""
+    """The one error that says why a spawned job failed (``_join_until_failure`` has ended them all): a process
+    ended by a signal other than SIGTERM before the others were ended, else the first error a process
+    recorded, else an exit code."""
     n = len(processes)
     for rank, process in enumerate(processes):
         code = process.exitcode
-        if code is not None and code < 0 and -code != signal.SIGTERM:
+        if code is not None and code < 0 and -code != signal.SIGTERM and not getattr(process, "_ote_killed", False):
             return OteError(f"training process {rank} of {n} was killed by signal {-code} "
                             f"({_signal_name(-code)}); the job stopped")
     reports = sorted(os.listdir(error_dir))

@@ -32,9 +32,13 @@ def seed_everything(seed):
 
 
 def _worker_init(worker_id):
+    """A data-loading worker: its Python and NumPy generators seeded from torch's per-worker seed, and
+    SIGTERM ignored: Slurm sends it to every process of the job, and the training process, which stops at
+    the next iteration boundary (``StopSignal``), still needs its loader; the workers end with it."""
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class NoSingletonBatchSampler(Sampler):
@@ -64,10 +68,17 @@ class NoSingletonBatchSampler(Sampler):
     def __len__(self):
         return math.ceil(len(self.sampler) / self.batch_size)
 
-    def state_dict(self):
-        """Where this epoch's order comes from: the sampler's generator state at the epoch's start (a
-        DistributedSampler's order is its seed and epoch: nothing to keep)."""
-        return {} if self.epoch_generator_state is None else {"generator": self.epoch_generator_state}
+    def state_dict(self, epoch_done=False):
+        """Where the order of the epoch to continue comes from: the sampler's generator state at the start of
+        the current epoch (its order is drawn again, and the batches done are skipped), or with
+        ``epoch_done`` its state now (the next epoch's order is drawn from it). A DistributedSampler's
+        order is its seed and epoch: nothing to keep."""
+        generator = getattr(self.sampler, "generator", None)
+        if generator is None:
+            return {}
+        state = generator.get_state() if epoch_done or self.epoch_generator_state is None \
+            else self.epoch_generator_state
+        return {"generator": state}
 
     def load_state_dict(self, state):
         """Restore ``state_dict()``: the next pass draws the same order as the epoch it was taken in."""
@@ -282,7 +293,8 @@ class Trainer:
         sampler = self.batch_sampler
         state = {"epoch_iter": self.epoch_iter, "iters_per_epoch": self.iters_per_epoch,
                  "world_size": dist_utils.world_size(), "batch_size": getattr(sampler, "batch_size", None),
-                 "ranks": every, "sampler": sampler.state_dict() if hasattr(sampler, "state_dict") else {}}
+                 "ranks": every, "sampler": sampler.state_dict(epoch_done=self.epoch_iter >= self.iters_per_epoch)
+                 if hasattr(sampler, "state_dict") else {}}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state

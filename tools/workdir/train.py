@@ -17,7 +17,8 @@ def main(argv=None):
     p = ArgumentParser(description=__doc__)
     add_training_args(p)
     p.add_argument("--amp", action="store_true", help="mixed precision: bf16 autocast on CPUs with AMX/AVX512-BF16, "
-                   "fp16 with a gradient scaler (or bf16) on CUDA; losses stay in fp32")
+                   "fp16 with a gradient scaler (or bf16) on CUDA; losses stay in fp32. On a CPU without AMX or "
+                   "AVX512-BF16 (e.g. AVX2 only) training runs in fp32, and the plan line says so and why")
     p.add_argument("--load-backbone", type=existing_file, metavar="SNAPSHOT",
                    help="start the backbone from the backbone.* weights of this snapshot (another template with the "
                         "same backbone, e.g. an Open Model Zoo import of face-detection-0204 for 0205's "

@@ -335,7 +335,18 @@ class Trainer:
                         self._stopped(self.iters_per_epoch, saved=True)
         finally:
             self._call("after_train")
+            self._end_loader_workers()
         return self.history
+
+    def _end_loader_workers(self):
+        """End the loader's persistent worker processes now, through the loader's own shutdown (each worker is
+        told to stop and exits). Left to the end of the interpreter, multiprocessing would end them with
+        SIGTERM, which they ignore (``_worker_init``), and wait for them for ever; a stopped or failed run
+        keeps the loader alive in its traceback until then."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+            self.loader._iterator = None
 
     def _stop_requested(self):
         """Whether any process received a stop signal (a collective under DDP: every process asks at the

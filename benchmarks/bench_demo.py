@@ -22,12 +22,11 @@ import os
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
+from common import AIRPORT, SHARED, omz_ir, template
 
 
 def airport_dir():
-    for root in (os.path.join(ROOT, "data", "airport"), os.path.join(SHARED, "data", "airport")):
+    for root in (AIRPORT, os.path.join(SHARED, "data", "airport")):
         if os.path.isdir(os.path.join(root, "val")):
             return os.path.join(root, "val")
     sys.exit("airport images not found (data/airport or ../shared/data/airport)")
@@ -35,10 +34,8 @@ def airport_dir():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default=os.path.join(SHARED, "models", "omz", "face-detection-0200", "FP16",
-                                                     "face-detection-0200.xml"), help="IR to run (default: OMZ 0200)")
-    p.add_argument("--template", default=os.path.join(ROOT, "model_templates", "face-detection",
-                                                      "face-detection-0200", "template.yaml"),
+    p.add_argument("--weights", default=omz_ir("face-detection-0200"), help="IR to run (default: OMZ 0200)")
+    p.add_argument("--template", default=template("0200"),
                    help="template of the model (class names)")
     p.add_argument("--precision", default="default", choices=["default", "f32", "bf16", "f16"],
                    help="OpenVINO inference precision (default: the CPU's own)")

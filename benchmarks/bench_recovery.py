@@ -35,16 +35,13 @@ import argparse
 import json
 import logging
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import DATA, ROOT, ap_of, latency_table, omz_ir, stage, template
 
-from bench_compression import DATA, ROOT, ap_of, latency_table, omz_ir, stage, template  # noqa: E402
-
-from ote_detection.apis.compress import compress, compress_without_training  # noqa: E402
-from ote_detection.apis.export import export  # noqa: E402
-from ote_detection.apis.import_weights import import_openvino_weights  # noqa: E402
-from ote_detection.apis.train import train  # noqa: E402
+from ote_detection.apis.compress import compress, compress_without_training
+from ote_detection.apis.export import export
+from ote_detection.apis.import_weights import import_openvino_weights
+from ote_detection.apis.train import train
 
 NAME = "face-detection-0200"
 
@@ -187,8 +184,8 @@ def main():
     print("changes to the template's compression_config.json (OTE's value -> ours):")
     for k, (old, new) in changes.items():
         print(f"  {k}: {json.dumps(old)} -> {json.dumps(new)}")
-    print(f"\nCOCO AP (%) of the FP32 IR, OpenVINO f32 hint (airport frames are training images here; wider_val5 "
-          f"is held out)")
+    print("\nCOCO AP (%) of the FP32 IR, OpenVINO f32 hint (airport frames are training images here; wider_val5 "
+          "is held out)")
     print(f"{'state':>22s} {'airport':>8s} {'wider5':>8s} {'Mparams':>8s} {'GFLOPs':>7s} {'zeros':>6s}")
     for key, r in rows.items():
         zeros = "" if r["zero_share"] is None else f"{100 * r['zero_share']:5.1f}%"

@@ -38,7 +38,7 @@ import json
 import os
 import sys
 
-from common import DATA, ROOT, ap_of, latency_table, omz_ir, stage, template
+from common import DATA, ROOT, ap_of, checkpoint_complexity, latency_table, omz_ir, stage, template
 
 from ote_detection.apis.compress import compress
 from ote_detection.apis.export import export
@@ -193,10 +193,6 @@ def main():
             latency_table(f"{name}@{a.large_input}", ["fp32", "qat-int8"], [big_fp32, big_qat], a.runs, results)
 
         if name.endswith("0200") and a.pruning_epochs > 0:
-            from ote_detection.apis.task import Task
-            from ote_detection.engine.checkpoint import load_checkpoint_file
-            from ote_detection.compression import restore_compressed_model
-            from ote_detection.utils.complexity import model_complexity
             pr_ckpt = os.path.join(work, "pruned", "latest.pth")
             config = short_pruning_config(work, a.pruning_epochs)
             stage(pr_ckpt, lambda: compress(template(name), train_ann, train_root, os.path.dirname(pr_ckpt),
@@ -205,10 +201,8 @@ def main():
                                             overwrite=True), secs)
             pr_ir = os.path.join(work, "pruned_ir", "model.xml")
             stage(pr_ir, lambda: export(template(name), pr_ckpt, os.path.dirname(pr_ir)), secs)
-            task = Task(template(name))
-            g0, p0 = model_complexity(task.build_detector(), task.input_size)
-            pruned = restore_compressed_model(task.build_detector(), load_checkpoint_file(pr_ckpt))
-            g1, p1 = model_complexity(pruned, task.input_size)
+            g0, p0, _ = checkpoint_complexity(name, snap)
+            g1, p1, _ = checkpoint_complexity(name, pr_ckpt)
             pr_ap = ap_of(name, pr_ir, ("airport", "wider_val5"))
             results["pruning"] = {"original": {"gflops": g0, "mparams": p0},
                                   "pruned": {"gflops": g1, "mparams": p1, "ap": pr_ap},

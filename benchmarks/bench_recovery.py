@@ -36,7 +36,7 @@ import json
 import logging
 import os
 
-from common import DATA, ROOT, ap_of, latency_table, omz_ir, stage, template
+from common import DATA, ROOT, ap_of, checkpoint_complexity, latency_table, omz_ir, stage, template
 
 from ote_detection.apis.compress import compress, compress_without_training
 from ote_detection.apis.export import export
@@ -76,29 +76,6 @@ def short_config(work, level_epochs, recovery_epochs, lr):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(cfg, f, indent=1)
     return path, changes
-
-
-def complexity(ckpt):
-    """(GFLOPs, Mparams, share of zero weights among the masked ones or None) of a checkpoint's model."""
-    from ote_detection.apis.task import Task
-    from ote_detection.compression import restore_compressed_model
-    from ote_detection.engine.checkpoint import load_checkpoint_file, load_weights
-    from ote_detection.utils.complexity import model_complexity
-    task = Task(template(NAME))
-    det = task.build_detector()
-    ckpt_data = load_checkpoint_file(ckpt)
-    if (ckpt_data.get("meta") or {}).get("compression"):
-        model = restore_compressed_model(det, ckpt_data)
-    else:
-        load_weights(det, ckpt)
-        model = det
-    zeros = None
-    if any("binary_mask" in k for k in ckpt_data["state_dict"]):
-        from ote_detection.compression.sparsity import sparsity_stats
-        zeros = sparsity_stats(model)["sparsity_level"]
-        model = det  # the dense shapes (NNCF's wrapper is not counted by the FLOPs counter)
-    gflops, mparams = model_complexity(model, task.input_size)
-    return gflops, mparams, zeros
 
 
 def mean_iter_s(history):
@@ -175,7 +152,7 @@ def main():
         irs[key] = ir
     rows = {}
     for key, ckpt in ckpts.items():
-        gflops, mparams, zeros = complexity(ckpt)
+        gflops, mparams, zeros = checkpoint_complexity(NAME, ckpt)
         rows[key] = dict(ap=ap_of(NAME, irs[key], ("airport", "wider_val5")), gflops=gflops, mparams=mparams,
                          zero_share=zeros)
     print(f"\n{NAME}, trained on {' + '.join(sets)}: level reached after N = {a.level_epochs} epoch(s), then "

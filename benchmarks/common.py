@@ -3,7 +3,8 @@
 A script in ``benchmarks/`` runs as ``python benchmarks/bench_x.py`` (its folder is then first on ``sys.path``)
 and imports this module as ``common``; no script imports another script. Everything here calls ote_detection's
 entry points (``apis``) and the classes they return, except ``train_dataset`` and ``load_experiment``, which
-build training data and a validator as ``apis.train`` does (the one place where the benchmarks reach into it).
+build training data and a validator as ``apis.train`` does (the one place where the benchmarks reach into it),
+and ``checkpoint_complexity``, which rebuilds a checkpoint's model as ``eval.py`` does.
 """
 
 import os
@@ -33,9 +34,12 @@ from ote_detection.apis.evaluate import evaluate  # noqa: E402  (after TORCH_EXT
 from ote_detection.apis.import_weights import import_openvino_weights  # noqa: E402
 from ote_detection.apis.task import Task  # noqa: E402
 from ote_detection.apis.train import build_train_dataset, make_validator  # noqa: E402
+from ote_detection.compression import restore_compressed_model  # noqa: E402
+from ote_detection.compression.sparsity import sparsity_stats  # noqa: E402
 from ote_detection.data.coco import load_coco_files  # noqa: E402
-from ote_detection.engine.checkpoint import load_weights  # noqa: E402
+from ote_detection.engine.checkpoint import load_checkpoint_file, load_weights  # noqa: E402
 from ote_detection.inference.openvino_predictor import OpenVINOPredictor  # noqa: E402
+from ote_detection.utils.complexity import model_complexity  # noqa: E402
 
 
 def template(name):
@@ -66,6 +70,26 @@ def stage(path, fn, log):
 def train_dataset(task, ann_files=AIRPORT_ANN, data_roots=AIRPORT):
     """The training dataset of ``task`` (a ``Task``) as train.py builds it, by default on the airport frames."""
     return build_train_dataset(task.cfg, ann_files, data_roots, task.classes)
+
+
+def checkpoint_complexity(name, ckpt):
+    """(GFLOPs, Mparams, share of zero weights among the masked ones or None) of the model of checkpoint ``ckpt``
+    of template ``name`` at the template's input size: a compressed checkpoint's own shapes (pruned), a sparse
+    one counted dense (NNCF's wrapper is not counted by the FLOPs counter)."""
+    task = Task(template(name))
+    det = task.build_detector()
+    ckpt_data = load_checkpoint_file(ckpt)
+    if (ckpt_data.get("meta") or {}).get("compression"):
+        model = restore_compressed_model(det, ckpt_data)
+    else:
+        load_weights(det, ckpt)
+        model = det
+    zeros = None
+    if any("binary_mask" in k for k in ckpt_data["state_dict"]):
+        zeros = sparsity_stats(model)["sparsity_level"]
+        model = det
+    gflops, mparams = model_complexity(model, task.input_size)
+    return gflops, mparams, zeros
 
 
 def ap_of(name, weights, sets):

@@ -35,7 +35,8 @@ from ..inference.deploy import deployment_input_size, model_stride
 from ..inference.runners import (AsyncRunner, FrameReader, FrameRunner, SyncRunner, is_tiled, keep_frame,
                                  sequential_frames, supports_async)
 from ..utils.errors import OteError
-from .predictor import is_ir, make_predictor
+from ..utils.artefacts import is_ir
+from .predictor import make_predictor
 from .task import Task
 
 __all__ = ["run_demo", "run_frames", "DemoStats", "gui_available", "display_available", "NO_GUI_HINT"]

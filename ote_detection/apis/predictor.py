@@ -8,17 +8,10 @@ from typing import Optional
 import torch.nn as nn
 
 from ..inference.predictor import TorchPredictor
-from ..utils.artefacts import check_ir_belongs
+from ..utils.artefacts import check_ir_belongs, is_ir
 from ..utils.complexity import model_complexity
 
 log = logging.getLogger(__name__)
-
-IR_SUFFIXES = (".xml", ".bin")
-
-
-def is_ir(path):
-    return str(path).lower().endswith(IR_SUFFIXES)
-
 
 @dataclasses.dataclass
 class Provenance:

@@ -32,10 +32,11 @@ import yaml
 from .cli import InputSize
 from .errors import OteError
 
-__all__ = ["EXPORT_INFO", "ExportInfo", "CheckpointMeta", "read_export_info", "write_export_info", "ir_paths",
-           "ir_checksums", "read_ir_files", "check_ir_belongs"]
+__all__ = ["EXPORT_INFO", "IR_SUFFIXES", "ExportInfo", "CheckpointMeta", "is_ir", "read_export_info",
+           "write_export_info", "ir_paths", "ir_checksums", "read_ir_files", "check_ir_belongs"]
 
 EXPORT_INFO = "export_info.yaml"
+IR_SUFFIXES = (".xml", ".bin")  # an OpenVINO IR is named by either of its two files
 EXPORT_INFO_VERSION = 2     # 2: ``version`` and ``complexity`` (GFLOPs, Mp of the exported model) added
 CHECKPOINT_META_VERSION = 2  # 2: ``version`` added; ``input_size`` always [w, h]
 
@@ -226,6 +227,12 @@ class CheckpointMeta(_ReadOnlyMapping):
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+
+def is_ir(path):
+    """Whether the weights file ``path`` (str, PathLike or None) names an OpenVINO IR: its extension is
+    ``.xml`` or ``.bin`` (any case). The one place this is decided; anything else is a PyTorch snapshot."""
+    return os.path.splitext(str(path))[1].lower() in IR_SUFFIXES
 
 
 def ir_paths(ir_path):

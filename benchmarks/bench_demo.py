@@ -49,7 +49,7 @@ def main(argv=None):
     import torch
 
     from ote_detection.apis.demo import describe_predictor, run_frames
-    from ote_detection.apis.predictor import make_predictor
+    from ote_detection.inference.factory import make_predictor
     from ote_detection.apis.task import Task
     from ote_detection.data.frames import open_sink, open_source, write_video
     from ote_detection.data.transforms import read_image

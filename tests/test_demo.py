@@ -74,7 +74,7 @@ def edge_fraction(img, box, color):
 def test_ir_on_image_folder_draws_boxes_where_faces_are(work_dir_0200, omz_ir, png_folder, tmp_path):
     """Subprocess, OMZ 0200 IR, f32: one annotated PNG per input, the box colour on the border of every
     detection (computed here with the same predictor), not there in the input."""
-    from ote_detection.apis.predictor import make_predictor
+    from ote_detection.inference.factory import make_predictor
     from ote_detection.apis.task import Task
     from ote_detection.data.drawing import BOX_COLOR
     out = tmp_path / "annotated"
@@ -139,7 +139,7 @@ def test_async_keeps_order_and_equals_sync(omz_ir, video6, tmp_path, one_torch_t
     """In process: the asynchronous pipeline (3 requests, reader thread) gives the synchronous loop's
     frames, in the same order, pixel for pixel."""
     from ote_detection.apis.demo import run_frames
-    from ote_detection.apis.predictor import make_predictor
+    from ote_detection.inference.factory import make_predictor
     from ote_detection.apis.task import Task
     from ote_detection.data.frames import open_sink, open_source
     predictor = make_predictor(Task(template_path()), omz_ir, precision="f32", threads=1)
@@ -275,7 +275,7 @@ def test_tiled_demo_finds_the_small_faces(mode, work_dir_0200, omz_ir, omz_snaps
     """visualize.py --tile (run here) on a 1920x1080 airport frame, OMZ 0200 weights at 256x256: the
     IR (async and --sync) and the snapshot draw the tiled predictor's boxes, which find the faces of 2-6 % of
     the frame that the plain 256x256 pass misses; the annotated frame is written at the frame's size."""
-    from ote_detection.apis.predictor import make_predictor
+    from ote_detection.inference.factory import make_predictor
     from ote_detection.apis.task import Task
     from ote_detection.data.drawing import BOX_COLOR
     image, gt = _airport_frame_with_faces()

@@ -1,7 +1,7 @@
 """The demo (work dir ``visualize.py``): live face detection on a camera, a video, an image or a folder.
 
 ``run_demo`` opens the input (``data.frames.open_source``), builds a ``FramePredictor`` for a snapshot or
-an IR (``apis.predictor.make_predictor``), and runs ``run_frames`` with the frame runners of ``inference/runners.py``:
+an IR (``inference.factory.make_predictor``), and runs ``run_frames`` with the frame runners of ``inference/runners.py``:
 
 * **OpenVINO IR, asynchronous** (default): a reader thread decodes and preprocesses frames into a bounded
   queue; the main thread starts ``jobs`` inference requests on an ``openvino.AsyncInferQueue`` over
@@ -36,7 +36,7 @@ from ..inference.runners import (AsyncRunner, FrameReader, FrameRunner, SyncRunn
                                  sequential_frames, supports_async)
 from ..utils.errors import OteError
 from ..utils.artefacts import is_ir
-from .predictor import make_predictor
+from ..inference.factory import make_predictor
 from .task import Task
 
 __all__ = ["run_demo", "run_frames", "DemoStats", "gui_available", "display_available", "NO_GUI_HINT"]

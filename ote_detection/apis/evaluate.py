@@ -17,7 +17,7 @@ from ..utils.cli import check_batch_pixels
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_write_text, check_writable_dir, check_writable_file
 from ..utils.artefacts import is_ir
-from .predictor import artefact_complexity, detection_settings, make_predictor
+from ..inference.factory import artefact_complexity, detection_settings, make_predictor
 from .task import Task
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ warning, never a traceback; a cache folder that cannot be written only costs the
 The key covers everything that changes detections:
 
 * the content of the weights (sha256 of the .pth, or of the IR's .xml and .bin);
-* ``settings``: a JSON-able mapping given by the caller (``apis.predictor.detection_settings``): the
+* ``settings``: a JSON-able mapping given by the caller (``inference.factory.detection_settings``): the
   resolved model config (``model`` with its anchors and ``test_cfg``, ``img_norm_cfg``), the input
   size, keep-ratio, the tiling options, the backend and precision, the batch size and the versions of
   ote_detection, torch and OpenVINO;

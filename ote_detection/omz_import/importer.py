@@ -3,7 +3,7 @@ read and check the IR (``read_ssd_ir``), pair its convolutions with the model's 
 fold its input preprocessing into the first convolution (``fold_input_preprocessing``), put the
 background class last (``move_background_last``), build the model's state (``imported_state_dict``),
 and ``import_ir_weights``, which runs them, calibrates BatchNorm and saves the checkpoint. The graph
-reading is ``ir_graph.py``, the SSD mapping ``ssd_mapping.py``, the BatchNorm calibration
+reading is ``ir_graph.py`` (and ``inference/ir_model.py``), the SSD mapping ``ssd_mapping.py``, the BatchNorm calibration
 ``engine/bn_calibration.py``; ``apis/import_weights.py`` is the entry point with a template file."""
 
 import logging
@@ -15,11 +15,12 @@ import torch.nn as nn
 
 from ..engine.bn_calibration import calibrate_batchnorm
 from ..engine.checkpoint import load_weights
+from ..inference.ir_model import CONV_TYPES, ConstEvaluator, node_name
 from ..inference.openvino_predictor import detection_output_node, find_ir_pair, read_ir
 from ..models.inference import InferenceModel
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_torch_save, sha256sum
-from .ir_graph import CONV_TYPES, ConstEvaluator, IRConv, node_name
+from .ir_graph import IRConv
 from .ssd_mapping import (ConvTracer, check_pair, check_priors, compare_head_outputs, head_convs, identity_bn_var,
                           read_preprocessing)
 

@@ -7,11 +7,12 @@ from typing import Optional
 
 import torch.nn as nn
 
-from .predictor import TorchPredictor
 from ..utils.artefacts import check_ir_belongs, is_ir
 from ..utils.complexity import model_complexity
+from .predictor import TorchPredictor
 
 log = logging.getLogger(__name__)
+
 
 @dataclasses.dataclass
 class Provenance:

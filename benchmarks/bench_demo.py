@@ -48,10 +48,10 @@ def main(argv=None):
     import cv2
     import torch
 
-    from ote_detection.apis.demo import describe_predictor, run_frames
+    from ote_detection.demo.app import describe_predictor, run_frames
     from ote_detection.inference.factory import make_predictor
     from ote_detection.apis.task import Task
-    from ote_detection.data.frames import open_sink, open_source, write_video
+    from ote_detection.demo.frames import open_sink, open_source, write_video
     from ote_detection.data.transforms import read_image
 
     torch.set_num_threads(1)

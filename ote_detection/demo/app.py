@@ -29,15 +29,15 @@ import time
 import torch
 from tqdm import tqdm
 
-from ..data.drawing import draw_detections, draw_text_lines
-from ..data.frames import open_sink, open_source
+from ..apis.task import Task
 from ..inference.deploy import deployment_input_size, model_stride
-from ..inference.runners import (AsyncRunner, FrameReader, FrameRunner, SyncRunner, is_tiled, keep_frame,
-                                 sequential_frames, supports_async)
-from ..utils.errors import OteError
-from ..utils.artefacts import is_ir
 from ..inference.factory import make_predictor
-from .task import Task
+from ..utils.artefacts import is_ir
+from ..utils.errors import OteError
+from .drawing import draw_detections, draw_text_lines
+from .frames import open_sink, open_source
+from .runners import (AsyncRunner, FrameReader, FrameRunner, SyncRunner, is_tiled, keep_frame, sequential_frames,
+                      supports_async)
 
 __all__ = ["run_demo", "run_frames", "DemoStats", "gui_available", "display_available", "NO_GUI_HINT"]
 

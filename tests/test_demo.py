@@ -320,7 +320,7 @@ def test_snapshot_width_only_input_size_on_a_folder(png_folder, tmp_path, one_to
     '1 thread'."""
     import shutil
 
-    from ote_detection.demo.app import run_demo
+    from ote_detection.apis.visualize import run_demo
     from ote_detection.apis.task import Task
     from ote_detection.engine.checkpoint import save_checkpoint
     from ote_detection.inference.deploy import deployment_input_size, model_stride

@@ -1,9 +1,9 @@
 """The package layout is the architecture: imports inside ``ote_detection`` run downward only.
 
 The rule is stated once, as import-linter contracts in ``pyproject.toml`` (``[tool.importlinter]``): the layer
-list, highest first (apis > compression > omz_import > export > evaluation > inference > engine > data > models >
-registry, config > utils; every package must have a layer), and ``engine/`` (training) importing no OpenVINO, NNCF
-or export code, so that a training machine needs neither. These tests run ``lint-imports`` on it; a broken contract
+list, highest first (apis > demo > compression > omz_import > export > evaluation > inference > engine > data >
+models > registry, config > utils; every package must have a layer), and ``engine/`` (training) importing no
+OpenVINO, NNCF or export code, so that a training machine needs neither. These tests run ``lint-imports`` on it; a broken contract
 fails with every offending import (file, line and chain) in one message. docs/code_layout.md draws the layers.
 """
 

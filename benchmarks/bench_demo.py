@@ -2,7 +2,7 @@
 """The demo's asynchronous pipeline against the plain synchronous loop, end to end on a real video.
 
 A video is made from the 10 airport frames (1920x1080, mp4v, repeated --repeat times) with OpenCV. The
-Open Model Zoo face-detection-0200 IR (or --weights) then runs over it through ``apis.demo.run_frames``,
+Open Model Zoo face-detection-0200 IR (or --weights) then runs over it through ``demo.app.run_frames``,
 the code behind visualize.py, writing an annotated mp4 as a user would:
 
 * sync: read a frame, preprocess, infer (one synchronous request), draw, write; one frame at a time;

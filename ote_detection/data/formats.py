@@ -54,6 +54,7 @@ IGNORE_LABELS = ("dontcare", "dont_care", "ignore", "ignored")
 ROLE_SUBSETS = {"train": ("train", "training", "trainval"), "val": ("val", "valid", "validation", "test"),
                 "test": ("test", "testing", "val", "valid", "validation")}
 _ROLES = {"--train": "train", "--val": "val", "--test": "test"}
+ALL_SUBSETS = "*"  # pick_subsets: every subset, each image keeping its subset (convert_dataset.py to a Datumaro format)
 # shapes read as their bounding rectangle; any other shape of a class read (points, polylines...) is counted
 _SHAPES = ("bbox", "rotated_bbox", "polygon", "mask", "ellipse")
 _TRUE = frozenset(("1", "true", "yes", "y", "t", "on"))
@@ -149,6 +150,8 @@ def pick_subsets(counts, role=None, chosen=None, where="", flag="--subset"):
     is read whole; else the first of ``ROLE_SUBSETS[role]`` present. Several subsets and none fitting are
     one OteError line listing them (never merged unasked)."""
     by_lower = {name.lower(): name for name in counts}
+    if chosen == ALL_SUBSETS:
+        return list(counts), "all subsets, kept apart"
     if chosen:
         names = [n.strip() for n in str(chosen).split(",") if n.strip()]
         unknown = [n for n in names if n.lower() not in by_lower]
@@ -491,14 +494,21 @@ def prepare_datasets(ann_files, data_roots, data_format=COCO, classes=("face",),
     for path in split_paths(ann_files):
         coco = datumaro_to_coco(path, data_format, classes, subset=subset, role=_ROLES.get(prefix),
                                 flag=f"{prefix}-subset")
-        json_path = os.path.join(_tmp_dir(), f"{len(os.listdir(_tmp_dir())):03d}_{data_format}.json")
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(coco, f)
-        shown = f"{path} ({data_format}" + (f", subset {'+'.join(coco['info']['subsets'])}"
-                                            if coco["info"]["subsets"] != ["default"] else "") + ")"
-        show_as(json_path, shown)
-        out_files.append(json_path)
+        out_files.append(temporary_json(coco, path, data_format))
     return out_files, [os.path.abspath(os.sep)] * len(out_files)
+
+
+def temporary_json(coco, path, data_format, subsets=None):
+    """``coco`` (of the dataset ``path``, read as ``data_format``) written as a COCO json in a temporary
+    folder removed when the process ends (its images have absolute paths: ``/`` is its data root). Messages
+    that would name this json name ``path`` with its format and subsets (``subsets``, default: those read)."""
+    json_path = os.path.join(_tmp_dir(), f"{len(os.listdir(_tmp_dir())):03d}_{data_format}.json")
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(coco, f)
+    subsets = subsets or coco.get("info", {}).get("subsets") or ["default"]
+    show_as(json_path, f"{path} ({data_format}" + (f", subset {'+'.join(subsets)}" if subsets != ["default"] else "")
+            + ")")
+    return json_path
 
 
 def _write_failed(out, exc):

@@ -402,8 +402,6 @@ def _add_item(coco, item, ellipses, dm, names, classes, data_format, path, stats
         x, y, w, h = box
         if wider and (w < 0 or h < 0):
             continue  # as OTE's WIDER converter (data.wider): a negative size is dropped
-        if kind != "bbox":
-            _count(stats["shapes"], kind)
         attrs = {(_WIDER_COLUMNS.get(k, k) if wider else k): v for k, v in attrs.items()}
         flags = {}
         for key in (*NOT_SCORED, *NOT_PRESENT, *DESCRIBING):
@@ -415,10 +413,13 @@ def _add_item(coco, item, ellipses, dm, names, classes, data_format, path, stats
                     raise OteError(f"{path} ({data_format} dataset, item {item.id}): attribute {key} = "
                                    f"{attrs[key]!r} is not a yes/no value (1/0, true/false, yes/no)")
                 flags[key] = value
-                attrs[key] = int(value)
+                if key not in DESCRIBING:  # e.g. WIDER's occlusion 0/1/2 and blur 0/1/2 keep their levels
+                    attrs[key] = int(value)
         if any(flags.get(k) for k in NOT_PRESENT):
             _count(stats["left out"], next(k for k in NOT_PRESENT if flags.get(k)))
             continue
+        if kind != "bbox":
+            _count(stats["shapes"], kind)
         for k in DESCRIBING:
             if flags.get(k):
                 _count(stats["kept"], k)

@@ -498,7 +498,8 @@ def test_convert_into_read_only_folder_and_onto_full_disk_one_line_nothing_left(
 def _ap(path, fmt, **kwargs):
     from ote_detection.apis.evaluate import evaluate
     from test_omz_import import omz_ir
-    return evaluate(template_path(), omz_ir(), path, None, cache_dir=None, data_format=fmt, **kwargs)["ap"]
+    root = AIRPORT_ROOT if fmt == "coco" else None
+    return evaluate(template_path(), omz_ir(), path, root, cache_dir=None, data_format=fmt, **kwargs)["ap"]
 
 
 @pytest.mark.slow
@@ -563,4 +564,4 @@ def test_same_folder_as_train_and_val_trains_on_train_only(voc_cases, tmp_path, 
                for m in said), said
     summary = next(m for m in said if m.startswith("training data ("))
     assert summary.startswith(f"training data ({splits} (voc, subset train)): 5 of 5 image(s)"), summary
-    assert len(history) == 1 and "val_ap" in str(history[0])
+    assert len(history) == 1 and "ap" in history[0]  # validated on the val subset

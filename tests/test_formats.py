@@ -375,7 +375,8 @@ def test_cvat_ellipses_and_polygons_read_as_their_bounding_rectangles(airport_co
 
 
 def test_cvat_outside_left_out_occluded_kept(tmp_path, caplog):
-    """A CVAT-for-video track: a frame whose box is outside="1" has no face; occluded="1" changes nothing."""
+    """A CVAT-for-video track: a frame whose box is outside="1" has no face; occluded="1" changes nothing; a
+    point and a cuboid (which Datumaro skips) are counted as left out."""
     xml = ('<?xml version="1.0" encoding="utf-8"?>\n<annotations><version>1.1</version><meta><task><id>1</id>'
            '<name>t</name><size>3</size><mode>interpolation</mode><labels><label><name>face</name><attributes>'
            '</attributes></label></labels><original_size><width>64</width><height>48</height></original_size>'
@@ -384,13 +385,18 @@ def test_cvat_outside_left_out_occluded_kept(tmp_path, caplog):
            '<box frame="1" outside="0" occluded="1" keyframe="1" xtl="2" ytl="2" xbr="12" ybr="12" z_order="0"/>'
            '<box frame="2" outside="1" occluded="0" keyframe="1" xtl="2" ytl="2" xbr="12" ybr="12" z_order="0"/>'
            '<ellipse frame="2" outside="1" occluded="0" keyframe="1" cx="5" cy="5" rx="2" ry="3" z_order="0"/>'
-           '</track></annotations>\n')
+           '</track><track id="1" label="face" source="manual">'
+           '<points frame="0" outside="0" occluded="0" keyframe="1" points="3,4" z_order="0"/>'
+           '<cuboid frame="1" outside="0" occluded="0" keyframe="1" xtl1="1" ytl1="1" xbl1="1" ybl1="5" xtr1="5" '
+           'ytr1="1" xbr1="5" ybr1="5" xtl2="6" ytl2="1" xbl2="6" ybl2="5" xtr2="9" ytr2="1" xbr2="9" ybr2="5" '
+           'z_order="0"/></track></annotations>\n')
     (tmp_path / "annotations.xml").write_text(xml)
     coco, line = _read(str(tmp_path), "cvat", caplog)
     assert [a["bbox"] for a in coco["annotations"]] == [[1.0, 2.0, 10.0, 10.0], [2.0, 2.0, 10.0, 10.0]], line
     assert _crowd(coco) == 0 and [a["occluded"] for a in coco["annotations"]] == [0, 1]
     assert "left out, not in the frame: outside 2" in line and "kept as faces: occluded 1" in line
     assert "bounding rectangles" not in line  # the ellipse was outside
+    assert "left out, shapes that are not regions: cuboid 1, points 1" in line
 
 
 def test_kitti_dontcare_and_wider_invalid_read_as_ignored_regions(tmp_path, caplog):

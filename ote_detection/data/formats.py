@@ -42,8 +42,9 @@ _WIDER_ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion
 
 # attribute flags (lower case) that mark an object as not to be scored: read as COCO iscrowd = 1, an ignored
 # region (pycocotools: neither a face to find nor a false positive; training: not a target, as mmdetection).
-# VOC difficult, COCO/Datumaro is_crowd, MOT ignored (confidence 0), WIDER FACE invalid, Open Images is_group_of
-NOT_SCORED = ("difficult", "is_crowd", "iscrowd", "ignore", "ignored", "invalid", "is_group_of")
+# VOC difficult, DOTA difficulty, COCO/Datumaro is_crowd, MOT ignored (confidence 0), WIDER FACE invalid, Open
+# Images is_group_of
+NOT_SCORED = ("difficult", "difficulty", "is_crowd", "iscrowd", "ignore", "ignored", "invalid", "is_group_of")
 # flags that mark an object as not in the frame (CVAT's outside: a track after its object left): left out
 NOT_PRESENT = ("outside",)
 # flags that describe a present object: nothing changes (counted in the data line)
@@ -226,11 +227,12 @@ def _read_error(exc, path, data_format):
     return OteError(f"{where}: {problem}")
 
 
-def _cvat_ellipses(path, dm):
+def _cvat_ellipses(path, dm, skipped):
     """CVAT's <ellipse> shapes, which Datumaro 1.13's CVAT reader skips without a word:
     {(item id, frame): [(label name, x, y, w, h, attributes)]}, (x, y, w, h) the bounding rectangle
     (rotation in degrees about the centre, as CVAT writes it); an ellipse of a track frame whose
-    ``outside`` is 1 gets ``outside: True``."""
+    ``outside`` is 1 gets ``outside: True``. The <cuboid> and <skeleton> shapes Datumaro skips too are
+    counted into ``skipped`` {tag: n}."""
     import xml.etree.ElementTree as ET
     if os.path.isfile(path):
         files = [path]
@@ -262,6 +264,8 @@ def _cvat_ellipses(path, dm):
                     label = track.get("label")
                     attrs["outside"] = a.get("outside") == "1"
                 found.setdefault(key, []).append((label, cx - hw, cy - hh, 2 * hw, 2 * hh, attrs))
+            elif el.tag in ("cuboid", "skeleton") and (image is not None or track is not None):
+                skipped[el.tag] = skipped.get(el.tag, 0) + 1
             elif el.tag == "image":
                 image = None
             elif el.tag == "track":
@@ -355,11 +359,11 @@ def datumaro_to_coco(path, data_format, classes=("face",), subset=None, role=Non
             raise OteError(f"{path}: no category named {' or '.join(repr(c) for c in classes)} "
                            f"({data_format} dataset; categories: {sorted(names)})" + (f"; {note}" if note else ""))
         chosen, why = pick_subsets(counts, role, subset, where, flag)
-        ellipses = _cvat_ellipses(path, dm) if data_format.startswith("cvat") else {}
+        stats = {"ignored": {}, "left out": {}, "kept": {}, "shapes": {}, "other shapes": {}}
+        ellipses = _cvat_ellipses(path, dm, stats["other shapes"]) if data_format.startswith("cvat") else {}
         coco = {"images": [], "annotations": [],
                 "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
                 "info": {"description": f"{path} read as {data_format}", "subsets": chosen}}
-        stats = {"ignored": {}, "left out": {}, "kept": {}, "shapes": {}, "other shapes": {}}
         try:
             items = [item for name in chosen for item in dataset.get_subset(name)] if len(counts) > 1 else dataset
             for item in items:
@@ -454,7 +458,7 @@ def _data_line(where, coco, counts, chosen, why, stats, labelmap_note):
     if stats["shapes"]:
         parts.append("read as their bounding rectangles: " + _counts_text(stats["shapes"]))
     if stats["other shapes"]:
-        parts.append("left out, shapes without an area: " + _counts_text(stats["other shapes"]))
+        parts.append("left out, shapes that are not regions: " + _counts_text(stats["other shapes"]))
     if stats["kept"]:
         parts.append("flags of present faces, kept as faces: " + _counts_text(stats["kept"]))
     if labelmap_note:

@@ -3,6 +3,7 @@ importer, and tools/convert_dataset.py. The VOC / YOLO / CVAT datasets are writt
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -350,15 +351,22 @@ def test_voc_subsets_picked_by_role_never_merged(voc_cases, caplog):
         prepare_datasets(AIRPORT_ANN, AIRPORT_ROOT, "coco", subset="val")
 
 
-def test_overlapping_subsets_named_by_the_users_folder_not_a_temporary_json(voc_cases):
+def test_overlapping_subsets_named_by_the_users_folder_not_a_temporary_json(voc_cases, tmp_path):
     """devkit's train + trainval chosen together: the duplicate images are one line naming the dataset folder and
-    subsets, as eval.py prints it (never ote_face_datasets_.../000_voc.json)."""
+    subsets, as eval.py prints it (never ote_face_datasets_.../000_voc.json); so is a missing image."""
     devkit = os.path.join(voc_cases, "devkit")
     files, roots = prepare_datasets(devkit, None, "voc", prefix="--test", subset="train,trainval")
     with pytest.raises(OteError) as err:
         load_coco_files(files, roots)
     assert str(err.value).startswith(f"{devkit} (voc, subset train+trainval): 5 image(s) listed more than once")
     assert "ote_face_datasets" not in str(err.value)
+    import shutil
+    missing = str(tmp_path / "missing")
+    shutil.copytree(os.path.join(voc_cases, "symlinked"), missing, symlinks=True)
+    os.remove(os.path.join(missing, "JPEGImages", "image_000004.jpg"))
+    files, roots = prepare_datasets(missing, None, "voc", prefix="--test")
+    with pytest.raises(OteError, match=re.escape(f"image_000004.jpg: image file not found (listed in {missing} (voc))")):
+        load_coco_files(files, roots)
 
 
 def test_voc_symlinked_images_are_read(voc_cases, caplog):

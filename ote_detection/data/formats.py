@@ -356,8 +356,8 @@ def datumaro_to_coco(path, data_format, classes=("face",), subset=None, role=Non
         names = [c.name for c in label_cat.items] if label_cat is not None else []
         if not any(c in names for c in classes):
             note = _voc_labelmap_missing(path, data_format)
-            raise OteError(f"{path}: no category named {' or '.join(repr(c) for c in classes)} "
-                           f"({data_format} dataset; categories: {sorted(names)})" + (f"; {note}" if note else ""))
+            raise OteError(f"{path}: no category named {' or '.join(repr(c) for c in classes)} ({data_format} dataset"
+                           + (f"); {note}" if note else f"; categories: {sorted(names)})"))
         chosen, why = pick_subsets(counts, role, subset, where, flag)
         stats = {"ignored": {}, "left out": {}, "kept": {}, "shapes": {}, "other shapes": {}}
         ellipses = _cvat_ellipses(path, dm, stats["other shapes"]) if data_format.startswith("cvat") else {}

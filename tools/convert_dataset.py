@@ -29,7 +29,7 @@ def _check_writable(out):
     if not os.path.isdir(folder):
         raise OteError(f"{out}: cannot be created, {folder} is a file")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise OteError(f"{out}: cannot be written ({folder} is read-only); nothing was written")
+        raise OteError(f"{out}: cannot write ({folder} is not writable); nothing was read or written")
 
 
 def main(argv=None):

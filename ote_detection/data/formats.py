@@ -31,6 +31,7 @@ import shutil
 import tempfile
 
 from ..utils.errors import OteError, show_as
+from ..utils.fileio import atomic_dir, atomic_path, write_error
 from .coco import check_data_flags, split_paths
 
 log = logging.getLogger(__name__)
@@ -516,52 +517,17 @@ def temporary_json(coco, path, data_format, subsets=None):
     return json_path
 
 
-def _write_failed(out, exc):
-    return OteError(f"{out}: cannot be written ({getattr(exc, 'strerror', None) or exc}); nothing was written")
-
-
 def write_coco(coco, out_json):
     """Write ``coco`` (from ``datumaro_to_coco``) as a COCO json whose ``file_name`` is relative to the
-    json's folder (give that folder as --*-data-roots). A write that fails (read-only folder, full disk)
-    is one OteError line, and leaves nothing behind."""
+    json's folder (give that folder as --*-data-roots). Written atomically (``utils.fileio.atomic_path``):
+    a failed write (read-only folder, full disk) is one OteError line and leaves nothing behind."""
     folder = os.path.dirname(os.path.abspath(out_json))
     images = [dict(img, file_name=os.path.relpath(img["file_name"], folder).replace(os.sep, "/"))
               for img in coco["images"]]
-    tmp = out_json + ".tmp"
-    made = _missing_parents(folder)
-    try:
-        os.makedirs(folder, exist_ok=True)
+    with atomic_path(out_json) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(dict(coco, images=images), f)
-        os.replace(tmp, out_json)
-    except OSError as exc:
-        _remove_quietly(tmp, made)
-        raise _write_failed(out_json, exc) from exc
     return out_json
-
-
-def _missing_parents(folder):
-    """The folders that creating ``folder`` would make, outermost first (removed again after a failure)."""
-    made = []
-    folder = os.path.abspath(folder)
-    while not os.path.exists(folder):
-        made.insert(0, folder)
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            break
-        folder = parent
-    return made
-
-
-def _remove_quietly(path, made=()):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        with contextlib.suppress(OSError):
-            os.remove(path)
-    for folder in reversed(made):
-        with contextlib.suppress(OSError):
-            os.rmdir(folder)
 
 
 # how a format writes an ignored region (iscrowd 1): an attribute set true, or a label (KITTI); formats not
@@ -624,35 +590,26 @@ def coco_to_datumaro(coco, data_format=None):
 
 def export_with_datumaro(coco, out_dir, data_format, save_media=True):
     """Write ``coco`` (a COCO dict with absolute image paths) as a ``data_format`` dataset in ``out_dir``,
-    which must not exist or be empty: it is written into a temporary folder beside it and renamed when
-    complete, so a failed write (read-only folder, full disk) is one OteError line and leaves nothing."""
+    which must not exist or be empty. It is written into a temporary folder beside it that becomes
+    ``out_dir`` when complete (``utils.fileio.atomic_dir``): a failed write (read-only folder, full disk)
+    is one OteError line and leaves nothing behind."""
     dataset, left_out = coco_to_datumaro(coco, data_format)
     if left_out:
         log.warning("%d ignored region(s) (iscrowd) left out: %s has no flag for boxes not to be scored",
                     left_out, data_format)
-    out_dir = os.path.abspath(out_dir)
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         raise OteError(f"{out_dir}: exists and is not empty; give a new or empty folder")
-    made = _missing_parents(os.path.dirname(out_dir))
-    try:
-        os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=os.path.dirname(out_dir))
-    except OSError as exc:
-        _remove_quietly("", made)
-        raise _write_failed(out_dir, exc) from exc
     options = {"allow_undeclared_attrs": True} if data_format.startswith("cvat") else {}
-    try:
-        dataset.export(tmp, data_format, save_media=save_media, **options)
-        if os.path.isdir(out_dir):
-            os.rmdir(out_dir)
-        os.replace(tmp, out_dir)
-    except KeyError as exc:
-        _remove_quietly(tmp, made)
-        raise OteError(f"--to {data_format}: not a Datumaro export format") from exc
-    except Exception as exc:  # Datumaro wraps the OSError of a full disk or read-only folder
-        _remove_quietly(tmp, made)
-        cause = exc
-        while cause is not None and not isinstance(cause, OSError):
-            cause = cause.__cause__ or cause.__context__
-        raise _write_failed(out_dir, cause or exc) from exc
+    with atomic_dir(out_dir) as tmp:
+        try:
+            dataset.export(tmp, data_format, save_media=save_media, **options)
+        except KeyError as exc:
+            raise OteError(f"--to {data_format}: not a Datumaro export format") from exc
+        except Exception as exc:  # Datumaro wraps the OSError of a full disk or read-only folder: raise that
+            cause = exc
+            while cause is not None and not isinstance(cause, OSError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                raise
+            raise write_error(out_dir, cause) from exc
     return out_dir

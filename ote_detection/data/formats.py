@@ -228,7 +228,7 @@ def _read_error(exc, path, data_format):
     return OteError(f"{where}: {problem}")
 
 
-def _cvat_ellipses(path, dm, skipped):
+def _cvat_ellipses(path, skipped):
     """CVAT's <ellipse> shapes, which Datumaro 1.13's CVAT reader skips without a word:
     {(item id, frame): [(label name, x, y, w, h, attributes)]}, (x, y, w, h) the bounding rectangle
     (rotation in degrees about the centre, as CVAT writes it); an ellipse of a track frame whose
@@ -276,7 +276,7 @@ def _cvat_ellipses(path, dm, skipped):
     return found
 
 
-def _objects(item, extra, dm, names):
+def _objects(item, extra, names):
     """The objects of a Datumaro item as (kind, label index, [x, y, w, h], attributes): one per annotation,
     except that annotations of one ``group`` and label are one object (COCO: an instance's polygons,
     mask and box), read as its box if it has one, else as the rectangle around all of its shapes."""
@@ -361,14 +361,14 @@ def datumaro_to_coco(path, data_format, classes=("face",), subset=None, role=Non
                            + (f"); {note}" if note else f"; categories: {sorted(names)})"))
         chosen, why = pick_subsets(counts, role, subset, where, flag)
         stats = {"ignored": {}, "left out": {}, "kept": {}, "shapes": {}, "other shapes": {}}
-        ellipses = _cvat_ellipses(path, dm, stats["other shapes"]) if data_format.startswith("cvat") else {}
+        ellipses = _cvat_ellipses(path, stats["other shapes"]) if data_format.startswith("cvat") else {}
         coco = {"images": [], "annotations": [],
                 "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
                 "info": {"description": f"{path} read as {data_format}", "subsets": chosen}}
         try:
             items = [item for name in chosen for item in dataset.get_subset(name)] if len(counts) > 1 else dataset
             for item in items:
-                _add_item(coco, item, ellipses, dm, names, classes, data_format, path, stats)
+                _add_item(coco, item, ellipses, names, classes, data_format, path, stats)
         except OteError:
             raise
         except Exception as exc:  # noqa: BLE001 - Datumaro reads lazily: its errors come while iterating
@@ -383,7 +383,7 @@ def _count(table, key, n=1):
     table[key] = table.get(key, 0) + n
 
 
-def _add_item(coco, item, ellipses, dm, names, classes, data_format, path, stats):
+def _add_item(coco, item, ellipses, names, classes, data_format, path, stats):
     image_path = getattr(item.media, "path", None)
     if not image_path:
         raise OteError(f"{path}: item {item.id} has no image ({data_format} dataset)")
@@ -398,7 +398,7 @@ def _add_item(coco, item, ellipses, dm, names, classes, data_format, path, stats
     coco["images"].append(image)
     wider = data_format == "wider_face"
     extra = ellipses.get((str(item.id), item.attributes.get("frame")), [])
-    for kind, label, box, attrs in _objects(item, extra, dm, names):
+    for kind, label, box, attrs in _objects(item, extra, names):
         name = names[label] if 0 <= label < len(names) else None
         if box is None:
             if name in classes:

@@ -458,6 +458,18 @@ def test_voc_bad_number_and_missing_labelmap_are_one_line(voc_cases, tmp_path):
     assert "no labelmap.txt" in line and "20 Pascal VOC classes" in line and not os.path.exists(tmp_path / "d.json")
 
 
+def test_yolo_bad_number_is_one_line_naming_the_label_file(airport_formats, tmp_path):
+    import shutil
+    dst = str(tmp_path / "yolo")
+    shutil.copytree(airport_formats["yolo"], dst)
+    label = os.path.join(dst, "obj_train_data", "image_000003.txt")
+    lines = open(label).read().splitlines()
+    open(label, "w").write("\n".join(["0 abc 0.5 0.1 0.1"] + lines[1:]) + "\n")
+    with pytest.raises(OteError, match=re.escape(f"{label} (yolo dataset {dst}): Can't parse bbox center x from "
+                                                 "'abc'")):
+        datumaro_to_coco(dst, "yolo")
+
+
 def test_coco_xyxy_boxes_said_to_look_like_corners(tmp_path, caplog):
     import logging
     out = _build("15", tmp_path)

@@ -23,6 +23,7 @@ It also accepts a file cut short without a word (a count of 2 boxes followed by 
 
 import atexit
 import contextlib
+import glob
 import json
 import logging
 import math
@@ -211,6 +212,12 @@ def _read_error(exc, path, data_format):
             xml = os.path.join(_voc_root(path), "Annotations", f"{item_id[0]}.xml")
             if os.path.isfile(xml):
                 where = xml
+        elif os.path.isdir(path):  # a format of one annotation file per image (YOLO, KITTI...): name it if found
+            found = [f for ext in (".txt", ".xml", ".json")
+                     for f in glob.glob(os.path.join(glob.escape(path), "**", glob.escape(item_id[0]) + ext),
+                                        recursive=True)]
+            if len(found) == 1:
+                where = f"{found[0]} ({data_format} dataset {path})"
     texts, seen = [], set()
     link = exc
     while link is not None and id(link) not in seen:

@@ -548,7 +548,7 @@ def test_formats_evaluate_to_the_right_ap(voc_cases, cvat_shapes, tmp_path):
 
 @pytest.mark.slow
 def test_convert_keeps_ignored_regions_in_every_format(voc_cases, tmp_path):
-    """VOC difficult -> our COCO json (iscrowd) -> VOC / KITTI / CVAT / WIDER / Datumaro, each read back: 14
+    """VOC difficult -> our COCO json (iscrowd) -> VOC / KITTI / CVAT / WIDER / Datumaro / MOT, each read back: 14
     ignored regions and AP 10.596 everywhere; YOLO has no such flag: they are left out, said in one line."""
     conv = os.path.join(REPO, "tools", "convert_dataset.py")
     out = tmp_path / "coco" / "annotations.json"
@@ -560,7 +560,7 @@ def test_convert_keeps_ignored_regions_in_every_format(voc_cases, tmp_path):
     assert evaluate(template_path(), omz_ir(), str(out), str(out.parent), cache_dir=None)["ap"] == \
         pytest.approx(AP_THIRD_IGNORED, abs=5e-4)
     for to, fmt in (("voc_detection", "voc"), ("kitti_detection", "kitti"), ("cvat", "cvat"),
-                    ("wider_face", "wider_face"), ("datumaro", "datumaro")):
+                    ("wider_face", "wider_face"), ("datumaro", "datumaro"), ("mot_seq_gt", "mot_seq")):
         dst = tmp_path / to
         r = run_here([conv, str(out), "--from", "coco", "--to", to, "--save-media", str(dst)])
         assert r.returncode == 0, r.stderr

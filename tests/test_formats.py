@@ -365,7 +365,8 @@ def test_overlapping_subsets_named_by_the_users_folder_not_a_temporary_json(voc_
     shutil.copytree(os.path.join(voc_cases, "symlinked"), missing, symlinks=True)
     os.remove(os.path.join(missing, "JPEGImages", "image_000004.jpg"))
     files, roots = prepare_datasets(missing, None, "voc", prefix="--test")
-    with pytest.raises(OteError, match=re.escape(f"image_000004.jpg: image file not found (listed in {missing} (voc))")):
+    said = f"image_000004.jpg: image file not found (listed in {missing} (voc))"
+    with pytest.raises(OteError, match=re.escape(said)):
         load_coco_files(files, roots)
 
 
@@ -503,7 +504,8 @@ def test_convert_into_read_only_folder_and_onto_full_disk_one_line_nothing_left(
     ro, full = tmp_path / "ro", tmp_path / "full"
     ro.mkdir()
     full.mkdir()
-    tool = f"{sys.executable} {os.path.join(REPO, 'tools', 'convert_dataset.py')} {os.path.join(voc_cases, 'difficult')}"
+    convert = os.path.join(REPO, "tools", "convert_dataset.py")
+    tool = f"{sys.executable} {convert} {os.path.join(voc_cases, 'difficult')}"
     script = (f"mount --bind -o ro {ro} {ro} && mount -t tmpfs -o size=2m none {full} && "
               f"{tool} --from voc --to voc_detection --save-media {ro}/out; echo rc=$? >&2; "
               f"{tool} --from voc {ro}/sub/a.json; echo rc=$? >&2; "

@@ -56,8 +56,9 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
         check_writable_file(save_metrics_to, "--save-metrics-to file")
     if save_pr_curves:
         check_writable_dir(save_pr_curves, "--save-pr-curves folder")
+    # (also checks a half-given COCO pair)
     test_ann_files, test_data_roots = prepare_datasets(test_ann_files, test_data_roots, data_format, task.classes,
-                                                       prefix="--test", subset=test_subset)  # checks a half-given COCO pair
+                                                       prefix="--test", subset=test_subset)
     coco = load_coco_files(test_ann_files, test_data_roots, task.classes, flags="--test") if test_ann_files else None
     wider_gt = wider_images = None
     if wider_dir:

@@ -248,18 +248,14 @@ def add_data_format_arg(parser):
     parser.add_argument("--data-format", default="coco", metavar="NAME", help=DATA_FORMAT_HELP)
 
 
-_ROLE_SUBSETS_HELP = {"--train": "train (else training, trainval)", "--val": "val (else valid, validation, test)",
-                      "--test": "test (else testing, val, valid, validation)"}
-
-
 def add_subset_arg(parser, prefix):
     """``{prefix}-subset NAME[,NAME...]``: the subset(s) read of the ``{prefix}-ann-files`` datasets of a
     Datumaro format (``data.formats.pick_subsets``); ``prefix`` is '--train', '--val' or '--test'."""
     parser.add_argument(f"{prefix}-subset", metavar="NAME", help=(
         f"with a Datumaro --data-format: the subset(s) of the {prefix}-ann-files dataset(s) to read, e.g. val "
-        f"(several, comma-separated, are merged). Default: a dataset's only subset, else its "
-        f"{_ROLE_SUBSETS_HELP[prefix]} subset; subsets are never merged unasked, and the data line names the "
-        f"subsets read with their image counts"))
+        f"(several, comma-separated, are merged). Default: a dataset's only subset, else the one named for "
+        f"{prefix}-ann-files' role (e.g. {prefix[2:]}; the names tried are in docs/data_formats.md); subsets are "
+        f"never merged unasked, and the data line names the subsets read with their image counts"))
 
 
 def add_training_args(parser, defaults="the template's", load_weights_help=None, resume_help=None):

@@ -594,3 +594,20 @@ def test_same_folder_as_train_and_val_trains_on_train_only(voc_cases, tmp_path, 
     summary = next(m for m in said if m.startswith("training data ("))
     assert summary.startswith(f"training data ({splits} (voc, subset train)): 5 of 5 image(s)"), summary
     assert len(history) == 1 and "ap" in history[0]  # validated on the val subset
+
+
+@pytest.mark.slow
+def test_eval_cli_test_subset(work_dir_0200, voc_cases):
+    """eval.py's --test-subset: the subset read is said with its image count; an unknown one is one line."""
+    from test_omz_import import omz_ir
+    splits = os.path.join(voc_cases, "splits")
+    common = [str(work_dir_0200 / "eval.py"), "--load-weights", omz_ir(), "--data-format", "voc", "--test-ann-files",
+              splits, "--cache-dir", ""]
+    r = run_here(common + ["--test-subset", "val"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (f"{splits} (voc): 5 image(s), 25 box(es) read; subset val (chosen with --test-subset; the dataset's "
+            "subsets, images: train 5, val 5)") in r.stderr
+    assert f"{AP_VAL:.3f}" in r.stdout
+    line = _one_line_error(run_here(common + ["--test-subset", "testing"]))
+    assert line == (f"error: {splits} (voc): no subset named 'testing' (--test-subset); its subsets (images): "
+                    "train 5, val 5")

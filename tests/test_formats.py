@@ -370,6 +370,23 @@ def test_overlapping_subsets_named_by_the_users_folder_not_a_temporary_json(voc_
         load_coco_files(files, roots)
 
 
+def test_one_subset_given_as_train_and_val_is_said(voc_cases, caplog):
+    """A dataset of one subset given as --train-ann-files and --val-ann-files: the validation reads the training
+    images, and a warning says so."""
+    import logging
+
+    from ote_detection.data import formats
+    formats._READ_AS.clear()  # what this process read before
+    path = os.path.join(voc_cases, "symlinked")
+    with caplog.at_level(logging.WARNING, logger="ote_detection.data.formats"):
+        prepare_datasets(path, None, "voc", prefix="--train")
+        prepare_datasets(path, None, "voc", prefix="--val")
+    said = [r.getMessage() for r in caplog.records if "reads the images" in r.getMessage()]
+    assert said == [f"{path} (voc): --val-ann-files reads the images --train-ann-files reads (subset default): its AP "
+                    "is measured on the same images; give a dataset with train and val subsets, or choose them with "
+                    "--val-subset"], said
+
+
 def test_voc_symlinked_images_are_read(voc_cases, caplog):
     coco, line = _read(os.path.join(voc_cases, "symlinked"), "voc", caplog)
     assert len(coco["images"]) == 10 and len(coco["annotations"]) == 41 and _crowd(coco) == 0, line
@@ -591,6 +608,7 @@ def test_same_folder_as_train_and_val_trains_on_train_only(voc_cases, tmp_path, 
                             "--train-ann-files") for m in said), said
     assert any(m.startswith(f"{splits} (voc): 5 image(s), 25 box(es) read; subset val (picked for --val-ann-files")
                for m in said), said
+    assert not any("reads the images" in m for m in said), said
     summary = next(m for m in said if m.startswith("training data ("))
     assert summary.startswith(f"training data ({splits} (voc, subset train)): 5 of 5 image(s)"), summary
     assert len(history) == 1 and "ap" in history[0]  # validated on the val subset

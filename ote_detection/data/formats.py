@@ -479,6 +479,7 @@ def _data_line(where, coco, counts, chosen, why, stats, labelmap_note):
 
 
 _TMP = []
+_READ_AS = {}  # (dataset's real path, subsets read) -> the flag prefix that read it first in this process
 
 
 def _tmp_dir():
@@ -511,6 +512,12 @@ def prepare_datasets(ann_files, data_roots, data_format=COCO, classes=("face",),
     for path in split_paths(ann_files):
         coco = datumaro_to_coco(path, data_format, classes, subset=subset, role=_ROLES.get(prefix),
                                 flag=f"{prefix}-subset")
+        key = (os.path.realpath(path), tuple(coco["info"]["subsets"]))
+        other = _READ_AS.setdefault(key, prefix)
+        if other != prefix:
+            log.warning("%s (%s): %s-ann-files reads the images %s-ann-files reads (subset %s): its AP is measured "
+                        "on the same images; give a dataset with train and val subsets, or choose them with "
+                        "%s-subset", path, data_format, prefix, other, "+".join(key[1]), prefix)
         out_files.append(temporary_json(coco, path, data_format))
     return out_files, [os.path.abspath(os.sep)] * len(out_files)
 

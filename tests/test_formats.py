@@ -596,9 +596,11 @@ def test_same_folder_as_train_and_val_trains_on_train_only(voc_cases, tmp_path, 
     import logging
 
     from ote_detection.apis.train import train
+    from ote_detection.data import formats
     from test_omz_import import imported_snapshot
     snap, _ = imported_snapshot("face-detection-0200")
     splits = os.path.join(voc_cases, "splits")
+    formats._READ_AS.clear()  # what this process read before
     with caplog.at_level(logging.INFO):
         history = train(template_path(), splits, None, str(tmp_path / "out"), data_format="voc", val_ann_files=splits,
                         load_weights=snap, epochs=1, batch_size=5, gpu_num=0, workers=0, input_size=(64, 64),

@@ -480,6 +480,7 @@ def _data_line(where, coco, counts, chosen, why, stats, labelmap_note):
 
 _TMP = []
 _READ_AS = {}  # (dataset's real path, subsets read) -> the flag prefix that read it first in this process
+#               (a dataset read for training and for validation: said)
 
 
 def _tmp_dir():
@@ -514,7 +515,7 @@ def prepare_datasets(ann_files, data_roots, data_format=COCO, classes=("face",),
                                 flag=f"{prefix}-subset")
         key = (os.path.realpath(path), tuple(coco["info"]["subsets"]))
         other = _READ_AS.setdefault(key, prefix)
-        if other != prefix:
+        if other != prefix and "--train" in (other, prefix):
             log.warning("%s (%s): %s-ann-files reads the images %s-ann-files reads (subset %s): its AP is measured "
                         "on the same images; give a dataset with train and val subsets, or choose them with "
                         "%s-subset", path, data_format, prefix, other, "+".join(key[1]), prefix)

@@ -58,6 +58,8 @@ class TrainOptions:
     overwrite: bool = False
     progress: bool = True
     data_format: Optional[str] = "coco"  # or a Datumaro format name: converted first (data/formats.py)
+    train_subset: Optional[str] = None  # of a Datumaro dataset: the subset(s) read (default: by role, pick_subsets)
+    val_subset: Optional[str] = None
     # filled in by ``train`` before the processes start
     val_coco: Optional[dict] = None
     use_cuda: bool = False
@@ -179,9 +181,11 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     task = Task(options.template)
     if options.data_format is not None:  # coco: only checks that each file has its image folder
         options.train_ann_files, options.train_data_roots = prepare_datasets(
-            options.train_ann_files, options.train_data_roots, options.data_format, task.classes, "--train")
+            options.train_ann_files, options.train_data_roots, options.data_format, task.classes, "--train",
+            options.train_subset)
         options.val_ann_files, options.val_data_roots = prepare_datasets(
-            options.val_ann_files, options.val_data_roots, options.data_format, task.classes, "--val")
+            options.val_ann_files, options.val_data_roots, options.data_format, task.classes, "--val",
+            options.val_subset)
         options.data_format = None  # done: DDP processes and compress get COCO json
     if options.resume_from and options.load_weights:
         raise OteError("give either --resume-from or --load-weights, not both")

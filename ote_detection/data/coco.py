@@ -130,6 +130,7 @@ def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True,
         raise OteError(f"{len(ann_files)} annotation file(s) but {len(img_roots)} data root(s): give one root per file")
     merged = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)]}
     clipped, zero_size, other_category, duplicates, unconfirmed = 0, [], 0, [], []
+    boxes_read, corner_like = 0, 0  # boxes whose [x, y, w, h] reads as well as corners [x1, y1, x2, y2]
     seen_paths = {}
     for ann_file, root in zip(ann_files, img_roots):
         data = _load_json(ann_file)
@@ -254,6 +255,8 @@ def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True,
                 negative.append(ann)
                 continue
             W, H = img["width"], img["height"]
+            boxes_read += 1
+            corner_like += x < w <= W and y < h <= H
             if x > W or y > H or x + w < 0 or y + h < 0 or (w > 0 and (x >= W or x + w <= 0)) or (
                     h > 0 and (y >= H or y + h <= 0)):
                 outside.append(ann)
@@ -294,8 +297,10 @@ def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True,
             raise OteError(f"{ann_file}: {len(outside)} annotation(s) lie outside their image, e.g. annotation "
                            f"{a.get('id')} of {img['file_name']} ({img['width']}x{img['height']}): {a['bbox']}")
     if clipped:
-        say(logging.WARNING, "%d box(es) reached past the image border and were clipped (%s)", clipped,
-                  ", ".join(ann_files))
+        corners = ("; every box looks like corner coordinates [x1, y1, x2, y2] (w > x and h > y): COCO's bbox is "
+                   "[x, y, width, height]" if corner_like == boxes_read else "")
+        say(logging.WARNING, "%d box(es) reached past the image border and were clipped (%s)%s", clipped,
+                  ", ".join(ann_files), corners)
     if zero_size:
         say(logging.WARNING, "%d box(es) of zero width or height, e.g. %s: not used for training; COCO AP "
                   "counts them as faces no detection can match, as OTE's evaluation did (%s)", len(zero_size),

@@ -11,7 +11,8 @@ from torch.utils.data import Dataset
 
 from ..utils.errors import OteError
 from .checks import check_images as _check_images
-from .transforms import Compose, read_image
+from .images import probe_image, read_image
+from .transforms import Compose
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,11 @@ def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True,
     iscrowd 0 is a ground-truth face no detection can match (IoU 0), i.e. a missed face.
     Exact duplicate boxes are counted and said once (they are in WIDER FACE's val set too).
     ``require_boxes``: no box of ``classes`` at all is an error (AP would be undefined: nan).
+    ``check_images``: False reads no image file where the JSON gives width/height (they are taken as
+    they are: e.g. a DDP process whose parent checked the same files), and only the header elsewhere.
+    No image is decoded here either way: start-up costs a header read per image (~0.1 ms), and damage
+    inside the pixel data is found when the image is first decoded (``data.images.read_image``, one
+    line naming the file).
     ``quiet``: say nothing (the data was loaded and reported before, e.g. by the parent process of DDP
     training processes).
     ``flags``: the command-line prefix of the pair (e.g. '--test'), named when one of them is missing.
@@ -177,6 +183,8 @@ def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True,
         for img, path in zip(data["images"], paths):
             new = dict(img, id=len(merged["images"]) + 1, path=path, source_id=img["id"], source=ann_file)
             info = infos.get(path)
+            if info is None and ("width" not in img or "height" not in img):
+                info = probe_image(path)  # check_images=False: the size from the header all the same
             real = info.size if info is not None else None
             confirmed = False
             if "width" in img or "height" in img:
@@ -196,13 +204,10 @@ def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True,
                         wrong_size.append(f"{img['file_name']} ({int(w)}x{int(h)} in the file, {real[0]}x{real[1]} "
                                           "real)")
                 confirmed = real is not None and real[0] != real[1] and info.orientation in (5, 6, 7, 8)
-            elif real is not None:
+            if real is not None:
                 new.update(width=real[0], height=real[1])
             if info is not None and info.orientation != 1 and not confirmed:
                 unconfirmed.append(f"{img['file_name']} ({info.describe_orientation()})")
-            else:
-                h_, w_ = read_image(path).shape[:2]
-                new.update(width=w_, height=h_)
             id_map[img["id"]] = new
             merged["images"].append(new)
         if wrong_size:
@@ -319,12 +324,12 @@ class CocoDataset(Dataset):
     ``filter_empty_gt``: images without usable boxes are dropped (mmdetection's default); set False
     (``data.train.filter_empty_gt`` in model.py) to keep them as negatives (every anchor a background
     target). What is left out, and why, is said in one line (``summary``); ``quiet``: not said (a DDP
-    process whose parent said it).
+    process whose parent said it). ``check_images``: as ``load_coco_files``.
     """
 
     def __init__(self, ann_files, img_roots, pipeline, classes=("face",), min_size=None, filter_empty_gt=True,
-                 quiet=False):
-        self.coco = load_coco_files(ann_files, img_roots, tuple(classes), quiet=quiet)
+                 quiet=False, check_images=True):
+        self.coco = load_coco_files(ann_files, img_roots, tuple(classes), check_images=check_images, quiet=quiet)
         self.pipeline = Compose(pipeline)
         by_image = {img["id"]: [] for img in self.coco["images"]}
         for ann in self.coco["annotations"]:

@@ -360,7 +360,8 @@ class CocoDataset(Dataset):
                     no_face += 1
                 if filter_empty_gt:
                     continue
-            self.items.append((img["path"], np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64)))
+            self.items.append((img["path"], np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64),
+                               (img["width"], img["height"])))
         used = sum(len(item[1]) for item in self.items)
         files = ", ".join(split_paths(ann_files))
         left = []
@@ -391,8 +392,9 @@ class CocoDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, index):
-        path, boxes, labels = self.items[index]
-        return self.pipeline({"filename": path, "gt_bboxes": boxes.copy(), "gt_labels": labels.copy()})
+        path, boxes, labels, (width, height) = self.items[index]
+        return self.pipeline({"filename": path, "img_info": {"width": width, "height": height},
+                              "gt_bboxes": boxes.copy(), "gt_labels": labels.copy()})
 
 
 class RepeatDataset(Dataset):

@@ -82,6 +82,11 @@ def _load_json(path):
 
 def _finite_number(value):
     """float(value) for a finite JSON number; None for NaN, infinity, strings, booleans, null."""
+    kind = type(value)  # the two kinds JSON numbers are, first (called for every box value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is int:
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     v = float(value)
@@ -263,7 +268,7 @@ def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True,
                 continue
             box = ann.get("bbox")
             values = [_finite_number(v) for v in box] if isinstance(box, (list, tuple)) and len(box) == 4 else None
-            if values is None or any(v is None for v in values):
+            if values is None or None in values:
                 bad_box.append(ann)
                 continue
             x, y, w, h = values

@@ -341,7 +341,8 @@ class CocoDataset(Dataset):
     ``filter_empty_gt``: images without usable boxes are dropped (mmdetection's default); set False
     (``data.train.filter_empty_gt`` in model.py) to keep them as negatives (every anchor a background
     target). What is left out, and why, is said in one line (``summary``); ``quiet``: not said (a DDP
-    process whose parent said it). ``check_images``: as ``load_coco_files``.
+    process whose parent said it). ``check_images``: as ``load_coco_files``. ``items``: (path, boxes
+    [N, 4] float32, labels [N] int64, (width, height)) per image; ``coco``: the merged COCO dict.
     """
 
     def __init__(self, ann_files, img_roots, pipeline, classes=("face",), min_size=None, filter_empty_gt=True,
@@ -404,6 +405,11 @@ class CocoDataset(Dataset):
                       else logging.INFO, "%s", self.summary)
         if not used:
             raise OteError(f"{files}: no image with usable face boxes (min_size={min_size})")
+
+    def __getstate__(self):
+        """A pickled copy (a spawned DDP process, a spawned data-loader worker) leaves out ``coco``, the merged
+        COCO dict: training reads ``items`` (5,000 WIDER-size images: 1.5 MB instead of 8.5 MB)."""
+        return dict(self.__dict__, coco=None)
 
     def __len__(self):
         return len(self.items)

@@ -126,6 +126,36 @@ def test_augmentation_is_the_reference_pipelines_on_the_same_seeds(one_torch_thr
         assert outside(old) > 0.001 and abs(outside(new) / outside(old) - 1) <= 0.1
 
 
+def test_min_iou_crop_draws_what_trying_one_at_a_time_draws():
+    """MinIoURandomCrop (tries tested together, bounds that skip hopeless patches and modes) against the
+    reference (one IoU test per try) on 200 seeds of random box sets: none, one, several, many small faces
+    with one large, boxes of zero width (as CocoDataset never passes them): the same patches, boxes and
+    labels, and the same random stream after."""
+    import random
+    import sys
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from reference_pipeline import MinIoURandomCrop as Reference
+
+    from ote_detection.data.transforms import MinIoURandomCrop
+    rng = np.random.default_rng(0)
+    new, old = MinIoURandomCrop(min_crop_size=0.1), Reference(min_crop_size=0.1)
+    for seed in range(200):
+        n = [0, 1, 3, 40][seed % 4]
+        xy = rng.uniform(0, 900, (n, 2))
+        wh = rng.uniform(1, 60, (n, 2)) * (rng.uniform(0, 1, (n, 1)) < 0.9) + rng.uniform(0, 300, (n, 2)) * (
+            rng.uniform(0, 1, (n, 1)) >= 0.9)
+        if seed % 50 == 7 and n:
+            wh[0, 0] = 0.0
+        boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32).reshape(-1, 4)
+        labels = np.arange(n, dtype=np.int64)
+        out = []
+        for crop in (old, new):
+            random.seed(seed)
+            r = crop({"img": np.zeros((768, 1024, 3), np.uint8), "gt_bboxes": boxes.copy(), "gt_labels": labels})
+            out.append((r["img"].shape, r["gt_bboxes"].tolist(), r["gt_labels"].tolist(), random.random()))
+        assert out[0] == out[1], seed
+
+
 def test_deferred_decoding_gives_other_transforms_pixels_and_names_a_damaged_file(tmp_path):
     """A transform the deferral does not know (not marked ``defers_decoding``) gets the decoded array; a
     JPEG cut short and closed with an end marker passes the start-up header check and is named, in one

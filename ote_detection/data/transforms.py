@@ -222,13 +222,19 @@ class MinIoURandomCrop:
         self.min_crop_size = min_crop_size
 
     def _patch(self, w, h, boxes, mode):
-        """The first of the tries whose patch passes (random stream left after it), or None (all drawn)."""
-        if len(boxes) and mode > 0:
-            # IoU <= smaller area / larger area, so min over boxes of IoU <= sqrt(smallest / largest box area)
-            # for any patch: beyond that, no try can pass (their numbers are drawn all the same)
+        """The first of the tries whose patch passes (random stream left after it), or None (all drawn).
+
+        IoU(patch, box) <= box area / patch area and <= patch area / box area, so the least IoU of a patch
+        with the boxes is at most min(smallest / patch area, patch / largest box area), and at most
+        sqrt(smallest / largest box area) for any patch: patches (or modes) beyond these bounds fail
+        without their IoU (margin 1e-4: the float32 IoU's rounding)."""
+        bounded = len(boxes) and mode > 0
+        if bounded:
             areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            if np.sqrt(areas.min() / areas.max()) < mode * (1 - 1e-4):
-                self._draw_tries(w, h)
+            smallest, largest = float(areas.min()), float(areas.max())
+            bounded = smallest > 0
+            if bounded and np.sqrt(smallest / largest) < mode * (1 - 1e-4):
+                self._draw_tries(w, h)  # no try can pass; their numbers are drawn all the same
                 return None
         state = random.getstate()
         patches, drawn = self._draw_tries(w, h)
@@ -238,14 +244,11 @@ class MinIoURandomCrop:
         if len(boxes):
             p = np.array(patches, np.float32)
             keep = np.arange(len(p))
-            if mode > 0:  # (with mode 0 every patch passes: IoU >= 0)
-                # IoU <= smaller area / larger area: a patch whose bound with the smallest or the largest box
-                # is under `mode` fails without computing its IoU (margin: the float32 IoU's rounding)
+            if bounded:
                 area = (p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])
-                areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-                keep = keep[np.minimum(areas.min() / area, area / areas.max()) >= mode * (1 - 1e-4)]
-                if len(keep):
-                    keep = keep[~(box_iou(p[keep], boxes).min(axis=1) < mode)]
+                keep = keep[np.minimum(smallest / area, area / largest) >= mode * (1 - 1e-4)]
+            if mode > 0 and len(keep):  # (with mode 0 every patch passes: IoU >= 0)
+                keep = keep[~(box_iou(p[keep], boxes).min(axis=1) < mode)]  # as `iou < mode: next try`
             centers = (boxes[:, :2] + boxes[:, 2:]) / 2
             q = p[keep]
             inside = ((centers[None, :, 0] > q[:, None, 0]) & (centers[None, :, 1] > q[:, None, 1])
@@ -335,7 +338,7 @@ class Normalize:
         self.to_rgb = to_rgb
 
     def __call__(self, results):
-        img = np.asarray(results["img"], np.float32)  # (not changed in place below)
+        img = np.ascontiguousarray(results["img"], np.float32)  # (not changed in place below)
         if img.ndim == 3 and img.shape[2] == 3:
             # one pass of OpenCV over the pixels: x * (1 / std) - mean / std, channels swapped by the matrix
             # ((x - mean) / std to 1-2 float32 ulps; 6x faster than numpy broadcasting over the last axis)
@@ -360,7 +363,7 @@ class RandomFlip:
     def __call__(self, results):
         if random.random() < self.flip_ratio:
             img = results["img"]
-            img = cv2.flip(img, 1) if img.ndim == 3 and img.shape[2] <= 4 else img[:, ::-1]
+            img = cv2.flip(np.ascontiguousarray(img), 1) if img.ndim == 3 and img.shape[2] <= 4 else img[:, ::-1]
             w = img.shape[1]
             boxes = results["gt_bboxes"].copy()
             if len(boxes):

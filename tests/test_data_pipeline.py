@@ -189,3 +189,30 @@ def test_deferred_decoding_gives_other_transforms_pixels_and_names_a_damaged_fil
     assert str(exc.value).startswith(f"{victim}: damaged image data") and "\n" not in str(exc.value)
     with pytest.raises(OteError, match=r"decodes to 1920x1080, but its annotation file gives 1920x1000"):
         DeferredImage(dataset.items[0][0], 1920, 1000).decode()
+
+
+@pytest.mark.slow
+def test_train_builds_its_dataset_once_and_decodes_each_sample_once(synthetic_data, tmp_path, monkeypatch,
+                                                                    one_torch_thread):
+    """train(): one CocoDataset per run (before: one to check, one more in the training process), no image
+    decoded at start-up, and each training sample decoded once (the 10 synthetic images with faces x
+    RepeatDataset's 2 = 20 decodes in one epoch)."""
+    from ote_detection.apis.train import train
+    from ote_detection.data import coco, images
+    ann, root = synthetic_data
+    built, decoded = [], []
+    original_init, original_decode = coco.CocoDataset.__init__, images.decode_image
+
+    def init(self, *args, **kwargs):
+        built.append(1)
+        original_init(self, *args, **kwargs)
+
+    def decode(*args, **kwargs):
+        decoded.append(args[0])
+        return original_decode(*args, **kwargs)
+    monkeypatch.setattr(coco.CocoDataset, "__init__", init)
+    monkeypatch.setattr(images, "decode_image", decode)
+    train(template_path(), ann, root, str(tmp_path / "out"), epochs=1, batch_size=4, workers=0, input_size=(64, 64),
+          gpu_num=0, progress=False)
+    assert len(built) == 1
+    assert len(decoded) == 20 and len(set(decoded)) == 10

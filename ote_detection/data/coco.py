@@ -57,8 +57,7 @@ def _id_type_mismatch(ann_ids, image_ids):
 
 def real_path(path, real_dirs):
     """``os.path.realpath(path)``, with the real paths of folders kept in ``real_dirs`` ({folder: real
-    path}): a file in a folder seen before costs one lstat, not one per path component (5,000 images in
-    one folder: 0.16 ms -> 0.02 ms each)."""
+    path}): a file in a folder seen before costs one lstat, not one per path component."""
     folder, name = os.path.split(path)
     real_folder = real_dirs.get(folder)
     if real_folder is None:

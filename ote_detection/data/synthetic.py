@@ -1,7 +1,8 @@
-"""A small synthetic face dataset (drawn cartoon faces on cluttered backgrounds), generated locally.
+"""A small synthetic face dataset (drawn cartoon faces on cluttered backgrounds), generated locally; and
+``replicate_dataset``, a large set of distinct files made from a small real one (for measurements at scale).
 
-It is NOT real data: it lets the end-to-end job and the tests run on a fresh machine with no dataset.
-Faces are skin-toned ellipses with eyes and a mouth, of random size, position and tone, on a
+The synthetic set is NOT real data: it lets the end-to-end job and the tests run on a fresh machine with no
+dataset. Faces are skin-toned ellipses with eyes and a mouth, of random size, position and tone, on a
 background of noise and random rectangles; images without faces are included as negatives.
 """
 

@@ -22,27 +22,17 @@ that training used and evaluation uses).
 import argparse
 import os
 import random
-import subprocess
-import sys
 import time
 
 import cv2
 import numpy as np
 import torch
+from machine import cpu_model  # beside this file (its folder is first on sys.path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # reference_pipeline beside this file
 TEMPLATES = os.path.join(ROOT, "model_templates", "face-detection")
 WIDER10 = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "wider_train10"))
 WIDER_TRAIN_IMAGES = 12880
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return "unknown CPU"
-    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "unknown CPU")
 
 
 def main():

@@ -27,22 +27,15 @@ import json
 import multiprocessing as mp
 import os
 import pickle
-import subprocess
 import sys
 import tempfile
 import time
 
+from machine import cpu_model  # beside this file (its folder is first on sys.path)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(ROOT, "model_templates", "face-detection", "face-detection-0200", "template.yaml")
 WIDER10 = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "wider_train10"))
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return "unknown CPU"
-    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "unknown CPU")
 
 
 def build(ann, root, check_images=True):

@@ -1,11 +1,10 @@
 """Datasets: merged files, clipping, and one clear line for each kind of bad input."""
 
-import json
 import os
 
 import pytest
 
-from conftest import REPO, copy_airport_subset, need_shared, run_here, run_tool, write_json
+from conftest import copy_airport_subset, need_shared, run_here, run_tool, write_json
 from ote_detection.data.coco import load_coco_files
 from ote_detection.utils.errors import OteError
 

@@ -17,6 +17,28 @@ from .transforms import Compose
 log = logging.getLogger(__name__)
 
 
+_TRUE = frozenset(("1", "true", "yes", "y", "t", "on"))
+_FALSE = frozenset(("0", "false", "no", "n", "f", "off", "none", ""))
+
+
+def flag_value(value):
+    """An attribute value read by its meaning: a bool as it is; a number: not 0; a string: '1', 'true', 'yes',
+    'y', 't', 'on' are true and '0', 'false', 'no', 'n', 'f', 'off', 'none', '' false (any case), another
+    number string: not 0. None for anything else (e.g. 'maybe'). Datumaro gives VOC's and CVAT's
+    <attribute> values as strings: a Datumaro-written VOC of a COCO set has is_crowd = "False"."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    if isinstance(value, (int, float)):
+        return None if isinstance(value, float) and math.isnan(value) else value != 0
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return None if math.isnan(number) else number != 0
+
 def split_paths(value):
     """The paths of a --*-ann-files / --*-data-roots value: 'a,b' -> ['a', 'b'] (the comma-separated form);
     a list (the flag repeated) -> each item's paths, in order. An item that exists as it is (a file or
@@ -292,9 +314,17 @@ def load_coco_files(ann_files, img_roots, classes=("face",), require_boxes=True,
             if key in boxes_seen:
                 duplicates.append(f"{img['file_name']} {[x, y, w, h]}")
             boxes_seen.add(key)
+            # pycocotools scores a box by its iscrowd alone (COCOeval._prepare overwrites 'ignore' with it):
+            # an 'ignore' flag is folded in, so evaluation and training leave out the same boxes
+            crowd = [flag_value(ann.get(key, 0)) for key in ("iscrowd", "ignore")]
+            if None in crowd:
+                key = ("iscrowd", "ignore")[crowd.index(None)]
+                raise OteError(f"{ann_file}: annotation id {ann.get('id')} has {key} = {ann.get(key)!r}, neither true "
+                               "nor false (0/1, true/false)")
+            crowd = any(crowd)
             merged["annotations"].append(dict(
                 ann, id=len(merged["annotations"]) + 1, image_id=img["id"], category_id=cat_map[ann["category_id"]],
-                bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1), iscrowd=int(bool(ann.get("iscrowd", 0)))))
+                bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1), iscrowd=int(crowd)))
         if unknown_img:
             a = unknown_img[0]
             mismatch = _id_type_mismatch([(x.get("id"), x.get("image_id")) for x in unknown_img], id_map)
@@ -368,7 +398,7 @@ class CocoDataset(Dataset):
                 faces += 1
                 if w < 1 or h < 1:
                     sub_pixel += 1
-                elif ann.get("ignore", False) or ann["iscrowd"]:
+                elif ann["iscrowd"]:  # iscrowd or ignore (folded in when read)
                     crowd += 1
                 elif min_size is not None and (w < min_size or h < min_size):
                     small += 1

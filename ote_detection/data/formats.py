@@ -37,7 +37,7 @@ import tempfile
 
 from ..utils.errors import OteError, show_as
 from ..utils.fileio import atomic_dir, atomic_path, write_error
-from .coco import check_data_flags, split_paths
+from .coco import check_data_flags, flag_value, split_paths
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,6 @@ _ROLES = {"--train": "train", "--val": "val", "--test": "test"}
 ALL_SUBSETS = "*"  # pick_subsets: every subset, each image keeping its subset (convert_dataset.py to a Datumaro format)
 # shapes read as their bounding rectangle; any other shape of a class read (points, polylines...) is counted
 _SHAPES = ("bbox", "rotated_bbox", "polygon", "mask", "ellipse")
-_TRUE = frozenset(("1", "true", "yes", "y", "t", "on"))
-_FALSE = frozenset(("0", "false", "no", "n", "f", "off", "none", ""))
 
 
 def is_coco(data_format):
@@ -96,25 +94,6 @@ def _number(value):
             return float(value)
         except (TypeError, ValueError):
             return value
-
-
-def flag_value(value):
-    """An attribute value read by its meaning: a bool as it is; a number: not 0; a string: '1', 'true', 'yes',
-    'y', 't', 'on' are true and '0', 'false', 'no', 'n', 'f', 'off', 'none', '' false (any case), another
-    number string: not 0. None for anything else (e.g. 'maybe'). Datumaro gives VOC's and CVAT's
-    <attribute> values as strings: a Datumaro-written VOC of a COCO set has is_crowd = "False"."""
-    if isinstance(value, bool) or value is None:
-        return bool(value)
-    if isinstance(value, (int, float)):
-        return None if isinstance(value, float) and math.isnan(value) else value != 0
-    text = str(value).strip().lower()
-    if text in _TRUE or text in _FALSE:
-        return text in _TRUE
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return None if math.isnan(number) else number != 0
 
 
 @contextlib.contextmanager

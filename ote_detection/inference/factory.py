@@ -7,17 +7,11 @@ from typing import Optional
 
 import torch.nn as nn
 
-from ..inference.predictor import TorchPredictor
-from ..utils.artefacts import check_ir_belongs
+from ..utils.artefacts import check_ir_belongs, is_ir
 from ..utils.complexity import model_complexity
+from .predictor import TorchPredictor
 
 log = logging.getLogger(__name__)
-
-IR_SUFFIXES = (".xml", ".bin")
-
-
-def is_ir(path):
-    return str(path).lower().endswith(IR_SUFFIXES)
 
 
 @dataclasses.dataclass
@@ -52,8 +46,8 @@ def ir_provenance(task, weights):
     info = check_ir_belongs(weights, task)
     if info is not None:
         return Provenance(weights, "IR", True, f"export_info.yaml names {info.template or 'no template'}", info)
-    from ..omz_import.ir_graph import ir_conv_shapes
-    from ..inference.openvino_predictor import read_ir
+    from .ir_model import ir_conv_shapes
+    from .openvino_predictor import read_ir
     model = read_ir(weights)
     _, _, h, w = (int(d) for d in model.inputs[0].get_partial_shape().to_shape())
     ir_shapes = ir_conv_shapes(model)
@@ -74,7 +68,7 @@ def artefact_complexity(provenance, predictor):
     """(GFLOPs, Mp, where they come from) of the evaluated artefact itself: a snapshot's model (a
     pruned one's own shapes) at the evaluated input size; an IR's export_info.yaml ``complexity`` (the
     exported model's, written by export.py / compress.py --ptq) when recorded for this input size, else
-    counted from the IR's own graph (``omz_import.ir_graph.ir_complexity``)."""
+    counted from the IR's own graph (``inference.ir_model.ir_complexity``)."""
     base = getattr(predictor, "inner", predictor)
     size = tuple(int(v) for v in predictor.input_size)
     if provenance.kind == "snapshot":
@@ -84,8 +78,8 @@ def artefact_complexity(provenance, predictor):
     record = info.complexity if info is not None else None
     if record and tuple(record.get("input_size") or ()) == size and "gflops" in record and "mparams" in record:
         return float(record["gflops"]), float(record["mparams"]), "export_info.yaml (the exported model, ptflops)"
-    from ..omz_import.ir_graph import ir_complexity
-    from ..inference.openvino_predictor import read_ir
+    from .ir_model import ir_complexity
+    from .openvino_predictor import read_ir
     gflops, mparams = ir_complexity(read_ir(provenance.path))
     return gflops, mparams, "the IR's graph (convolutions and activations; BatchNorm folded)"
 
@@ -103,7 +97,7 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
     (``overlap``, ``tile_scale``): a full-frame pass plus overlapping tiles at the network's input size.
     """
     if is_ir(weights):
-        from ..inference.openvino_predictor import OpenVINOPredictor
+        from .openvino_predictor import OpenVINOPredictor
         provenance = ir_provenance(task, weights)
         if not provenance.own:
             log.warning("%s: not shown to be %s's model (%s): reported as what it is, without the template's "
@@ -117,7 +111,7 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
         predictor = TorchPredictor(model, input_size or snapshot_size, keep_ratio=bool(keep_ratio),
                                    batch_size=batch_size)
     if tile is not None:
-        from ..inference.tiling import TiledPredictor
+        from .tiling import TiledPredictor
         test_cfg = task.cfg.model.get("test_cfg") or {}
         predictor = TiledPredictor(predictor, nms_iou=float((test_cfg.get("nms") or {}).get("iou_threshold", 0.45)),
                                    max_per_img=int(test_cfg.get("max_per_img", 200) or 200), **tile)

@@ -35,7 +35,7 @@ from ..inference.deploy import deployment_input_size, model_stride
 from ..inference.runners import (AsyncRunner, FrameReader, FrameRunner, SyncRunner, is_tiled, keep_frame,
                                  sequential_frames, supports_async)
 from ..utils.errors import OteError
-from .predictor import is_ir, make_predictor
+from .predictor import check_ir_input_size, is_ir, make_predictor
 from .task import Task
 
 __all__ = ["run_demo", "run_frames", "DemoStats", "gui_available", "display_available", "NO_GUI_HINT"]
@@ -264,11 +264,9 @@ def run_demo(template, load_weights, video, output=None, show=None, score_thr=0.
         raise OteError(f"--score-thr {score_thr}: must be between 0 and 1")
     if int(jobs) < 1:
         raise OteError(f"--jobs {jobs}: must be 1 or more")
-    if input_size is not None and is_ir(load_weights):
-        raise OteError(f"{load_weights}: --input-size is for snapshots; an IR has its own input size "
-                       "(export it at another size with export.py --input-size)")
     if not os.path.isfile(load_weights):
         raise OteError(f"{load_weights}: file not found")
+    check_ir_input_size(load_weights, input_size)  # only an IR with a dynamic input takes one
     show = resolve_show(show, output, log)
     task = Task(template)
     source = open_source(video)

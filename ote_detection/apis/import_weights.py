@@ -14,7 +14,7 @@ from ..engine.checkpoint import load_weights
 from ..omz_import.ir_graph import CONV_TYPES, ConstEvaluator, IRConv, node_name
 from ..omz_import.ssd_mapping import (check_pair, check_priors, ConvTracer, head_convs, identity_bn_var,
                               read_preprocessing, compare_head_outputs)
-from ..inference.openvino_predictor import detection_output_node, find_ir_pair, read_ir
+from ..inference.openvino_predictor import detection_output_node, find_ir_pair, read_ir, static_input
 from ..models.inference import InferenceModel
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_torch_save, sha256sum
@@ -37,15 +37,11 @@ def import_openvino_weights(template, ir_path, out_path, verify=True, calibratio
     xml, bin_ = find_ir_pair(ir_path)
     import openvino as ov
     core = ov.Core()
-    model = read_ir(xml, core)
-    if len(model.get_parameters()) != 1:
-        raise OteError(f"{xml}: expected one input, found {len(model.get_parameters())}")
-    shape = model.get_parameters()[0].get_partial_shape()
-    if not shape.is_static or len(shape) != 4:
-        raise OteError(f"{xml}: input shape {shape} is not a static [1, 3, H, W]")
-    _, c, h, w = (int(d) for d in shape.to_shape())
-    if c != 3:
-        raise OteError(f"{xml}: input has {c} channels, not 3")
+    model, reshaped = static_input(read_ir(xml, core), xml, task.input_size,
+                                   f"the template's input size {task.input_size[0]}x{task.input_size[1]}")
+    if reshaped:
+        log.info(reshaped)
+    _, _, h, w = (int(d) for d in model.inputs[0].get_partial_shape().to_shape())
     if (w, h) != tuple(task.input_size):
         raise OteError(f"{xml}: IR input is {w}x{h}, template {task.name} expects {task.input_size[0]}x"
                        f"{task.input_size[1]} (the anchors are laid out for that size)")

@@ -70,9 +70,15 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
         else:
             save_openvino(ov_model, os.path.join(tmp, "model.xml"), shown_as=os.path.join(out_dir, "model.xml"))
             files = ["model.xml", "model.bin"]
-        if onnx:
-            onnx_outputs = export_onnx(model, size, os.path.join(tmp, "model.onnx"))
-            files.append("model.onnx")
+        onnx_outputs = onnx_error = None
+        if onnx:  # never at the cost of the IR: a failure is said after the IR is in place
+            try:
+                onnx_outputs = export_onnx(model, size, os.path.join(tmp, "model.onnx"))
+                files.append("model.onnx")
+            except OteError as exc:
+                onnx_error = str(exc)
+                if os.path.exists(os.path.join(tmp, "model.onnx")):
+                    os.remove(os.path.join(tmp, "model.onnx"))
         norm = task.img_norm_cfg
         export_info = ExportInfo(
             template=task.name,
@@ -95,10 +101,12 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
             classes=list(task.classes),
             head_family=model.detector.bbox_head.export_family,
             output=info["output"],
-            onnx={"file": "model.onnx", "outputs": onnx_outputs} if onnx else None,
+            onnx={"file": "model.onnx", "outputs": onnx_outputs} if onnx_outputs else None,
             int8=int8_info,
         )
         write_export_info(tmp, export_info)  # a full disk: atomic_dir's line
     xml = os.path.join(out_dir, "model.xml")
     log.info("exported %s (%dx%d) to %s", task.name, size[0], size[1], xml)
+    if onnx_error:
+        raise OteError(f"{xml} written, but not model.onnx: {onnx_error}")
     return xml

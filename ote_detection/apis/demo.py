@@ -304,5 +304,7 @@ def run_demo(template, load_weights, video, output=None, show=None, score_thr=0.
     line = ("stopped early: " if stats.stopped_early else "done: ") + stats.summary()
     if sink is not None and sink.count:
         line += f"; wrote {sink.describe()}"
+    if getattr(sink, "size_note", None):
+        log(f"note: {sink.size_note}")
     log(line)
     return stats

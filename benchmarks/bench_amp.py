@@ -23,30 +23,18 @@ import statistics
 import time
 
 import torch
+from common import template, train_dataset
 
 from ote_detection.apis.task import Task
-from ote_detection.apis.train import build_train_dataset
 from ote_detection.engine.optim import build_optimizer
 from ote_detection.engine.trainer import Trainer, amp_dtype, build_train_loader
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AIRPORT = os.path.join(ROOT, "data", "airport")
-TEMPLATES = os.path.join(ROOT, "model_templates", "face-detection")
 
 # name -> (autocast dtype or None, channels_last, depthwise convolutions in fp32)
 VARIANTS = {"fp32": (None, False, False), "fp32+cl": (None, True, False), "bf16": (torch.bfloat16, False, False),
             "bf16+cl": (torch.bfloat16, True, False), "bf16+cl+dw32": (torch.bfloat16, True, True)}
 LABELS = {"fp32": "fp32", "fp32+cl": "fp32 channels_last", "bf16": "bf16 autocast",
           "bf16+cl": "bf16 + channels_last", "bf16+cl+dw32": "bf16 + cl, depthwise fp32"}
-
-
-def template_path(name):
-    """A template name (``face-detection-0200``, or just ``0200``) or a template.yaml path."""
-    if os.path.isfile(name):
-        return name
-    if not name.startswith("face-detection-"):
-        name = f"face-detection-{name}"
-    return os.path.join(TEMPLATES, name, "template.yaml")
 
 
 def profile_table(trainer, batch, iters, top):
@@ -94,15 +82,14 @@ def main():
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         p.error(f"--variants: unknown {', '.join(unknown)} (choose from {', '.join(VARIANTS)})")
-    path = template_path(a.template)
+    path = template(a.template)
     if not os.path.isfile(path):
         p.error(f"--template: {path} does not exist")
     torch.set_num_threads(a.threads)
     task = Task(path)
     if a.size:
         task.set_input_size((a.size, a.size))
-    dataset = build_train_dataset(task.cfg, os.path.join(AIRPORT, "annotation_faces_train.json"), AIRPORT,
-                                  task.classes)
+    dataset = train_dataset(task)
     batch = next(iter(build_train_loader(dataset, a.batch, 0)))
     native = amp_dtype("cpu")
     amp_runs = "bf16+cl+dw32" if native is not None else "fp32+cl"

@@ -17,12 +17,9 @@ import os
 import tempfile
 
 import torch
+from common import AIRPORT, AIRPORT_ANN, template
 
 from ote_detection.apis.train import train
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AIRPORT = os.path.join(ROOT, "data", "airport")
-TEMPLATES = os.path.join(ROOT, "model_templates", "face-detection")
 
 
 def main():
@@ -33,17 +30,16 @@ def main():
     p.add_argument("--lr", type=float, default=0.01, help="base learning rate")
     p.add_argument("--batch", type=int, default=5, help="batch size")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--val", default=os.path.join(AIRPORT, "annotation_faces_train.json"),
+    p.add_argument("--val", default=AIRPORT_ANN,
                    help="validation annotations (COCO, images under data/airport)")
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     torch.set_num_threads(a.threads)
     name = a.template if a.template.startswith("face-detection-") else f"face-detection-{a.template}"
-    template = os.path.join(TEMPLATES, name, "template.yaml")
     histories = {}
     with tempfile.TemporaryDirectory(prefix="amp-accuracy-") as tmp:
         for amp in (False, True):
-            histories[amp] = train(template, os.path.join(AIRPORT, "annotation_faces_train.json"), AIRPORT,
+            histories[amp] = train(template(name), AIRPORT_ANN, AIRPORT,
                                    os.path.join(tmp, f"amp{int(amp)}"), val_ann_files=a.val, val_data_roots=AIRPORT,
                                    load_weights=a.load_weights, epochs=a.epochs, batch_size=a.batch,
                                    base_learning_rate=a.lr, gpu_num=0, workers=0, amp=amp, progress=False)

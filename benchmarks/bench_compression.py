@@ -36,33 +36,15 @@ airport and latency.
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
-import numpy as np
+from common import DATA, ROOT, ap_of, checkpoint_complexity, latency_table, omz_ir, stage, template
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(ROOT, ".torch_extensions"))
-
-from ote_detection.apis.compress import compress  # noqa: E402
-from ote_detection.apis.evaluate import evaluate  # noqa: E402
-from ote_detection.apis.export import export  # noqa: E402
-from ote_detection.apis.import_weights import import_openvino_weights  # noqa: E402
-from ote_detection.apis.instantiate import instantiate  # noqa: E402
-from ote_detection.apis.train import train  # noqa: E402
-from ote_detection.inference.openvino_predictor import OpenVINOPredictor  # noqa: E402
-
-DATA = {
-    "airport": (os.path.join(SHARED, "data", "airport", "annotation_faces_train.json"),
-                os.path.join(SHARED, "data", "airport")),
-    "wider_val5": (os.path.join(SHARED, "data", "wider_val5", "annotations_coco.json"),
-                   os.path.join(SHARED, "data", "wider_val5")),
-    "wider_train10": (os.path.join(SHARED, "data", "wider_train10", "annotations_coco.json"),
-                      os.path.join(SHARED, "data", "wider_train10")),
-}
-
+from ote_detection.apis.compress import compress
+from ote_detection.apis.export import export
+from ote_detection.apis.import_weights import import_openvino_weights
+from ote_detection.apis.instantiate import instantiate
+from ote_detection.apis.train import train
 
 # Templates without an Open Model Zoo IR: the start snapshot is fine-tuned here (train.py's train() in a work dir
 # instantiated from the template, ``model_py`` appended to its model.py) with the backbone of the imported
@@ -77,74 +59,6 @@ START = {
         amp=True, seed=0,
         model_py="model = dict(backbone=dict(frozen_stages=5, norm_eval=True))\nlr_config = dict(warmup_iters=30)\n"),
 }
-
-
-def template(name):
-    return os.path.join(ROOT, "model_templates", "face-detection", name, "template.yaml")
-
-
-def omz_ir(name, precision):
-    return os.path.join(SHARED, "models", "omz", name, precision, name + ".xml")
-
-
-def stage(path, fn, log):
-    """Run ``fn`` unless ``path`` exists (a finished stage of an earlier run); returns seconds or None."""
-    if os.path.exists(path):
-        return None
-    start = time.time()
-    fn()
-    seconds = time.time() - start
-    log[os.path.basename(os.path.dirname(path)) or path] = round(seconds, 1)
-    return seconds
-
-
-def ap_of(name, weights, sets):
-    out = {}
-    for key in sets:
-        ann, root = DATA[key]
-        out[key] = evaluate(template(name), weights, test_ann_files=ann, test_data_roots=root, precision="f32",
-                            batch_size=1)["ap"]
-    return out
-
-
-def test_image(size):
-    import cv2
-    img = cv2.imread(os.path.join(SHARED, "data", "airport", "train", "image_000000.jpg"))
-    img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(img.transpose(2, 0, 1)[None].astype(np.float32))
-
-
-def latency(irs, runs, threads, precision, warmup=5):
-    """Median ms per IR (same input size), runs interleaved so that outside load hits all alike."""
-    preds = [OpenVINOPredictor(x, precision=precision, threads=threads) for x in irs]
-    used = preds[0].compiled.get_property("INFERENCE_PRECISION_HINT")
-    used = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
-    img = test_image(preds[0].input_size)
-    for p in preds:
-        for _ in range(warmup):
-            p.infer(img)
-    times = [[] for _ in preds]
-    for _ in range(runs):
-        for i, p in enumerate(preds):
-            t = time.perf_counter()
-            p.infer(img)
-            times[i].append((time.perf_counter() - t) * 1000)
-    return [statistics.median(t) for t in times], used
-
-
-def latency_table(title, labels, irs, runs, results):
-    print(f"\n{title}: median ms of {runs} runs, batch 1 (ratio = {labels[0]} / each)")
-    print(f"{'threads':>7s} {'precision':>12s} " + " ".join(f"{lb:>10s}" for lb in labels) + "   ratios")
-    rows = []
-    for threads in (1, 2):
-        for precision in ("f32", "default"):
-            ms, used = latency(irs, runs, threads, precision)
-            label = precision if precision != "default" else f"def={used}"
-            ratios = [ms[0] / m for m in ms[1:]]
-            print(f"{threads:7d} {label:>12s} " + " ".join(f"{m:10.2f}" for m in ms) + "   "
-                  + " ".join(f"{r:.2f}x" for r in ratios), flush=True)
-            rows.append({"threads": threads, "precision": label, "ms": dict(zip(labels, ms))})
-    results.setdefault("latency", {})[title] = rows
 
 
 def ote_quantization_config(work, name):
@@ -279,10 +193,6 @@ def main():
             latency_table(f"{name}@{a.large_input}", ["fp32", "qat-int8"], [big_fp32, big_qat], a.runs, results)
 
         if name.endswith("0200") and a.pruning_epochs > 0:
-            from ote_detection.apis.task import Task
-            from ote_detection.engine.checkpoint import load_checkpoint_file
-            from ote_detection.compression import restore_compressed_model
-            from ote_detection.utils.complexity import model_complexity
             pr_ckpt = os.path.join(work, "pruned", "latest.pth")
             config = short_pruning_config(work, a.pruning_epochs)
             stage(pr_ckpt, lambda: compress(template(name), train_ann, train_root, os.path.dirname(pr_ckpt),
@@ -291,10 +201,8 @@ def main():
                                             overwrite=True), secs)
             pr_ir = os.path.join(work, "pruned_ir", "model.xml")
             stage(pr_ir, lambda: export(template(name), pr_ckpt, os.path.dirname(pr_ir)), secs)
-            task = Task(template(name))
-            g0, p0 = model_complexity(task.build_detector(), task.input_size)
-            pruned = restore_compressed_model(task.build_detector(), load_checkpoint_file(pr_ckpt))
-            g1, p1 = model_complexity(pruned, task.input_size)
+            g0, p0, _ = checkpoint_complexity(name, snap)
+            g1, p1, _ = checkpoint_complexity(name, pr_ckpt)
             pr_ap = ap_of(name, pr_ir, ("airport", "wider_val5"))
             results["pruning"] = {"original": {"gflops": g0, "mparams": p0},
                                   "pruned": {"gflops": g1, "mparams": p1, "ap": pr_ap},

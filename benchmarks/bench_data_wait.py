@@ -16,17 +16,13 @@ import os
 import statistics
 
 import torch
+from common import template, train_dataset
 
 from ote_detection.apis.task import Task
-from ote_detection.apis.train import build_train_dataset
 from ote_detection.data.coco import RepeatDataset
 from ote_detection.engine.hooks import HookBase
 from ote_detection.engine.optim import build_optimizer
 from ote_detection.engine.trainer import Trainer, build_train_loader
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AIRPORT = os.path.join(ROOT, "data", "airport")
-TEMPLATES = os.path.join(ROOT, "model_templates", "face-detection")
 
 
 class Times(HookBase):
@@ -49,11 +45,10 @@ def main():
     a = p.parse_args()
     name = a.template if a.template.startswith("face-detection-") else f"face-detection-{a.template}"
     torch.set_num_threads(a.threads)
-    task = Task(os.path.join(TEMPLATES, name, "template.yaml"))
+    task = Task(template(name))
     if a.size:
         task.set_input_size((a.size, a.size))
-    dataset = build_train_dataset(task.cfg, os.path.join(AIRPORT, "annotation_faces_train.json"), AIRPORT,
-                                  task.classes)
+    dataset = train_dataset(task)
     dataset = RepeatDataset(dataset, -(-a.iters * a.batch // len(dataset)))
     w, h = task.input_size
     print(f"{name} {w}x{h}, batch {a.batch}, {a.threads} thread(s), {os.cpu_count()} CPU(s), amp {a.amp}; "

@@ -2,7 +2,7 @@
 """The demo's asynchronous pipeline against the plain synchronous loop, end to end on a real video.
 
 A video is made from the 10 airport frames (1920x1080, mp4v, repeated --repeat times) with OpenCV. The
-Open Model Zoo face-detection-0200 IR (or --weights) then runs over it through ``apis.demo.run_frames``,
+Open Model Zoo face-detection-0200 IR (or --weights) then runs over it through ``demo.app.run_frames``,
 the code behind visualize.py, writing an annotated mp4 as a user would:
 
 * sync: read a frame, preprocess, infer (one synchronous request), draw, write; one frame at a time;
@@ -22,12 +22,11 @@ import os
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
+from common import AIRPORT, SHARED, omz_ir, template
 
 
 def airport_dir():
-    for root in (os.path.join(ROOT, "data", "airport"), os.path.join(SHARED, "data", "airport")):
+    for root in (AIRPORT, os.path.join(SHARED, "data", "airport")):
         if os.path.isdir(os.path.join(root, "val")):
             return os.path.join(root, "val")
     sys.exit("airport images not found (data/airport or ../shared/data/airport)")
@@ -35,10 +34,8 @@ def airport_dir():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default=os.path.join(SHARED, "models", "omz", "face-detection-0200", "FP16",
-                                                     "face-detection-0200.xml"), help="IR to run (default: OMZ 0200)")
-    p.add_argument("--template", default=os.path.join(ROOT, "model_templates", "face-detection",
-                                                      "face-detection-0200", "template.yaml"),
+    p.add_argument("--weights", default=omz_ir("face-detection-0200"), help="IR to run (default: OMZ 0200)")
+    p.add_argument("--template", default=template("0200"),
                    help="template of the model (class names)")
     p.add_argument("--precision", default="default", choices=["default", "f32", "bf16", "f16"],
                    help="OpenVINO inference precision (default: the CPU's own)")
@@ -51,10 +48,10 @@ def main(argv=None):
     import cv2
     import torch
 
-    from ote_detection.apis.demo import describe_predictor, run_frames
-    from ote_detection.apis.predictor import make_predictor
+    from ote_detection.demo.app import describe_predictor, run_frames
+    from ote_detection.inference.factory import make_predictor
     from ote_detection.apis.task import Task
-    from ote_detection.data.frames import open_sink, open_source, write_video
+    from ote_detection.demo.frames import open_sink, open_source, write_video
     from ote_detection.data.transforms import read_image
 
     torch.set_num_threads(1)

@@ -15,47 +15,16 @@ The last line is the geometric mean of the ratios ours / OMZ over all rows.
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
+
+from common import SHARED, interleaved_ms, precision_used, template, test_image
 
 from ote_detection.apis.export import export
 from ote_detection.apis.import_weights import import_openvino_weights
 from ote_detection.inference.openvino_predictor import OpenVINOPredictor
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
-
-
-def template(name):
-    return os.path.join(ROOT, "model_templates", "face-detection", name, "template.yaml")
-
-
-def test_image(size):
-    import cv2
-    path = os.path.join(SHARED, "data", "airport", "train", "image_000000.jpg")
-    img = cv2.imread(path) if os.path.isfile(path) else None
-    if img is None:
-        img = np.random.default_rng(0).uniform(0, 255, (size[1], size[0], 3)).astype(np.uint8)
-    img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(img.transpose(2, 0, 1)[None].astype(np.float32))
-
-
-def time_pair(predictors, img, runs, warmup=5):
-    """Median ms per predictor, runs interleaved."""
-    for p in predictors:
-        for _ in range(warmup):
-            p.infer(img)
-    times = [[] for _ in predictors]
-    for _ in range(runs):
-        for i, p in enumerate(predictors):
-            t = time.perf_counter()
-            p.infer(img)
-            times[i].append((time.perf_counter() - t) * 1000)
-    return [statistics.median(t) for t in times]
 
 
 def main():
@@ -85,10 +54,8 @@ def main():
                 for precision in ("f32", "default"):
                     preds = [OpenVINOPredictor(ours, precision=precision, threads=threads),
                              OpenVINOPredictor(omz, precision=precision, threads=threads)]
-                    used = preds[0].compiled.get_property("INFERENCE_PRECISION_HINT")
-                    used = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
-                    img = test_image(preds[0].input_size)
-                    t_ours, t_omz = time_pair(preds, img, a.runs)
+                    used = precision_used(preds[0])
+                    t_ours, t_omz = interleaved_ms(preds, test_image(preds[0].input_size), a.runs)
                     ratios.append(t_ours / t_omz)
                     label = precision if precision != "default" else f"default={used}"
                     print(f"{name:20s} {threads:7d} {label:>12s} {t_ours:9.2f} {t_omz:9.2f} {t_ours / t_omz:9.3f}",

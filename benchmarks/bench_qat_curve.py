@@ -28,22 +28,15 @@ import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(ROOT, ".torch_extensions"))
 os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
 
-from ote_detection.apis.import_weights import import_openvino_weights  # noqa: E402
-from ote_detection.apis.task import Task  # noqa: E402
-from ote_detection.apis.train import build_train_dataset, make_validator  # noqa: E402
+from common import DATA, ROOT, load_experiment  # noqa: E402
+
 from ote_detection.compression.quantization import (collect_batches, collect_images, freeze_batchnorm,  # noqa: E402
                                                     plain_images, quantize_model)
-from ote_detection.data.coco import load_coco_files  # noqa: E402
-from ote_detection.engine.checkpoint import load_weights  # noqa: E402
 from ote_detection.engine.optim import build_optimizer  # noqa: E402
 from ote_detection.engine.trainer import build_train_loader  # noqa: E402
 
-from bench_compression import DATA  # noqa: E402  (the same data sets as the compression table)
 VARIANTS = {
     "ote": dict(init="augmented", bn_adapt=30, freeze_bn=False, preset=None),
     "plain": dict(init="plain", bn_adapt=0, freeze_bn=True, preset=None),
@@ -51,34 +44,6 @@ VARIANTS = {
     "plain-mixed": dict(init="plain", bn_adapt=0, freeze_bn=True, preset="mixed"),
     "fp32": dict(init=None, bn_adapt=0, freeze_bn=True, preset=None),
 }
-
-
-def load_experiment(model, work, train, snapshot=None, sets=("airport", "wider_val5")):
-    """The set-up shared with ``bench_quant_settings.py``: the Open Model Zoo IR of ``model`` imported into
-    ``work`` (reused; or ``snapshot``, e.g. bench_compression.py's fine-tuned 0205 start), its ``Task``, the
-    training dataset ``train`` and its image paths, the float detector, and ``ap(model)``: AP % on ``sets``
-    (PyTorch, as validation during training)."""
-    os.makedirs(work, exist_ok=True)
-    tpl = os.path.join(ROOT, "model_templates", "face-detection", model, "template.yaml")
-    snap = snapshot or os.path.join(work, model + ".pth")
-    if not os.path.exists(snap):
-        import_openvino_weights(tpl, os.path.join(SHARED, "models", "omz", model, "FP16", model + ".xml"), snap,
-                                verify=False, calibration_images=DATA["airport"][1])  # as bench_compression.py
-    task = Task(tpl)
-    dataset = build_train_dataset(task.cfg, *DATA[train], task.classes)
-    inner = dataset.dataset if hasattr(dataset, "times") else dataset
-    paths = [img["path"] for img in inner.coco["images"]]
-    vals = {k: make_validator(load_coco_files(*DATA[k], task.classes), task.input_size, task.img_norm_cfg, 8, 0)
-            for k in sets}
-    det = task.build_detector()
-    load_weights(det, snap)
-    det.eval()
-
-    def ap(m):
-        m.eval()
-        return {k: round(float(v(m)["ap"]), 2) for k, v in vals.items()}
-
-    return task, dataset, paths, det, ap
 
 
 def main():

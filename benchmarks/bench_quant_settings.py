@@ -34,17 +34,13 @@ import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(ROOT, ".torch_extensions"))
 os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
+
+from common import DATA, ROOT, load_experiment  # noqa: E402
 
 from ote_detection.compression.env import import_nncf  # noqa: E402
 from ote_detection.compression.quantization import freeze_batchnorm, plain_images  # noqa: E402
 from ote_detection.engine.trainer import build_train_loader  # noqa: E402
-
-from bench_compression import DATA  # noqa: E402
-from bench_qat_curve import load_experiment  # noqa: E402
 
 ESTIMATORS = ("MINMAX", "MEAN_MINMAX", "MEDIAN_MINMAX", "MEAN_NO_OUTLIERS_MINMAX", "MEAN_QUANTILE", "HISTOGRAM")
 DEFAULT = ",".join(("base",) + ESTIMATORS + ("mixed", "ignore_first_conv", "flip", "flip_crop", "weights_only",
@@ -66,7 +62,7 @@ def main():
     p.add_argument("--model", default="face-detection-0200", help="template name (its Open Model Zoo FP16 IR is imported)")
     p.add_argument("--snapshot", help="start from this snapshot of --model instead of its Open Model Zoo import "
                    "(e.g. bench_compression.py's fine-tuned 0205 start)")
-    p.add_argument("--sets", default="airport,wider_val5", help="comma-separated AP sets (of bench_compression's DATA)")
+    p.add_argument("--sets", default="airport,wider_val5", help="comma-separated AP sets (of common.DATA)")
     p.add_argument("--variants", default=DEFAULT, help="comma-separated variant names (see above)")
     p.add_argument("--train", default="wider_train10", choices=sorted(DATA), help="range-init / distillation set")
     p.add_argument("--kd-iters", default="5,10,20", help="distillation iteration counts at which AP is measured")

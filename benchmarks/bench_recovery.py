@@ -35,16 +35,13 @@ import argparse
 import json
 import logging
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import DATA, ROOT, ap_of, checkpoint_complexity, latency_table, omz_ir, stage, template
 
-from bench_compression import DATA, ROOT, ap_of, latency_table, omz_ir, stage, template  # noqa: E402
-
-from ote_detection.apis.compress import compress, compress_without_training  # noqa: E402
-from ote_detection.apis.export import export  # noqa: E402
-from ote_detection.apis.import_weights import import_openvino_weights  # noqa: E402
-from ote_detection.apis.train import train  # noqa: E402
+from ote_detection.apis.compress import compress, compress_without_training
+from ote_detection.apis.export import export
+from ote_detection.apis.import_weights import import_openvino_weights
+from ote_detection.apis.train import train
 
 NAME = "face-detection-0200"
 
@@ -79,29 +76,6 @@ def short_config(work, level_epochs, recovery_epochs, lr):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(cfg, f, indent=1)
     return path, changes
-
-
-def complexity(ckpt):
-    """(GFLOPs, Mparams, share of zero weights among the masked ones or None) of a checkpoint's model."""
-    from ote_detection.apis.task import Task
-    from ote_detection.compression import restore_compressed_model
-    from ote_detection.engine.checkpoint import load_checkpoint_file, load_weights
-    from ote_detection.utils.complexity import model_complexity
-    task = Task(template(NAME))
-    det = task.build_detector()
-    ckpt_data = load_checkpoint_file(ckpt)
-    if (ckpt_data.get("meta") or {}).get("compression"):
-        model = restore_compressed_model(det, ckpt_data)
-    else:
-        load_weights(det, ckpt)
-        model = det
-    zeros = None
-    if any("binary_mask" in k for k in ckpt_data["state_dict"]):
-        from ote_detection.compression.sparsity import sparsity_stats
-        zeros = sparsity_stats(model)["sparsity_level"]
-        model = det  # the dense shapes (NNCF's wrapper is not counted by the FLOPs counter)
-    gflops, mparams = model_complexity(model, task.input_size)
-    return gflops, mparams, zeros
 
 
 def mean_iter_s(history):
@@ -178,7 +152,7 @@ def main():
         irs[key] = ir
     rows = {}
     for key, ckpt in ckpts.items():
-        gflops, mparams, zeros = complexity(ckpt)
+        gflops, mparams, zeros = checkpoint_complexity(NAME, ckpt)
         rows[key] = dict(ap=ap_of(NAME, irs[key], ("airport", "wider_val5")), gflops=gflops, mparams=mparams,
                          zero_share=zeros)
     print(f"\n{NAME}, trained on {' + '.join(sets)}: level reached after N = {a.level_epochs} epoch(s), then "
@@ -187,8 +161,8 @@ def main():
     print("changes to the template's compression_config.json (OTE's value -> ours):")
     for k, (old, new) in changes.items():
         print(f"  {k}: {json.dumps(old)} -> {json.dumps(new)}")
-    print(f"\nCOCO AP (%) of the FP32 IR, OpenVINO f32 hint (airport frames are training images here; wider_val5 "
-          f"is held out)")
+    print("\nCOCO AP (%) of the FP32 IR, OpenVINO f32 hint (airport frames are training images here; wider_val5 "
+          "is held out)")
     print(f"{'state':>22s} {'airport':>8s} {'wider5':>8s} {'Mparams':>8s} {'GFLOPs':>7s} {'zeros':>6s}")
     for key, r in rows.items():
         zeros = "" if r["zero_share"] is None else f"{100 * r['zero_share']:5.1f}%"

@@ -26,14 +26,11 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.normpath(os.path.join(REPO, "..", "shared"))
-sys.path.insert(0, REPO)
+from common import DATA, SHARED, omz_ir, template
 
-TEMPLATE = os.path.join(REPO, "model_templates", "face-detection", "face-detection-0200", "template.yaml")
-OMZ_IR = os.path.join(SHARED, "models", "omz", "face-detection-0200", "FP16", "face-detection-0200.xml")
-AIRPORT_ANN = os.path.join(SHARED, "data", "airport", "annotation_faces_train.json")
-AIRPORT_ROOT = os.path.join(SHARED, "data", "airport")
+TEMPLATE = template("face-detection-0200")
+OMZ_IR = omz_ir("face-detection-0200")
+AIRPORT_ANN, AIRPORT_ROOT = DATA["airport"]
 CALIB = os.path.join(SHARED, "data", "wider_train10", "images")
 GOAL_AP50, GOAL_MS = 85.0, 40.0
 

@@ -15,11 +15,11 @@ import os
 import time
 
 import numpy as np
+from common import SHARED
 
 from ote_detection.evaluation import WiderFaceGT, evaluate_detections
 
-DEFAULT_GT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
-                          "data", "wider_val_gt")
+DEFAULT_GT = os.path.join(SHARED, "data", "wider_val_gt")
 
 
 def generate(boxes_list, heights, per_image, seed):

@@ -259,3 +259,75 @@ def test_resume_at_another_input_size_says_so(work_dir_0200, synthetic_data, tmp
     assert r.returncode == 0, r.stderr[-3000:]
     assert "was trained at" not in r.stderr
     assert load_checkpoint_file(str(out / "latest.pth"))["meta"]["input_size"] == [128, 128]
+
+
+# --- issue 25.1: one IR check, one checksum comparison ------------------------------------------------------
+
+def test_one_ir_check_decides_for_every_reader(tmp_path):
+    """``utils.artefacts.is_ir`` is the only place that tells an IR from a snapshot: the names it calls IRs
+    are the ones the OpenVINO reader takes, the detection cache keys by both files, and export / the size
+    sweep refuse (one line, before any model is loaded)."""
+    import pathlib
+
+    from ote_detection.apis.choose_input_size import choose_input_size
+    from ote_detection.apis.export import export
+    from ote_detection.inference.detection_cache import DetectionCache
+    from ote_detection.inference.openvino_predictor import find_ir_pair
+    from ote_detection.utils.artefacts import is_ir
+    from ote_detection.utils.errors import OteError
+    irs = ["model.xml", "a/b/MODEL.BIN", pathlib.Path("x/model.Xml"), "snap.pth.bin"]
+    others = ["snapshot.pth", "model.xml.pth", "a.xml/snapshot.pth", "model", "model.onnx", None, ""]
+    assert all(is_ir(p) for p in irs) and not any(is_ir(p) for p in others)
+    (tmp_path / "model.xml").write_text("<net/>")
+    (tmp_path / "model.bin").write_bytes(b"\0" * 8)
+    (tmp_path / "snapshot.pth").write_bytes(b"\1" * 8)
+    xml, binf, pth = (str(tmp_path / n) for n in ("model.xml", "model.bin", "snapshot.pth"))
+    assert find_ir_pair(xml) == find_ir_pair(binf) == (xml, binf)
+    with pytest.raises(OteError, match="given as its .xml or .bin file"):
+        find_ir_pair(pth)
+    cache = DetectionCache(str(tmp_path / "cache"), "t")
+    key = cache.key(xml, {}, [])
+    assert key == cache.key(binf, {}, []) != cache.key(pth, {}, [])
+    (tmp_path / "model.bin").write_bytes(b"\0" * 9)  # the key covers the .bin when given the .xml
+    assert cache.key(xml, {}, []) != key
+    for call in (lambda: export(template_path(), binf, str(tmp_path / "out")),
+                 lambda: choose_input_size(template_path(), xml, [], [], "320x")):
+        with pytest.raises(OteError, match="IR") as exc:
+            call()
+        assert "\n" not in str(exc.value) and str(tmp_path) in str(exc.value)
+
+
+def test_one_checksum_comparison_for_both_ir_readers(tmp_path):
+    """``check_ir_checksum`` is the one comparison of export_info.yaml's ``sha256`` with an IR's files: the
+    reader of the bytes (``read_ir_files``) and the check of a work dir's IR (``check_ir_belongs``) accept the
+    same set, refuse the same mixed set with the same line, and pass a file with no recorded digest."""
+    import types
+
+    from ote_detection.utils.artefacts import (ExportInfo, check_ir_belongs, check_ir_checksum, ir_checksums,
+                                               read_ir_files, write_export_info)
+    from ote_detection.utils.errors import OteError
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "model.xml").write_text("<net/>")
+    (folder / "model.bin").write_bytes(b"\0" * 64)
+    write_export_info(str(folder), ExportInfo(template="t", classes=["face"],
+                                              sha256=ir_checksums(str(folder), ["model.xml", "model.bin"])))
+    xml = str(folder / "model.xml")
+    task = types.SimpleNamespace(name="t", classes=["face"])
+    assert read_ir_files(xml)[:2] == (b"<net/>", b"\0" * 64) and check_ir_belongs(xml, task).template == "t"
+    (folder / "model.bin").write_bytes(b"\1" * 64)  # a model.bin of another export
+    said = []
+    for read in (lambda: read_ir_files(xml), lambda: check_ir_belongs(xml, task)):
+        with pytest.raises(OteError, match="does not belong to this export") as exc:
+            read()
+        said.append(str(exc.value))
+    assert said[0] == said[1] and said[0].startswith(str(folder / "model.bin") + ":") and "\n" not in said[0]
+    assert read_ir_files(xml, verify=False)[1] == b"\1" * 64
+    # the comparison itself: a digest is computed only when one is recorded
+    asked = []
+    info = ExportInfo(sha256={"model.xml": "ab"})
+    check_ir_checksum(info, "x/model.bin", lambda p: asked.append(p))
+    check_ir_checksum(info, "x/model.xml", lambda p: asked.append(p) or "ab")
+    assert asked == ["x/model.xml"]
+    with pytest.raises(OteError, match=r"^x/model.xml: does not belong"):
+        check_ir_checksum(info, "x/model.xml", lambda p: "cd")

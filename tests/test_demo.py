@@ -43,7 +43,7 @@ def png_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def video6(tmp_path_factory):
     """6 airport frames at 960x540 as an mp4v video (what a user's recording looks like to OpenCV)."""
-    from ote_detection.data.frames import count_video_frames, write_video
+    from ote_detection.demo.frames import count_video_frames, write_video
     _, frames = airport_frames(6, (960, 540))
     path = write_video(tmp_path_factory.mktemp("video") / "airport6.mp4", frames, fps=10)
     assert count_video_frames(path) == 6
@@ -74,9 +74,9 @@ def edge_fraction(img, box, color):
 def test_ir_on_image_folder_draws_boxes_where_faces_are(work_dir_0200, omz_ir, png_folder, tmp_path):
     """Subprocess, OMZ 0200 IR, f32: one annotated PNG per input, the box colour on the border of every
     detection (computed here with the same predictor), not there in the input."""
-    from ote_detection.apis.predictor import make_predictor
+    from ote_detection.inference.factory import make_predictor
     from ote_detection.apis.task import Task
-    from ote_detection.data.drawing import BOX_COLOR
+    from ote_detection.demo.drawing import BOX_COLOR
     out = tmp_path / "annotated"
     r = run_tool([str(work_dir_0200 / "visualize.py"), "--load-weights", omz_ir, "--video", str(png_folder),
                   "--output", str(out), "--precision", "f32", "--threads", "1", "--score-thr", str(THR),
@@ -103,7 +103,7 @@ def test_ir_on_image_folder_draws_boxes_where_faces_are(work_dir_0200, omz_ir, p
 def test_ir_on_video_writes_every_frame(work_dir_0200, omz_ir, video6, tmp_path):
     """visualize.py (run here), asynchronous OpenVINO on a 6-frame video -> an mp4 with 6 frames of the
     input's size."""
-    from ote_detection.data.frames import count_video_frames
+    from ote_detection.demo.frames import count_video_frames
     out = tmp_path / "out.mp4"
     r = run_here([str(work_dir_0200 / "visualize.py"), "--load-weights", omz_ir.replace(".xml", ".bin"),
                   "--video", str(video6), "--output", str(out), "--threads", "1", "--jobs", "3"])
@@ -138,10 +138,10 @@ def test_snapshot_on_video(work_dir_0200, video6, tmp_path):
 def test_async_keeps_order_and_equals_sync(omz_ir, video6, tmp_path, one_torch_thread):
     """In process: the asynchronous pipeline (3 requests, reader thread) gives the synchronous loop's
     frames, in the same order, pixel for pixel."""
-    from ote_detection.apis.demo import run_frames
-    from ote_detection.apis.predictor import make_predictor
+    from ote_detection.demo.app import run_frames
+    from ote_detection.inference.factory import make_predictor
     from ote_detection.apis.task import Task
-    from ote_detection.data.frames import open_sink, open_source
+    from ote_detection.demo.frames import open_sink, open_source
     predictor = make_predictor(Task(template_path()), omz_ir, precision="f32", threads=1)
     results = {}
     for mode, sync in (("sync", True), ("async", False)):
@@ -179,7 +179,7 @@ def run_in_process(argv, capfd):
 
 @pytest.fixture(scope="module")
 def headless():
-    from ote_detection.apis.demo import display_available, gui_available
+    from ote_detection.demo.app import display_available, gui_available
     if gui_available() and display_available():
         pytest.skip("a display and a GUI OpenCV are present: the headless behaviour is not what runs here")
 
@@ -275,9 +275,9 @@ def test_tiled_demo_finds_the_small_faces(mode, work_dir_0200, omz_ir, omz_snaps
     """visualize.py --tile (run here) on a 1920x1080 airport frame, OMZ 0200 weights at 256x256: the
     IR (async and --sync) and the snapshot draw the tiled predictor's boxes, which find the faces of 2-6 % of
     the frame that the plain 256x256 pass misses; the annotated frame is written at the frame's size."""
-    from ote_detection.apis.predictor import make_predictor
+    from ote_detection.inference.factory import make_predictor
     from ote_detection.apis.task import Task
-    from ote_detection.data.drawing import BOX_COLOR
+    from ote_detection.demo.drawing import BOX_COLOR
     image, gt = _airport_frame_with_faces()
     frame = cv2.imread(image)
     weights = omz_snapshot if mode == "pth" else omz_ir
@@ -320,7 +320,7 @@ def test_snapshot_width_only_input_size_on_a_folder(png_folder, tmp_path, one_to
     '1 thread'."""
     import shutil
 
-    from ote_detection.apis.demo import run_demo
+    from ote_detection.apis.visualize import run_demo
     from ote_detection.apis.task import Task
     from ote_detection.engine.checkpoint import save_checkpoint
     from ote_detection.inference.deploy import deployment_input_size, model_stride

@@ -21,7 +21,7 @@ def _frames(n, size):
 
 def truncated_avi(path, declared=6, readable=4, size=(160, 96)):
     """An MJPG .avi of ``declared`` frames cut just before frame ``readable`` + 1's data (header kept)."""
-    from ote_detection.data.frames import count_video_frames, write_video
+    from ote_detection.demo.frames import count_video_frames, write_video
     write_video(path, _frames(declared, size), fps=5)
     data = open(path, "rb").read()
     chunks = [i for i in range(len(data) - 4) if data[i:i + 4] == b"00dc"]  # '00dc': a video frame's chunk
@@ -43,7 +43,7 @@ def test_truncated_video_says_how_many_frames_were_read(work_dir_0200, tmp_path)
                     f"damaged)"], r.stdout + r.stderr
     assert len(os.listdir(tmp_path / "out")) == 4 and "done: 4 frames" in r.stdout
     # a whole video says nothing of the kind
-    from ote_detection.data.frames import write_video
+    from ote_detection.demo.frames import write_video
     whole = write_video(tmp_path / "whole.avi", _frames(3, (160, 96)), fps=5)
     r = run_here([work_dir_0200 / "visualize.py", "--load-weights", ir, "--video", whole, "--output",
                   tmp_path / "out2", "--threads", "1"])
@@ -52,7 +52,7 @@ def test_truncated_video_says_how_many_frames_were_read(work_dir_0200, tmp_path)
 
 @pytest.mark.parametrize("suffix", [".mp4", ".avi"])
 def test_odd_frame_size_is_padded_and_said(work_dir_0200, tmp_path, suffix):
-    from ote_detection.data.frames import count_video_frames
+    from ote_detection.demo.frames import count_video_frames
     ir = need_shared(*OMZ_0200)
     folder = tmp_path / "odd"
     folder.mkdir()

@@ -323,7 +323,7 @@ def test_eval_names_damaged_jpeg_and_missing_flags(work_dir_0200, tmp_path):
 def test_demo_folder_with_macos_companions_and_a_cut_copy(work_dir_0200, tmp_path):
     """cases/08: a folder with macOS '._*' files, and one with a copy cut short: the demo skips them with
     one counted warning and writes every readable frame to the .mp4."""
-    from ote_detection.data.frames import count_video_frames
+    from ote_detection.demo.frames import count_video_frames
     omz = need_shared(*OMZ_0200)
     case = need_shared("cases", "08-demo-folder-with-nonimage.sh")
     r = subprocess.run(["bash", case, str(tmp_path)], env=tool_env(), capture_output=True, text=True)

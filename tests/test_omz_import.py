@@ -182,3 +182,21 @@ def test_batchnorm_calibration_keeps_eval_output_and_matches_train_mode(tmp_path
     plain.train()
     s_identity, _ = scores(plain)  # identity BatchNorms in train mode: a different function
     assert (s_identity - s_plain).abs().max() > 0.1
+
+
+def test_background_first_ir_classes_are_moved_last_per_anchor():
+    """An IR whose DetectionOutput has background_label_id 0 (OMZ's face detectors have it last, so the
+    imports above never take this step): each anchor's [background, c1 .. cn] rows of the last class
+    convolution become [c1 .. cn, background], weights and biases alike; other convolutions stay."""
+    import types
+
+    from ote_detection.omz_import.importer import move_background_last
+    anchors, classes = 3, 2
+    rows = anchors * (classes + 1)
+    last = types.SimpleNamespace(weight=np.arange(rows, dtype=np.float64).reshape(rows, 1, 1, 1),
+                                 bias=np.arange(rows, dtype=np.float64) + 100)
+    first = types.SimpleNamespace(weight=np.zeros((4, 1, 1, 1)), bias=np.arange(4.0))
+    move_background_last([[first, last]], classes)
+    assert last.weight.ravel().tolist() == [1, 2, 0, 4, 5, 3, 7, 8, 6]
+    assert last.bias.tolist() == [101, 102, 100, 104, 105, 103, 107, 108, 106]
+    assert first.bias.tolist() == [0, 1, 2, 3]

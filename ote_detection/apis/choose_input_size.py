@@ -32,6 +32,7 @@ from ..evaluation.size_report import face_size_report
 from ..export.exporter import convert_to_openvino
 from ..export.openvino_export import save_openvino
 from ..inference.openvino_predictor import OpenVINOPredictor
+from ..utils.artefacts import is_ir
 from ..utils.errors import OteError
 from .task import Task
 
@@ -169,7 +170,7 @@ def choose_input_size(template, weights, ann_files, data_roots, sizes, precision
     """The sweep; returns ``(rows, choice index)``; each row: size, precision, ap, ap50, recall_small,
     best_recall_small, ms_1 (1 thread), ms_all (all threads, or NaN), xml."""
     task = Task(template)
-    if str(weights).lower().endswith((".xml", ".bin")):
+    if is_ir(weights):
         raise OteError(f"{weights}: an IR has one input size; give the PyTorch snapshot (.pth) to sweep sizes")
     specs = parse_size_list(sizes)  # checked before anything is loaded
     model, _ = task.load_snapshot(weights)

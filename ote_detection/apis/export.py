@@ -7,7 +7,7 @@ from ..inference.deploy import deployment_input_size, model_stride
 from ..export.exporter import convert_to_openvino, export_onnx
 from ..export.openvino_export import INPUT_NAME, save_openvino
 from ..utils.errors import OteError
-from ..utils.artefacts import ExportInfo, ir_checksums, write_export_info
+from ..utils.artefacts import ExportInfo, ir_checksums, is_ir, write_export_info
 from ..utils.complexity import complexity_record
 from ..utils.fileio import OutputLock, atomic_dir, check_writable_dir, sha256sum
 from .task import Task
@@ -35,7 +35,7 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
     task = Task(template)
     if not load_weights:
         raise OteError("--load-weights is required: the snapshot (.pth) to export")
-    if str(load_weights).lower().endswith((".xml", ".bin")):
+    if is_ir(load_weights):
         raise OteError(f"{load_weights}: already an OpenVINO IR; export takes a PyTorch snapshot (.pth)")
     if aspect is not None and (input_size is None or input_size[1] is not None):
         given = "no --input-size" if input_size is None else f"--input-size {input_size[0]}x{input_size[1]}"

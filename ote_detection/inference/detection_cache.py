@@ -7,7 +7,7 @@ warning, never a traceback; a cache folder that cannot be written only costs the
 The key covers everything that changes detections:
 
 * the content of the weights (sha256 of the .pth, or of the IR's .xml and .bin);
-* ``settings``: a JSON-able mapping given by the caller (``apis.predictor.detection_settings``): the
+* ``settings``: a JSON-able mapping given by the caller (``inference.factory.detection_settings``): the
   resolved model config (``model`` with its anchors and ``test_cfg``, ``img_norm_cfg``), the input
   size, keep-ratio, the tiling options, the backend and precision, the batch size and the versions of
   ote_detection, torch and OpenVINO;
@@ -26,19 +26,15 @@ import zipfile
 
 import numpy as np
 
+from ..utils.artefacts import ir_paths, is_ir
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_path, sha256sum
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DetectionCache", "is_ir"]
+__all__ = ["DetectionCache"]
 
-IR_SUFFIXES = (".xml", ".bin")
 FORMAT_VERSION = 3
-
-
-def is_ir(path):
-    return str(path).lower().endswith(IR_SUFFIXES)
 
 
 class DetectionCache:
@@ -52,7 +48,7 @@ class DetectionCache:
         """32 hex digits. ``settings``: how the detections were made besides the weights (a JSON-able
         mapping: model config, input size, keep-ratio, tiling, precision, ...); ``paths``: the images."""
         digest = hashlib.sha256()
-        files = [weights] if not is_ir(weights) else [os.path.splitext(weights)[0] + s for s in IR_SUFFIXES]
+        files = [weights] if not is_ir(weights) else ir_paths(weights)[:2]
         for f in files:
             digest.update(sha256sum(f).encode())
         digest.update(json.dumps([FORMAT_VERSION, self.template, settings], sort_keys=True,

@@ -7,6 +7,7 @@ import torch
 from torchvision.ops import box_iou as tv_box_iou
 
 from ..models.heads import ExportFamily
+from ..utils.artefacts import ir_paths, is_ir
 from ..utils.errors import OteError
 from .predictor import FramePredictor
 
@@ -23,10 +24,9 @@ def _ov_message(exc):
 def find_ir_pair(path):
     """(xml, bin) for a path to either file; a clear error when one of them is missing."""
     path = os.fspath(path)
-    stem, ext = os.path.splitext(path)
-    if ext.lower() not in (".xml", ".bin"):
+    if not is_ir(path):
         raise OteError(f"{path}: an OpenVINO IR is given as its .xml or .bin file")
-    xml, bin_ = stem + ".xml", stem + ".bin"
+    xml, bin_ = ir_paths(path)[:2]
     if not os.path.isfile(path):
         raise OteError(f"{path}: file not found")
     if not os.path.isfile(xml):

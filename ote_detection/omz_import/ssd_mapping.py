@@ -31,7 +31,8 @@ import torch.nn as nn
 from ..models.inference import InferenceModel
 from ..utils.errors import OteError
 from ..export.adapters import prior_tensor
-from .ir_graph import consumers, data_inputs, find_level_concat, node_name, walk_back_to_conv
+from ..inference.ir_model import node_name
+from .ir_graph import consumers, data_inputs, find_level_concat, walk_back_to_conv
 from ..inference.openvino_predictor import detection_output_node
 
 log = logging.getLogger(__name__)

@@ -31,11 +31,14 @@ import yaml
 
 from .cli import InputSize
 from .errors import OteError
+from .fileio import sha256sum
 
-__all__ = ["EXPORT_INFO", "ExportInfo", "CheckpointMeta", "read_export_info", "write_export_info", "ir_paths",
-           "ir_checksums", "read_ir_files", "check_ir_belongs"]
+__all__ = ["EXPORT_INFO", "IR_SUFFIXES", "ExportInfo", "CheckpointMeta", "is_ir", "read_export_info",
+           "write_export_info", "ir_paths", "ir_checksums", "check_ir_checksum", "read_ir_files",
+           "check_ir_belongs"]
 
 EXPORT_INFO = "export_info.yaml"
+IR_SUFFIXES = (".xml", ".bin")  # an OpenVINO IR is named by either of its two files
 EXPORT_INFO_VERSION = 2     # 2: ``version`` and ``complexity`` (GFLOPs, Mp of the exported model) added
 CHECKPOINT_META_VERSION = 2  # 2: ``version`` added; ``input_size`` always [w, h]
 
@@ -228,6 +231,12 @@ class CheckpointMeta(_ReadOnlyMapping):
         return dataclasses.replace(self, **changes)
 
 
+def is_ir(path):
+    """Whether the weights file ``path`` (str, PathLike or None) names an OpenVINO IR: its extension is
+    ``.xml`` or ``.bin`` (any case). The one place this is decided; anything else is a PyTorch snapshot."""
+    return os.path.splitext(str(path))[1].lower() in IR_SUFFIXES
+
+
 def ir_paths(ir_path):
     """(model.xml, model.bin, export_info.yaml) paths for an IR given as .xml, .bin or its folder."""
     path = os.fspath(ir_path)
@@ -239,14 +248,17 @@ def ir_paths(ir_path):
 
 def ir_checksums(folder, names):
     """{name: sha256} of the files ``names`` in ``folder`` (for export_info.yaml's ``sha256`` section)."""
-    out = {}
-    for name in names:
-        digest = hashlib.sha256()
-        with open(os.path.join(folder, name), "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        out[name] = digest.hexdigest()
-    return out
+    return {name: sha256sum(os.path.join(folder, name)) for name in names}
+
+
+def check_ir_checksum(info, path, sha256_of):
+    """Refuse the IR file ``path`` when its sha256 differs from the one ``info`` (``ExportInfo``) records
+    for its file name: the one comparison of the IR set checksums. ``sha256_of(path)`` gives the file's hex
+    digest; it is called only when a digest is recorded (files of an export_info.yaml without one pass)."""
+    want = info.sha256.get(os.path.basename(path))
+    if want and sha256_of(path) != want:
+        raise OteError(f"{path}: does not belong to this export (its sha256 differs from the one in "
+                       f"{EXPORT_INFO}): the folder holds files of different exports; export again")
 
 
 def _read_all(folder, names, optional=()):
@@ -288,6 +300,12 @@ def _load_info(text, path):
     return ExportInfo.from_dict(info, path)
 
 
+def _need_files(*paths):
+    for p in paths:
+        if not os.path.isfile(p):
+            raise OteError(f"{p}: not found (an IR is model.xml + model.bin side by side)")
+
+
 def read_ir_files(ir_path, verify=True):
     """(xml bytes, bin bytes, ``ExportInfo`` or None), read as one consistent set.
 
@@ -295,19 +313,13 @@ def read_ir_files(ir_path, verify=True):
     xml, binf, info_path = ir_paths(ir_path)
     folder = os.path.dirname(os.path.abspath(xml))
     xml_name, bin_name = os.path.basename(xml), os.path.basename(binf)
-    for p in (xml, binf):
-        if not os.path.isfile(p):
-            raise OteError(f"{p}: not found (an IR is model.xml + model.bin side by side)")
+    _need_files(xml, binf)
     data = _read_all(folder, [xml_name, bin_name], optional=[EXPORT_INFO])
     info = _load_info(data[EXPORT_INFO], info_path) if data[EXPORT_INFO] is not None else None
     if verify and info is not None:
-        recorded = info.sha256
         for name in (xml_name, bin_name):
-            want = recorded.get(name)
-            if want and hashlib.sha256(data[name]).hexdigest() != want:
-                raise OteError(f"{os.path.join(folder, name)}: does not belong to this export (its sha256 differs "
-                               f"from the one in {EXPORT_INFO}): the folder holds files of different exports; "
-                               f"export again")
+            check_ir_checksum(info, os.path.join(folder, name),
+                              lambda p: hashlib.sha256(data[os.path.basename(p)]).hexdigest())
     return data[xml_name], data[bin_name], info
 
 
@@ -317,9 +329,7 @@ def check_ir_belongs(ir_path, task):
     ``task``: anything with ``.name`` (template name) and ``.classes``. Returns its ``ExportInfo`` (or None
     for an IR without it, e.g. Open Model Zoo's, whose graph the predictor checks when it reads it)."""
     xml, binf, info_path = ir_paths(ir_path)
-    for p in (xml, binf):
-        if not os.path.isfile(p):
-            raise OteError(f"{p}: not found (an IR is model.xml + model.bin side by side)")
+    _need_files(xml, binf)
     info = read_export_info(info_path)
     if info is None:
         return None  # e.g. Open Model Zoo's IR: OpenVINOPredictor checks its graph (input, output contract)
@@ -329,17 +339,16 @@ def check_ir_belongs(ir_path, task):
     want = list(getattr(task, "classes", []) or [])
     if info.classes and want and list(info.classes) != want:
         raise OteError(f"{xml}: IR for classes {info.classes}, this work dir's model has {want}")
-    recorded = info.sha256
     for p in (xml, binf):
-        digest = recorded.get(os.path.basename(p))
-        if digest:
-            try:
-                got = ir_checksums(os.path.dirname(p), [os.path.basename(p)])[os.path.basename(p)]
-            except OSError as exc:
-                if exc.errno == errno.ENOENT:
-                    raise OteError(f"{p}: not found") from None
-                raise OteError(f"{p}: cannot read ({exc.strerror})") from None
-            if got != digest:
-                raise OteError(f"{p}: does not belong to this export (its sha256 differs from the one in "
-                               f"{EXPORT_INFO}): the folder holds files of different exports; export again")
+        check_ir_checksum(info, p, _file_sha256)
     return info
+
+
+def _file_sha256(path):
+    """Hex sha256 of the file ``path``; a vanished or unreadable file is one line."""
+    try:
+        return sha256sum(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise OteError(f"{path}: not found") from None
+        raise OteError(f"{path}: cannot read ({exc.strerror})") from None

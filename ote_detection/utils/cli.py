@@ -222,7 +222,7 @@ def add_tiling_args(parser):
 
 
 def tiling_options(args):
-    """The ``tile`` argument of ``apis.predictor.make_predictor`` for parsed ``add_tiling_args`` flags."""
+    """The ``tile`` argument of ``inference.factory.make_predictor`` for parsed ``add_tiling_args`` flags."""
     return dict(overlap=args.tile_overlap, tile_scale=args.tile_scale) if args.tile else None
 
 

@@ -14,7 +14,7 @@ the boxes, their scores, and two FPS figures: the model's and end to end. A summ
 import argparse
 import os
 
-from ote_detection.apis.demo import run_demo
+from ote_detection.apis.visualize import run_demo
 from ote_detection.utils.cli import (MAX_JOBS, MAX_THREADS, ArgumentParser, add_tiling_args, bounded_int,
                                      input_size_or_width, non_negative_int, tiling_options)
 from ote_detection.utils.errors import run_cli

@@ -1,7 +1,8 @@
-"""The demo (work dir ``visualize.py``): live face detection on a camera, a video, an image or a folder.
+"""The demo (work dir ``visualize.py``, through ``apis.visualize``): live face detection on a camera, a video, an
+image or a folder.
 
-``run_demo`` opens the input (``data.frames.open_source``), builds a ``FramePredictor`` for a snapshot or
-an IR (``apis.predictor.make_predictor``), and runs ``run_frames`` with the frame runners of ``inference/runners.py``:
+``run_demo`` opens the input (``frames.open_source``), builds a ``FramePredictor`` for a snapshot or
+an IR (``inference.factory.make_predictor``), and runs ``run_frames`` with the frame runners of ``runners.py``:
 
 * **OpenVINO IR, asynchronous** (default): a reader thread decodes and preprocesses frames into a bounded
   queue; the main thread starts ``jobs`` inference requests on an ``openvino.AsyncInferQueue`` over
@@ -29,14 +30,14 @@ import time
 import torch
 from tqdm import tqdm
 
-from ..data.drawing import draw_detections, draw_text_lines
-from ..data.frames import open_sink, open_source
 from ..inference.deploy import deployment_input_size, model_stride
-from ..inference.runners import (AsyncRunner, FrameReader, FrameRunner, SyncRunner, is_tiled, keep_frame,
-                                 sequential_frames, supports_async)
+from ..inference.factory import check_ir_input_size, make_predictor
+from ..utils.artefacts import is_ir
 from ..utils.errors import OteError
-from .predictor import check_ir_input_size, is_ir, make_predictor
-from .task import Task
+from .drawing import draw_detections, draw_text_lines
+from .frames import open_sink, open_source
+from .runners import (AsyncRunner, FrameReader, FrameRunner, SyncRunner, is_tiled, keep_frame, sequential_frames,
+                      supports_async)
 
 __all__ = ["run_demo", "run_frames", "DemoStats", "gui_available", "display_available", "NO_GUI_HINT"]
 
@@ -244,12 +245,12 @@ def describe_predictor(predictor, weights, use_async, jobs):
     return f"{weights}: PyTorch fp32 ({threads} thread{'' if threads == 1 else 's'}), input {w}x{h} {fit}"
 
 
-def run_demo(template, load_weights, video, output=None, show=None, score_thr=0.5, precision="default",
+def run_demo(task, load_weights, video, output=None, show=None, score_thr=0.5, precision="default",
              threads=None, jobs=2, sync=False, keep_ratio=None, input_size=None, max_frames=None, overlay=True,
              tile=None, log=print):
     """Run the demo; returns ``DemoStats``.
 
-    ``template``: the work dir's template.yaml; ``load_weights``: a snapshot (.pth) or an IR (.xml/.bin:
+    ``task``: the work dir's ``apis.task.Task``; ``load_weights``: a snapshot (.pth) or an IR (.xml/.bin:
     ours, or an Open Model Zoo face detector); ``video``: camera index, video file or URL, image, or folder
     of images; ``output``: video file (.mp4, .avi, .mkv, .mov), image file (single image input) or folder
     for the annotated frames; ``show``: True / False / None = a window when there is a display and a GUI;
@@ -268,7 +269,6 @@ def run_demo(template, load_weights, video, output=None, show=None, score_thr=0.
         raise OteError(f"{load_weights}: file not found")
     check_ir_input_size(load_weights, input_size)  # only an IR with a dynamic input takes one
     show = resolve_show(show, output, log)
-    task = Task(template)
     source = open_source(video)
     sink = None
     try:

@@ -22,10 +22,10 @@ import tempfile
 import cv2
 import numpy as np
 
+from ..data.images import IMAGE_EXTS, WRITABLE_EXTS, read_image
 from ..utils.errors import OteError
 from ..utils.fileio import (LOW_SPACE_BYTES, check_writable_dir, check_writable_file, file_mode, free_bytes,
                             write_error)
-from .images import IMAGE_EXTS, WRITABLE_EXTS, read_image
 
 VIDEO_EXTS = {".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 DEFAULT_VIDEO_FPS = 25.0

@@ -7,18 +7,12 @@ from typing import Optional
 
 import torch.nn as nn
 
-from ..inference.predictor import TorchPredictor
-from ..utils.artefacts import check_ir_belongs
+from ..utils.artefacts import check_ir_belongs, is_ir
 from ..utils.complexity import model_complexity
 from ..utils.errors import OteError
+from .predictor import TorchPredictor
 
 log = logging.getLogger(__name__)
-
-IR_SUFFIXES = (".xml", ".bin")
-
-
-def is_ir(path):
-    return str(path).lower().endswith(IR_SUFFIXES)
 
 
 @dataclasses.dataclass
@@ -59,8 +53,8 @@ def ir_provenance(task, weights, model=None, info=_UNREAD):
         info = check_ir_belongs(weights, task)
     if info is not None:
         return Provenance(weights, "IR", True, f"export_info.yaml names {info.template or 'no template'}", info)
-    from ..omz_import.ir_graph import ir_conv_shapes
-    from ..inference.openvino_predictor import read_ir, static_input
+    from .ir_model import ir_conv_shapes
+    from .openvino_predictor import read_ir, static_input
     if model is None:
         model = static_input(read_ir(weights), weights, task.input_size)[0]
     _, _, h, w = (int(d) for d in model.inputs[0].get_partial_shape().to_shape())
@@ -81,7 +75,7 @@ def ir_provenance(task, weights, model=None, info=_UNREAD):
 def check_ir_input_size(weights, input_size):
     """Refuse (one line) an ``input_size`` given for an IR whose input size is fixed: only an IR with a
     dynamic height or width (``ir_input_is_dynamic``) is run at a size the user chooses."""
-    from ..inference.openvino_predictor import ir_input_is_dynamic
+    from .openvino_predictor import ir_input_is_dynamic
     if input_size is not None and is_ir(weights) and not ir_input_is_dynamic(weights):
         raise OteError(f"{weights}: --input-size is for snapshots and IRs with a dynamic input; this IR has the "
                        f"input size it was exported at (export it at another size with export.py --input-size)")
@@ -91,7 +85,7 @@ def artefact_complexity(provenance, predictor):
     """(GFLOPs, Mp, where they come from) of the evaluated artefact itself: a snapshot's model (a
     pruned one's own shapes) at the evaluated input size; an IR's export_info.yaml ``complexity`` (the
     exported model's, written by export.py / compress.py --ptq) when recorded for this input size, else
-    counted from the IR's own graph (``omz_import.ir_graph.ir_complexity``)."""
+    counted from the IR's own graph (``inference.ir_model.ir_complexity``)."""
     base = getattr(predictor, "inner", predictor)
     size = tuple(int(v) for v in predictor.input_size)
     if provenance.kind == "snapshot":
@@ -101,7 +95,7 @@ def artefact_complexity(provenance, predictor):
     record = info.complexity if info is not None else None
     if record and tuple(record.get("input_size") or ()) == size and "gflops" in record and "mparams" in record:
         return float(record["gflops"]), float(record["mparams"]), "export_info.yaml (the exported model, ptflops)"
-    from ..omz_import.ir_graph import ir_complexity
+    from .ir_model import ir_complexity
     gflops, mparams = ir_complexity(base.model)  # as run: a dynamic input made static
     return gflops, mparams, "the IR's graph (convolutions and activations; BatchNorm folded)"
 
@@ -120,7 +114,7 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
     (``overlap``, ``tile_scale``): a full-frame pass plus overlapping tiles at the network's input size.
     """
     if is_ir(weights):
-        from ..inference.openvino_predictor import OpenVINOPredictor
+        from .openvino_predictor import OpenVINOPredictor
         check_ir_input_size(weights, input_size)
         info = check_ir_belongs(weights, task)
         keep = (info.keep_ratio if info is not None else False) if keep_ratio is None else keep_ratio
@@ -138,7 +132,7 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
         predictor = TorchPredictor(model, input_size or snapshot_size, keep_ratio=bool(keep_ratio),
                                    batch_size=batch_size)
     if tile is not None:
-        from ..inference.tiling import TiledPredictor
+        from .tiling import TiledPredictor
         test_cfg = task.cfg.model.get("test_cfg") or {}
         predictor = TiledPredictor(predictor, nms_iou=float((test_cfg.get("nms") or {}).get("iou_threshold", 0.45)),
                                    max_per_img=int(test_cfg.get("max_per_img", 200) or 200), **tile)

@@ -168,8 +168,8 @@ def check_int8_recall(info, max_recall_drop=10.0, allow=False, calibration=None)
     if drop <= max_recall_drop:
         return
     where = f" (calibration images: {calibration})" if calibration else ""
-    line = (f"INT8's AP {info['ap_fp32_ir']:.2f} -> {info['ap_int8_ir']:.2f} is within --max-drop, but its recall at score "
-            f"{info['operating_score']:g} (the IR's confidence_threshold) falls {info['recall_fp32_ir']:.1f}% -> "
+    line = (f"INT8's AP {info['ap_fp32_ir']:.2f} -> {info['ap_int8_ir']:.2f} is within --max-drop, but its recall "
+            f"at score {info['operating_score']:g} (the IR's confidence_threshold) falls {info['recall_fp32_ir']:.1f}% -> "
             f"{info['recall_int8_ir']:.1f}%, more than --max-recall-drop {max_recall_drop:g} points: calibration "
             f"images unlike the frames to detect on{where}?")
     if not allow:
@@ -217,8 +217,8 @@ class ValidationProgress:
     def __call__(self, compiled, items):
         value = self.metric(compiled, list(items))
         self.calls += 1
-        now, since = time.time(), time.time() - self.last
-        self.last = now
+        now = time.time()
+        since, self.last = now - self.last, now
         if self.calls == self.first_phase + 1:  # the drop exceeds max_drop: ranking, then reverting
             self.bar.total = self.first_phase + 2 * self.groups
             self.bar.refresh()

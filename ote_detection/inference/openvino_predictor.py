@@ -1,5 +1,6 @@
 """Running an OpenVINO IR (ours, or Open Model Zoo's face detectors) as a frame predictor."""
 
+import logging
 import os
 
 import numpy as np
@@ -10,6 +11,8 @@ from ..models.heads import ExportFamily
 from ..utils.artefacts import ir_paths, is_ir
 from ..utils.errors import OteError
 from .predictor import FramePredictor
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16", "default": None}
 
@@ -68,8 +71,9 @@ def ir_input_is_dynamic(path_or_model):
 
 
 def _is_static_image_input(shape):
-    return shape.rank.is_static and shape.is_static and shape.rank.get_length() == 4 and shape[0].get_length() == 1 and \
-        shape[1].get_length() == 3
+    """Whether a PartialShape is a static [1, 3, H, W]."""
+    return (shape.rank.is_static and shape.is_static and shape.rank.get_length() == 4
+            and shape[0].get_length() == 1 and shape[1].get_length() == 3)
 
 
 def static_input(model, name, size=None, why="the template's input size"):
@@ -89,7 +93,7 @@ def static_input(model, name, size=None, why="the template's input size"):
     shape = model.inputs[0].get_partial_shape()
     if shape.rank.is_dynamic or shape.rank.get_length() != 4:
         raise OteError(f"{name}: input shape {shape} is not [1, 3, H, W]")
-    n, c, h, w = shape
+    _, c, h, w = shape
     if c.is_static and c.get_length() != 3:
         raise OteError(f"{name}: input shape {_dims(shape)} is not [1, 3, H, W] (3 channels)")
     if _is_static_image_input(shape):
@@ -146,6 +150,10 @@ class OpenVINOPredictor(FramePredictor):
     * ``boxes`` [N, 5] (x1, y1, x2, y2, score in input pixels) and ``labels`` [N] (face-detection-0205/0206);
       rows with score 0 are padding.
 
+    An IR with a dynamic or other input (``[1, 3, ?, ?]``, ``[?, 3, H, W]``) is made a static [1, 3, H, W]
+    first (``static_input``: a dynamic height and width become ``input_size`` (w, h); ``size_why`` says where
+    that size comes from), said in one log line and kept in ``.reshaped``; ``.model`` is the model as run.
+
     ``.compiled`` (the CompiledModel), ``preprocess`` and ``decode_outputs`` let a caller run it with
     ``openvino.AsyncInferQueue``.
     """
@@ -154,8 +162,6 @@ class OpenVINOPredictor(FramePredictor):
 
     def __init__(self, weights, precision="f32", threads=None, device="CPU", keep_ratio=False, input_size=None,
                  size_why="the template's input size"):
-        import logging
-
         import openvino as ov
         if precision not in PRECISIONS:
             raise OteError(f"unknown precision '{precision}' (one of {', '.join(PRECISIONS)})")
@@ -163,7 +169,7 @@ class OpenVINOPredictor(FramePredictor):
         self.xml, self.bin = find_ir_pair(weights)
         model, self.reshaped = static_input(read_ir(self.xml, self.core), self.xml, input_size, size_why)
         if self.reshaped:
-            logging.getLogger(__name__).info(self.reshaped)
+            log.info(self.reshaped)
         self.precision = precision
         self.threads = threads
         config = {}

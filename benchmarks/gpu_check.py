@@ -144,8 +144,6 @@ def train_rows(tmp, env, cuda=True):
 
 def eval_row(snapshot, device="cuda"):
     """COCO AP of the 0206 snapshot on airport through CUDA (``device``), checked against the CPU."""
-    import torch
-
     from ote_detection.apis.task import Task
     from ote_detection.data.coco import load_coco_files
     from ote_detection.inference.predictor import TorchPredictor, detect_images

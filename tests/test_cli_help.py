@@ -11,7 +11,8 @@ from conftest import REPO, run_tool
 TOOLS = ["tools/instantiate_template.py", "tools/get_complexity.py", "tools/wider_to_coco.py",
          "tools/import_openvino_weights.py", "tools/make_synthetic_dataset.py", "tools/run_end_to_end.py",
          "tools/workdir/train.py", "tools/workdir/eval.py", "tools/workdir/export.py", "tools/workdir/visualize.py",
-         "tools/workdir/compress.py", "tools/choose_input_size.py", "tools/cluster_anchors.py"]
+         "tools/workdir/compress.py", "tools/choose_input_size.py", "tools/cluster_anchors.py",
+         "tools/convert_dataset.py"]
 
 
 def load(tool):

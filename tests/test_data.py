@@ -1,11 +1,10 @@
 """Datasets: merged files, clipping, and one clear line for each kind of bad input."""
 
-import json
 import os
 
 import pytest
 
-from conftest import REPO, copy_airport_subset, need_shared, run_here, run_tool, write_json
+from conftest import copy_airport_subset, need_shared, run_here, run_tool, write_json
 from ote_detection.data.coco import load_coco_files
 from ote_detection.utils.errors import OteError
 
@@ -103,3 +102,23 @@ def test_train_cli_reports_bad_input_in_one_line(tmp_path, work_dir_0200):
                   "--input-size", "64", "--workers", "1"])
     assert r.returncode == 2 and "cannot decode image" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert not os.path.exists(tmp_path / "out" / "latest.pth")
+
+
+def test_crowd_flags_read_by_meaning_and_ignore_folded_into_iscrowd(tmp_path):
+    """COCO files written by other tools spell the flags as strings ("False", "0") or use an ``ignore`` key
+    (which pycocotools overwrites with iscrowd): read by their meaning, an ignored box is an iscrowd box, so
+    evaluation and training leave out the same boxes; a value that is neither is one line."""
+    from ote_detection.data.coco import CocoDataset
+    ann, data = copy_airport_subset(str(tmp_path), n=2)
+    anns = data["annotations"]
+    anns[0]["iscrowd"], anns[1]["iscrowd"], anns[2]["ignore"], anns[3]["ignore"] = "False", "1", 1, "no"
+    write_json(ann, data)
+    coco = load_coco_files(ann, str(tmp_path))
+    assert [a["iscrowd"] for a in coco["annotations"][:4]] == [0, 1, 1, 0]
+    assert sum(a["iscrowd"] for a in coco["annotations"]) == 2
+    dataset = CocoDataset(ann, str(tmp_path), [], min_size=None)
+    assert sum(len(item[1]) for item in dataset.items) == len(anns) - 2
+    anns[0]["iscrowd"] = "maybe"
+    write_json(ann, data)
+    with pytest.raises(OteError, match=r"annotation id .* has iscrowd = 'maybe', neither true nor false"):
+        load_coco_files(ann, str(tmp_path))

@@ -339,5 +339,5 @@ def test_snapshot_width_only_input_size_on_a_folder(png_folder, tmp_path, one_to
                      input_size=input_size_or_width("256x"), log=lines.append)
     text = "\n".join(lines)
     assert f"PyTorch fp32 (1 thread), input {w}x{h} letterboxed" in text, text
-    assert f"(folder, 4 image files)" in text, text
+    assert "(folder, 4 image files)" in text, text
     assert "skipped 1 of 4 file(s)" in text and stats.frames == 3, text

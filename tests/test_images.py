@@ -3,10 +3,8 @@ JPEG/PNG/WebP/TIFF, gray, palette, alpha, 16-bit, float, CMYK, animations, multi
 Pillow's and OpenCV's limits, damaged JPEGs; and the tools (eval, train, cluster_anchors, visualize) on
 the issue's cases."""
 
-import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 

@@ -6,7 +6,6 @@ publishes (their sha384 equal the template's, copied from OMZ's model.yml); the 
 another OMZ release, and there is no 0202 IR here: 0202 is not checked against a real IR.
 """
 
-import functools
 import http.server
 import os
 import subprocess

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, run_here, run_tool, template_path
+from conftest import run_here, run_tool, template_path
 from ote_detection.engine.checkpoint import load_checkpoint_file
 
 COMMON = ["--batch-size", "4", "--input-size", "96", "--workers", "0"]

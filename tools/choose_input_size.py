@@ -10,8 +10,8 @@ model's stride; the frames are letterboxed, so the aspect is kept). Example:
       snapshot.pth --val-ann-files airport.json --val-data-roots airport/ --sizes 256,640x,960x,1280x
 """
 
-from ote_detection.utils.cli import (ArgumentParser, add_data_format_arg, add_path_list_arg, existing_file, output_dir,
-                                     positive_float, positive_int)
+from ote_detection.utils.cli import (ArgumentParser, add_data_format_arg, add_path_list_arg, add_subset_arg,
+                                     existing_file, output_dir, positive_float, positive_int)
 from ote_detection.utils.errors import run_cli
 
 
@@ -23,6 +23,7 @@ def main(argv=None):
     add_path_list_arg(p, "--val-ann-files", "COCO annotation file(s) of the validation set", required=True)
     add_path_list_arg(p, "--val-data-roots", "image root(s) of those files (COCO)")
     add_data_format_arg(p)
+    add_subset_arg(p, "--val")
     p.add_argument("--sizes", default="256,640x,960x,1280x",
                    help="comma-separated input sizes to try: W, WxH or Wx (default: %(default)s)")
     p.add_argument("--precision", default="default", choices=["default", "f32", "bf16", "f16"],
@@ -48,7 +49,8 @@ def main(argv=None):
                                      precision=a.precision, keep_ratio=not a.stretch,
                                      int8_calibration=a.int8_calibration, calibration_images=a.calibration_images,
                                      save_irs_to=a.save_irs_to, score_thr=a.score_thr, tolerance=a.tolerance,
-                                     repeats=a.repeats, all_threads=not a.no_all_threads, data_format=a.data_format)
+                                     repeats=a.repeats, all_threads=not a.no_all_threads, data_format=a.data_format,
+                                     val_subset=a.val_subset)
     import openvino as ov
     hint = a.precision if a.precision != "default" else \
         f"default (= {ov.Core().get_property('CPU', 'INFERENCE_PRECISION_HINT').to_string()} on this CPU)"

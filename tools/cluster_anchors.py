@@ -20,8 +20,8 @@ import sys
 
 import numpy as np
 
-from ote_detection.utils.cli import (ArgumentParser, add_data_format_arg, add_path_list_arg, bounded_int, existing_file,
-                                     input_size_or_width, non_negative_float)
+from ote_detection.utils.cli import (ArgumentParser, add_data_format_arg, add_path_list_arg, add_subset_arg,
+                                     bounded_int, existing_file, input_size_or_width, non_negative_float)
 from ote_detection.utils.errors import OteError, run_cli
 
 log = logging.getLogger("cluster_anchors")
@@ -34,6 +34,7 @@ def main(argv=None):
     p.add_argument("model_py", type=existing_file, help="the work dir's model.py (or a template's, read-only without --write)")
     add_path_list_arg(p, "--train-ann-files", "COCO annotation file(s) (or datasets of --data-format)", required=True)
     add_data_format_arg(p)
+    add_subset_arg(p, "--train")
     add_path_list_arg(p, "--train-data-roots", "image root(s) (only to check the files; sizes are read from the "
                       "json)")
     p.add_argument("--input-size", type=input_size_or_width, default=None,
@@ -67,7 +68,8 @@ def main(argv=None):
         raise OteError(f"{a.model_py}: {exc}") from exc
     from ote_detection.data.formats import is_coco, prepare_datasets
     if not is_coco(a.data_format):  # converted to COCO json first; the images are checked on the way
-        a.train_ann_files, a.train_data_roots = prepare_datasets(a.train_ann_files, a.train_data_roots, a.data_format)
+        a.train_ann_files, a.train_data_roots = prepare_datasets(a.train_ann_files, a.train_data_roots, a.data_format,
+                                                                 subset=a.train_subset)
     files = split_paths(a.train_ann_files)
     for f in files:
         if not os.path.isfile(f):

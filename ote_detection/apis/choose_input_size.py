@@ -166,7 +166,8 @@ def mark_choice(rows, tolerance=1.0, key="ap50"):
 
 def choose_input_size(template, weights, ann_files, data_roots, sizes, precision="default", keep_ratio=True,
                       int8_calibration=None, calibration_images=10, save_irs_to=None, score_thr=0.5,
-                      tolerance=1.0, repeats=1, all_threads=True, progress=True, data_format="coco"):
+                      tolerance=1.0, repeats=1, all_threads=True, progress=True, data_format="coco",
+                      val_subset=None):
     """The sweep; returns ``(rows, choice index)``; each row: size, precision, ap, ap50, recall_small,
     best_recall_small, ms_1 (1 thread), ms_all (all threads, or NaN), xml."""
     task = Task(template)
@@ -174,7 +175,7 @@ def choose_input_size(template, weights, ann_files, data_roots, sizes, precision
         raise OteError(f"{weights}: an IR has one input size; give the PyTorch snapshot (.pth) to sweep sizes")
     specs = parse_size_list(sizes)  # checked before anything is loaded
     model, _ = task.load_snapshot(weights)
-    ann_files, data_roots = prepare_datasets(ann_files, data_roots, data_format, task.classes, "--val")
+    ann_files, data_roots = prepare_datasets(ann_files, data_roots, data_format, task.classes, "--val", val_subset)
     coco = load_coco_files(ann_files, data_roots, task.classes)
     frames = load_frames(coco)
     frame_hw = common_frame_hw(coco["images"])

@@ -73,9 +73,10 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
         from ..data.formats import prepare_datasets
         data_format = train_kwargs.get("data_format")
         train_ann_files, train_data_roots = prepare_datasets(train_ann_files, train_data_roots, data_format,
-                                                             task.classes)
+                                                             task.classes, "--train", train_kwargs.get("train_subset"))
         train_kwargs["val_ann_files"], train_kwargs["val_data_roots"] = prepare_datasets(
-            train_kwargs.get("val_ann_files"), train_kwargs.get("val_data_roots"), data_format, task.classes, "--val")
+            train_kwargs.get("val_ann_files"), train_kwargs.get("val_data_roots"), data_format, task.classes, "--val",
+            train_kwargs.get("val_subset"))
         return post_training_quantization(task, load_weights, train_ann_files, train_data_roots, save_checkpoints_to,
                                           val_ann_files=train_kwargs.get("val_ann_files"),
                                           val_data_roots=train_kwargs.get("val_data_roots"), max_drop=max_drop,

@@ -38,7 +38,7 @@ def _detect_cached(predictor, settings, weights, paths, keys, cache, batch_size,
 def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, save_metrics_to=None,
              wider_dir=None, wider_gt_dir=None, save_pr_curves=None, precision="f32", batch_size=8,
              cache_dir=None, threads=None, input_size=None, keep_ratio=None, tile=None, size_report_thr=0.5,
-             data_format="coco"):
+             data_format="coco", test_subset=None):
     """Compute the template's metrics for a snapshot or an IR; write metrics.yaml; return {key: value}.
 
     ``input_size``: run a snapshot at another input size than its own: (w, h), or (w, None) for a width
@@ -46,7 +46,8 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
     options of tiled inference (see ``make_predictor``). With test annotation files, the recall by face
     size (``evaluation/size_report.py``) at score ``size_report_thr`` is printed and saved under its own
     keys; WIDER e/m/h are computed at the evaluated input size. ``data_format``: of the test files, coco or a
-    Datumaro format name (``data/formats.py``)."""
+    Datumaro format name (``data/formats.py``); ``test_subset``: the subset(s) of such a dataset read (default:
+    its only one, else its test or val subset: ``data.formats.pick_subsets``)."""
     task = Task(template)
     if not test_ann_files and not wider_dir:
         raise OteError("nothing to evaluate on: give --test-ann-files/--test-data-roots or --wider-dir")
@@ -56,8 +57,9 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
         check_writable_file(save_metrics_to, "--save-metrics-to file")
     if save_pr_curves:
         check_writable_dir(save_pr_curves, "--save-pr-curves folder")
+    # (also checks a half-given COCO pair)
     test_ann_files, test_data_roots = prepare_datasets(test_ann_files, test_data_roots, data_format, task.classes,
-                                                       prefix="--test")  # checks a half-given COCO pair
+                                                       prefix="--test", subset=test_subset)
     coco = load_coco_files(test_ann_files, test_data_roots, task.classes, flags="--test") if test_ann_files else None
     wider_gt = wider_images = None
     if wider_dir:

@@ -58,15 +58,18 @@ class TrainOptions:
     overwrite: bool = False
     progress: bool = True
     data_format: Optional[str] = "coco"  # or a Datumaro format name: converted first (data/formats.py)
+    train_subset: Optional[str] = None  # of a Datumaro dataset: the subset(s) read (default: by role, pick_subsets)
+    val_subset: Optional[str] = None
     # filled in by ``train`` before the processes start
     val_coco: Optional[dict] = None
+    train_dataset: object = None  # built once; spawned DDP processes get it with their arguments
     use_cuda: bool = False
 
 
-def build_train_dataset(cfg, ann_files, data_roots, classes, quiet=False):
+def build_train_dataset(cfg, ann_files, data_roots, classes, quiet=False, check_images=True):
     """The training dataset of ``cfg.data.train`` (RepeatDataset chains unrolled), its pipeline resizing
     to the config's ``input_size``. It says in one line what it leaves out and why (``CocoDataset``),
-    unless ``quiet``."""
+    unless ``quiet``; ``check_images``: as ``data.coco.load_coco_files``."""
     node, times = cfg.data.train, 1
     while node.get("type") == "RepeatDataset":
         times *= node.get("times", 1)
@@ -74,7 +77,7 @@ def build_train_dataset(cfg, ann_files, data_roots, classes, quiet=False):
     pipeline = with_input_size(node.get("pipeline", cfg.train_pipeline), input_size_wh(cfg.input_size))
     dataset = CocoDataset(ann_files, data_roots, pipeline, classes=classes,
                           min_size=node.get("min_size"), filter_empty_gt=node.get("filter_empty_gt", True),
-                          quiet=quiet)
+                          quiet=quiet, check_images=check_images)
     return RepeatDataset(dataset, times) if times > 1 else dataset
 
 
@@ -110,8 +113,7 @@ def _run(options, plugin=None):
     cfg = _prepare(task, options, plugin)
     seed_everything(options.seed + (torch.distributed.get_rank() if torch.distributed.is_initialized() else 0))
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if options.use_cuda else "cpu")
-    # quiet: train() built (and reported) the same dataset before any process started
-    dataset = build_train_dataset(cfg, options.train_ann_files, options.train_data_roots, task.classes, quiet=True)
+    dataset = options.train_dataset  # built (and reported) by train() before any process started
     loader = build_train_loader(dataset, options.batch_size, options.workers, options.seed,
                                 pin_memory=options.use_cuda)
     detector = task.build_detector()
@@ -179,9 +181,11 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     task = Task(options.template)
     if options.data_format is not None:  # coco: only checks that each file has its image folder
         options.train_ann_files, options.train_data_roots = prepare_datasets(
-            options.train_ann_files, options.train_data_roots, options.data_format, task.classes, "--train")
+            options.train_ann_files, options.train_data_roots, options.data_format, task.classes, "--train",
+            options.train_subset)
         options.val_ann_files, options.val_data_roots = prepare_datasets(
-            options.val_ann_files, options.val_data_roots, options.data_format, task.classes, "--val")
+            options.val_ann_files, options.val_data_roots, options.data_format, task.classes, "--val",
+            options.val_subset)
         options.data_format = None  # done: DDP processes and compress get COCO json
     if options.resume_from and options.load_weights:
         raise OteError("give either --resume-from or --load-weights, not both")
@@ -248,14 +252,19 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
         if lock is not None:
             check_checkpoint_dir(options.save_checkpoints_to, options.resume_from, start_epoch, options.overwrite)
         check_data_flags(options.val_ann_files, options.val_data_roots, "--val")
-        dataset = build_train_dataset(copy.deepcopy(cfg), options.train_ann_files, options.train_data_roots,
-                                      task.classes)
+        # the one build of the run: spawned processes get it with their arguments; under torchrun each rank
+        # runs this, and only rank 0 reads the image headers and reports (the others read the JSON alone;
+        # a file rank 0 refuses ends the whole job)
+        rank0 = int(os.environ.get("RANK", "0")) == 0
+        dataset = options.train_dataset = build_train_dataset(
+            copy.deepcopy(cfg), options.train_ann_files, options.train_data_roots, task.classes, quiet=not rank0,
+            check_images=rank0)
         try:  # the batch a process really gets: at most its share of the data
             check_batch_pixels(min(options.batch_size, -(-len(dataset) // processes)), task.input_size,
                                given=options.batch_size)
         except ValueError as exc:
             raise OteError(str(exc)) from None
-        if options.val_ann_files:
+        if options.val_ann_files and rank0:  # only rank 0 validates
             options.val_coco = load_coco_files(options.val_ann_files, options.val_data_roots, task.classes,
                                                flags="--val")
         return _launch(task, options, plugin, processes, start_epoch)

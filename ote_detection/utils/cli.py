@@ -11,7 +11,7 @@ import os
 from typing import NamedTuple, Optional
 
 __all__ = ["ArgumentParser", "add_path_list_arg", "bounded_int", "positive_int", "non_negative_int", "positive_float", "non_negative_float", "InputSize",
-           "input_size", "input_size_or_width", "seed", "existing_file", "existing_dir", "output_dir", "output_file"]
+           "input_size", "input_size_or_width", "seed", "add_subset_arg", "existing_file", "existing_dir", "output_dir", "output_file"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -248,6 +248,16 @@ def add_data_format_arg(parser):
     parser.add_argument("--data-format", default="coco", metavar="NAME", help=DATA_FORMAT_HELP)
 
 
+def add_subset_arg(parser, prefix):
+    """``{prefix}-subset NAME[,NAME...]``: the subset(s) read of the ``{prefix}-ann-files`` datasets of a
+    Datumaro format (``data.formats.pick_subsets``); ``prefix`` is '--train', '--val' or '--test'."""
+    parser.add_argument(f"{prefix}-subset", metavar="NAME", help=(
+        f"with a Datumaro --data-format: the subset(s) of the {prefix}-ann-files dataset(s) to read, e.g. val "
+        f"(several, comma-separated, are merged). Default: a dataset's only subset, else the one named for "
+        f"{prefix}-ann-files' role (e.g. {prefix[2:]}; the names tried are in docs/data_formats.md); subsets are "
+        f"never merged unasked, and the data line names the subsets read with their image counts"))
+
+
 def add_training_args(parser, defaults="the template's", load_weights_help=None, resume_help=None):
     """The flags train.py and compress.py share (data, output folder, start weights, schedule, processes),
     each checked when parsed. ``defaults``: where unset values come from, for the help texts: one text, or
@@ -257,8 +267,10 @@ def add_training_args(parser, defaults="the template's", load_weights_help=None,
                       required=True)
     add_path_list_arg(parser, "--train-data-roots", "image folder(s), one per annotation file (COCO)")
     add_data_format_arg(parser)
+    add_subset_arg(parser, "--train")
     add_path_list_arg(parser, "--val-ann-files", "COCO annotation file(s) for validation (COCO AP after each epoch)")
     add_path_list_arg(parser, "--val-data-roots", "image folder(s) of the validation annotation file(s)")
+    add_subset_arg(parser, "--val")
     parser.add_argument("--save-checkpoints-to", required=True, type=output_dir,
                         help="output folder: epoch_N.pth and latest.pth are written there (atomically) after each "
                              "epoch. A folder holding checkpoints of an earlier run is refused unless --resume-from "
@@ -297,7 +309,8 @@ def training_kwargs(args):
                 base_learning_rate=args.base_learning_rate, gpu_num=args.gpu_num,
                 tensorboard_dir=args.tensorboard_dir, workers=args.workers,
                 input_size=tuple(args.input_size) if args.input_size else None, seed=args.seed,
-                overwrite=args.overwrite, data_format=args.data_format)
+                overwrite=args.overwrite, data_format=args.data_format, train_subset=args.train_subset,
+                val_subset=args.val_subset)
 
 
 def add_int8_check_args(parser):

@@ -4,8 +4,55 @@ import logging
 import sys
 
 
+# internal path (a temporary file the user never made) -> what messages name instead (see ``show_as``)
+_SHOWN_AS = {}
+
+
+def show_as(internal, shown):
+    """From now on, messages (``OteError`` text and the package's log records) that name the path ``internal``
+    name ``shown`` instead: e.g. the temporary COCO json a Datumaro dataset is converted into is named by the
+    dataset's folder and format (``data/formats.py``)."""
+    _SHOWN_AS[str(internal)] = str(shown)
+    _install_log_filter()
+
+
+def user_text(text):
+    """``text`` with every internal path registered by ``show_as`` replaced by what the user knows it as."""
+    text = str(text)
+    for internal in sorted(_SHOWN_AS, key=len, reverse=True):
+        if internal in text:
+            text = text.replace(internal, _SHOWN_AS[internal])
+    return text
+
+
+class _UserPaths(logging.Filter):
+    """Rewrites a log record's message with ``user_text`` (a logger filter: it sees the records of its logger)."""
+
+    def filter(self, record):
+        if _SHOWN_AS:
+            message = record.getMessage()
+            shown = user_text(message)
+            if shown != message:
+                record.msg, record.args = shown, ()
+        return True
+
+
+_FILTER = _UserPaths()
+
+
+def _install_log_filter():
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.split(".")[0] == "ote_detection" and isinstance(logger, logging.Logger) \
+                and _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
+
 class OteError(Exception):
-    """A problem with the user's input (file, template, flag). Printed as one line, no traceback."""
+    """A problem with the user's input (file, template, flag). Printed as one line, no traceback. Internal
+    paths registered with ``show_as`` read as what the user gave."""
+
+    def __str__(self):
+        return user_text(super().__str__())
 
 
 _PREFIX = "OteError: "

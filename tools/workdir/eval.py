@@ -8,9 +8,9 @@ complexity) to a metrics.yaml and prints them as a table.
 import os
 
 from ote_detection.apis.evaluate import evaluate
-from ote_detection.utils.cli import (ArgumentParser, add_data_format_arg, add_path_list_arg, add_tiling_args,
-                                     existing_dir, existing_file, input_size_or_width, non_negative_float, output_dir,
-                                     output_file, positive_int, tiling_options)
+from ote_detection.utils.cli import (ArgumentParser, add_data_format_arg, add_path_list_arg, add_subset_arg,
+                                     add_tiling_args, existing_dir, existing_file, input_size_or_width,
+                                     non_negative_float, output_dir, output_file, positive_int, tiling_options)
 from ote_detection.utils.errors import run_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -23,6 +23,7 @@ def main(argv=None):
     add_path_list_arg(p, "--test-ann-files", "COCO annotation file(s) (for ap and ap_64x64)")
     add_path_list_arg(p, "--test-data-roots", "image folder(s), one per annotation file (COCO)")
     add_data_format_arg(p)
+    add_subset_arg(p, "--test")
     p.add_argument("--save-metrics-to", type=output_file, help="write the metrics here (YAML, the template's keys "
                    "and display names); checked to be writable before anything is computed")
     p.add_argument("--wider-dir", type=existing_dir, help="WIDER FACE val images: the WIDER root, WIDER_val or "
@@ -57,7 +58,7 @@ def main(argv=None):
              a.save_metrics_to, wider_dir=a.wider_dir, wider_gt_dir=a.wider_gt_dir, save_pr_curves=a.save_pr_curves,
              precision=a.precision, batch_size=a.batch_size, cache_dir=a.cache_dir or None, input_size=a.input_size,
              keep_ratio=a.keep_ratio, tile=tiling_options(a), size_report_thr=a.size_report_thr,
-             data_format=a.data_format)
+             data_format=a.data_format, test_subset=a.test_subset)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def qat_advice(num_images):
 
 def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *, nncf_quantization=None,
              nncf_sparsity=None, nncf_pruning=None, load_weights=None, resume_from=None, ptq=False, max_drop=1.0,
-             compression_config=None, **train_kwargs):
+             compression_config=None, max_recall_drop=10.0, allow_recall_drop=False, **train_kwargs):
     """Compress the template's model. ``nncf_*``: True/False, or None for the template's
     ``optimisations.<part>.default``. ``train_kwargs``: ``apis.train.TrainOptions`` fields (val files,
     epochs, batch size, learning rate, gpu_num, input size, ...); ``epochs`` / ``base_learning_rate``
@@ -82,7 +82,8 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
         return post_training_quantization(task, load_weights, train_ann_files, train_data_roots, save_checkpoints_to,
                                           val_ann_files=train_kwargs.get("val_ann_files"),
                                           val_data_roots=train_kwargs.get("val_data_roots"), max_drop=max_drop,
-                                          input_size=train_kwargs.get("input_size"), settings=settings)
+                                          input_size=train_kwargs.get("input_size"), settings=settings,
+                                          max_recall_drop=max_recall_drop, allow_recall_drop=allow_recall_drop)
     from ..compression.plugin import CompressionPlugin
     from ..data.coco import load_coco_files
     from .train import train

@@ -17,7 +17,7 @@ from ..utils.cli import check_batch_pixels
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_write_text, check_writable_dir, check_writable_file
 from ..utils.artefacts import is_ir
-from ..inference.factory import artefact_complexity, detection_settings, make_predictor
+from ..inference.factory import artefact_complexity, check_ir_input_size, detection_settings, make_predictor
 from .task import Task
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,7 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
         wider_gt = find_wider_gt_dir(wider_dir, wider_gt_dir)
     size = None
     if input_size is not None:
-        if is_ir(load_weights):
-            raise OteError(f"{load_weights}: an IR has the input size it was exported at; export at that size "
-                           f"(export.py --input-size) or evaluate the snapshot")
+        check_ir_input_size(load_weights, input_size)  # only an IR with a dynamic input takes one
         frame_hw = common_frame_hw(coco["images"]) if coco is not None else None
         size = deployment_input_size(tuple(input_size), frame_hw=frame_hw, stride=model_stride(task.cfg.model))
         keep_ratio = keep_ratio or input_size[1] is None

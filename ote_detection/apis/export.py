@@ -18,16 +18,18 @@ log = logging.getLogger(__name__)
 EXPORT_FILES = ("model.xml", "model.bin", "model.onnx", "export_info.yaml", "model_fp32.xml", "model_fp32.bin")
 
 def export(template, load_weights, save_model_to, onnx=False, input_size=None, aspect=None, int8=False,
-           calibration_images=None, val_ann_files=None, val_data_roots=None, max_drop=1.0):
+           calibration_images=None, val_ann_files=None, val_data_roots=None, max_drop=1.0, max_recall_drop=10.0,
+           allow_recall_drop=False):
     """Write ``model.xml``/``model.bin`` (FP32 IR), optionally ``model.onnx``, and ``export_info.yaml`` to
     ``save_model_to``. Everything is written to a temporary folder beside it, which then replaces
     ``save_model_to`` as a whole (``utils.fileio.atomic_dir``): a failure or a kill leaves the old
     export intact, a reader sees the old set or the new set. export_info.yaml records each file's
     sha256. ``int8``: model.xml is the INT8 IR of post-training quantization at that size
     (``compression.ptq.int8_of_exported_ir``: accuracy control on ``val_ann_files``, at most ``max_drop``
-    AP points lost; calibration on ``calibration_images`` or the validation images), the FP32 IR is kept
-    as model_fp32.xml, export_info.yaml's ``int8`` has the AP before / after and the precision the CPU
-    runs. ``input_size``: (w, h) instead of the snapshot's own, or (w, None): width w, the height from
+    AP points lost; calibration on ``calibration_images`` or the validation images, listed before any
+    work; refused when the recall at the operating score falls more than ``max_recall_drop`` points unless
+    ``allow_recall_drop``), the FP32 IR is kept as model_fp32.xml, export_info.yaml's ``int8`` has the AP
+    and recall before / after and the precision the CPU runs. ``input_size``: (w, h) instead of the snapshot's own, or (w, None): width w, the height from
     ``aspect`` (default 16:9) rounded up to the model's stride, for letterboxed frames
     (``inference/deploy.py``). Returns the path of model.xml."""
     task = Task(template)
@@ -40,6 +42,10 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
         raise OteError(f"--aspect {aspect} is only for --input-size Wx (the height from the aspect); {given} "
                        f"fixes both sides: leave --aspect out, or give --input-size {input_size[0] if input_size else 'W'}x")
     model, snapshot_size = task.load_snapshot(load_weights)  # checks template and shapes, one line each
+    sources = None
+    if int8:  # the images are listed and the validation set read before the FP32 export (minutes)
+        from ..compression.ptq import int8_sources
+        sources = int8_sources(calibration_images, val_ann_files, val_data_roots, task.classes)
     size = deployment_input_size(tuple(input_size) if input_size is not None else None, aspect=aspect,
                                  stride=model_stride(model), default=snapshot_size)
     keep_ratio = input_size is not None and input_size[1] is None  # the IR's model_info says fit_to_window
@@ -54,8 +60,8 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
         int8_info = None
         if int8:
             from ..compression.ptq import int8_of_exported_ir
-            quantized, int8_info = int8_of_exported_ir(ov_model, size, keep_ratio, task.classes, calibration_images,
-                                                       val_ann_files, val_data_roots, max_drop)
+            quantized, int8_info = int8_of_exported_ir(ov_model, size, keep_ratio, sources, max_drop, max_recall_drop,
+                                                       allow_recall_drop)
             save_openvino(ov_model, os.path.join(tmp, "model_fp32.xml"),
                           shown_as=os.path.join(out_dir, "model_fp32.xml"))
             save_openvino(quantized, os.path.join(tmp, "model.xml"), shown_as=os.path.join(out_dir, "model.xml"),
@@ -64,9 +70,15 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
         else:
             save_openvino(ov_model, os.path.join(tmp, "model.xml"), shown_as=os.path.join(out_dir, "model.xml"))
             files = ["model.xml", "model.bin"]
-        if onnx:
-            onnx_outputs = export_onnx(model, size, os.path.join(tmp, "model.onnx"))
-            files.append("model.onnx")
+        onnx_outputs = onnx_error = None
+        if onnx:  # never at the cost of the IR: a failure is said after the IR is in place
+            try:
+                onnx_outputs = export_onnx(model, size, os.path.join(tmp, "model.onnx"))
+                files.append("model.onnx")
+            except OteError as exc:
+                onnx_error = str(exc)
+                if os.path.exists(os.path.join(tmp, "model.onnx")):
+                    os.remove(os.path.join(tmp, "model.onnx"))
         norm = task.img_norm_cfg
         export_info = ExportInfo(
             template=task.name,
@@ -89,10 +101,12 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
             classes=list(task.classes),
             head_family=model.detector.bbox_head.export_family,
             output=info["output"],
-            onnx={"file": "model.onnx", "outputs": onnx_outputs} if onnx else None,
+            onnx={"file": "model.onnx", "outputs": onnx_outputs} if onnx_outputs else None,
             int8=int8_info,
         )
         write_export_info(tmp, export_info)  # a full disk: atomic_dir's line
     xml = os.path.join(out_dir, "model.xml")
     log.info("exported %s (%dx%d) to %s", task.name, size[0], size[1], xml)
+    if onnx_error:
+        raise OteError(f"{xml} written, but not model.onnx: {onnx_error}")
     return xml

@@ -4,11 +4,12 @@ import ast
 import logging
 import os
 import shutil
+import tempfile
 
 from ..config import load_template
 from ..utils.download import download
 from ..utils.errors import OteError
-from ..utils.fileio import check_writable_dir, sha256sum, write_error
+from ..utils.fileio import check_writable_dir, file_mode, sha256sum, write_error
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +93,58 @@ def instantiate(template_path, work_dir, load_snapshot=True, omz_weights=None):
 
     ``omz_weights``: a precision (FP32, FP16, FP16-INT8): when the OTE snapshot cannot be downloaded, the
     template's Open Model Zoo IR of that precision is fetched into ``work_dir/omz_ir`` and its weights
-    imported into the snapshot instead (``apis/omz_weights.py``, ``apis/import_weights.py``)."""
+    imported into the snapshot instead (``apis/omz_weights.py``, ``apis/import_weights.py``); refused at
+    once (one line naming the templates that have them) for a template without Open Model Zoo weights.
+
+    The work dir is complete or not made: everything is built in a temporary folder beside it (downloads
+    and the import included), then moved in (a new work dir: one rename). A failure (offline, a full disk)
+    leaves no new work dir, and an existing one as it was."""
     template_path = os.path.abspath(template_path)
     template = load_template(template_path)
+    if omz_weights and not template.get("omz_weights"):
+        from .omz_weights import omz_templates
+        raise OteError(f"--omz-weights: {template['name']} has no Open Model Zoo weights; the templates that have "
+                       f"them: {', '.join(sorted(omz_templates()))}")
     src_dir = os.path.dirname(template_path)
-    check_writable_dir(work_dir, "work dir")
+    work_dir = os.path.abspath(os.fspath(work_dir))
+    existed = os.path.isdir(work_dir)
+    check_writable_dir(work_dir, "work dir")  # creates it: removed again below while it holds nothing of ours
     try:
-        return _instantiate(template_path, template, src_dir, work_dir, load_snapshot, omz_weights)
+        build = tempfile.mkdtemp(prefix=f".{os.path.basename(work_dir)}.instantiate.", dir=os.path.dirname(work_dir))
+    except OSError as exc:
+        if not existed:
+            os.rmdir(work_dir)
+        raise write_error(work_dir, exc) from None
+    try:
+        written = _instantiate(template_path, template, src_dir, build, load_snapshot, omz_weights, work_dir)
+        _move_into(build, work_dir, existed)
     except OSError as exc:  # a full disk or a folder inside the work dir that cannot be written
         raise write_error(work_dir, exc) from None
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+        if not existed and os.path.isdir(work_dir) and not os.listdir(work_dir):
+            os.rmdir(work_dir)
+    return written
 
 
-def _instantiate(template_path, template, src_dir, work_dir, load_snapshot, omz_weights=None):
+def _move_into(build, work_dir, existed):
+    """Move the built files into ``work_dir``: a new (empty) work dir is replaced by the build folder in one
+    rename; into an existing one each entry is moved (a folder of ours, such as ``_base_``, replaced)."""
+    if not existed and not os.listdir(work_dir):
+        os.rmdir(work_dir)
+        os.rename(build, work_dir)
+        os.chmod(work_dir, file_mode(directory=True))
+        return
+    for name in sorted(os.listdir(build)):
+        src, dst = os.path.join(build, name), os.path.join(work_dir, name)
+        if os.path.isdir(src) and os.path.isdir(dst) and not os.path.islink(dst):
+            shutil.rmtree(dst)
+        os.replace(src, dst)
+
+
+def _instantiate(template_path, template, src_dir, work_dir, load_snapshot, omz_weights=None, final_dir=None):
+    """Write the work dir's files into ``work_dir`` (the build folder); a snapshot already in ``final_dir``
+    with the right checksum is kept there, not fetched again."""
     written = []
     for name in sorted(os.listdir(src_dir)):
         path = os.path.join(src_dir, name)
@@ -123,7 +164,8 @@ def _instantiate(template_path, template, src_dir, work_dir, load_snapshot, omz_
                 continue
             if "sha256" not in dep:
                 raise OteError(f"{template_path}: dependency {source} has no 'sha256'")
-            if os.path.isfile(destination) and sha256sum(destination) == dep["sha256"]:
+            present = os.path.join(final_dir or work_dir, dep["destination"])
+            if os.path.isfile(present) and sha256sum(present) == dep["sha256"]:
                 written.append(dep["destination"])
                 continue
             try:
@@ -146,5 +188,4 @@ def _instantiate(template_path, template, src_dir, work_dir, load_snapshot, omz_
             if destination.endswith(".py"):
                 os.chmod(destination, 0o755)
         written.append(dep["destination"])
-    log.info("instantiated %s in %s: %s", template["name"], work_dir, ", ".join(written))
     return written

@@ -27,7 +27,7 @@ from ..inference.openvino_predictor import OpenVINOPredictor
 from ..utils.artefacts import ExportInfo, ir_checksums, write_export_info
 from ..utils.complexity import complexity_record
 from ..utils.errors import OteError
-from ..utils.fileio import is_write_failure, write_error
+from ..utils.fileio import files_under, is_write_failure, write_error
 from .env import import_nncf
 from .quantization import quantization_params
 
@@ -43,23 +43,23 @@ class _Resizer(FramePredictor):
 
 
 def calibration_paths(source, limit=300):
-    """Up to ``limit`` image paths for INT8 calibration: a folder (searched recursively), a COCO json (images
-    beside it or under its ``images/`` folder) or a list of image paths."""
-    import glob
+    """Up to ``limit`` image paths for INT8 calibration: a folder (searched recursively, symlinks followed,
+    each real file once: ``utils.fileio.files_under``), a COCO json (images beside it or under its
+    ``images/`` folder) or a list of image paths. Raises OteError (one line) when there is no image: callers
+    list them before any work (export.py --int8 before the FP32 export)."""
     if isinstance(source, str) and not os.path.exists(source):
-        raise OteError(f"{source}: calibration images not found")
+        raise OteError(f"{source}: calibration images not found (no such file or folder)")
     if isinstance(source, (list, tuple)):
         paths = list(source)
     elif os.path.isdir(source):
-        paths = sorted(p for p in glob.glob(os.path.join(source, "**", "*"), recursive=True)
-                       if p.lower().endswith(IMAGE_EXTS))
+        paths = files_under(source, IMAGE_EXTS)
     elif str(source).lower().endswith(".json"):
         coco = load_coco_files([source], [os.path.dirname(os.path.abspath(source))], require_boxes=False)
         paths = [img["path"] for img in coco["images"]]
     else:
         raise OteError(f"{source}: not a folder of images or a COCO .json")
     if not paths:
-        raise OteError(f"{source}: no image files for INT8 calibration")
+        raise OteError(f"{source}: no image files for INT8 calibration (files named {', '.join(IMAGE_EXTS[:4])}, ...)")
     return paths[:limit]
 
 
@@ -84,14 +84,16 @@ def cpu_precisions(compiled):
 
 
 def quantize_ir_model(fp32, calibration, val_items=None, val_coco=None, max_drop=1.0, preset="mixed",
-                      keep_ratio=False, subset_size=300):
+                      keep_ratio=False, subset_size=300, score_thr=None):
     """INT8 ``ov.Model`` of the FP32 ``ov.Model`` ``fp32``, and an info dict.
 
     ``calibration``: [1, 3, h, w] float32 arrays (BGR 0..255, ``calibration_tensors``); ``val_items`` /
     ``val_coco``: preprocessed validation images (``_load_items``) and their COCO dict; with them the
     quantization has accuracy control (at most ``max_drop`` COCO AP points lost, else layers go back to
-    floating point) and the info has ``ap_fp32_ir`` / ``ap_int8_ir`` (%, OpenVINO, f32 hint).
-    ``preset``: "mixed" (asymmetric activations) or "performance"."""
+    floating point; a progress bar with an estimate, ``ValidationProgress``) and the info has
+    ``ap_fp32_ir`` / ``ap_int8_ir`` (%, OpenVINO, f32 hint) and ``recall_fp32_ir`` / ``recall_int8_ir`` (% of
+    the faces found at IoU 0.5 with score >= ``score_thr``, default the IR's ``confidence_threshold``:
+    ``operating_score``). ``preset``: "mixed" (asymmetric activations) or "performance"."""
     import warnings
 
     import openvino as ov
@@ -105,14 +107,15 @@ def quantize_ir_model(fp32, calibration, val_items=None, val_coco=None, max_drop
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if val_items:
-            def validate(compiled, _items):
-                return ir_average_precision(fp32, compiled, val_items, val_coco, keep_ratio)
             log.info("PTQ: calibration on %d image(s), accuracy control on %d validation image(s), max drop %.2f "
                      "AP points", subset, len(val_items), max_drop)
-            quantized = nncf.quantize_with_accuracy_control(
-                fp32, nncf.Dataset(calibration), nncf.Dataset(val_items, lambda item: item[1]),
-                validation_fn=validate, max_drop=float(max_drop), drop_type=nncf.DropType.ABSOLUTE,
-                preset=preset_value, subset_size=subset, ignored_scope=post_processing_scope(fp32))
+            def metric(compiled, items):  # AP on the items NNCF gives (all, a ranking subset, or one)
+                return ir_accuracy(fp32, compiled, items, val_coco, keep_ratio)["ap"]
+            with ValidationProgress(metric, len(val_items), layer_groups(fp32), max_drop) as validate:
+                quantized = nncf.quantize_with_accuracy_control(
+                    fp32, nncf.Dataset(calibration), nncf.Dataset(val_items, lambda item: item[1]),
+                    validation_fn=validate, max_drop=float(max_drop), drop_type=nncf.DropType.ABSOLUTE,
+                    preset=preset_value, subset_size=subset, ignored_scope=post_processing_scope(fp32))
         else:
             log.info("PTQ: calibration on %d image(s), no accuracy control", subset)
             quantized = nncf.quantize(fp32, nncf.Dataset(calibration), preset=preset_value, subset_size=subset,
@@ -123,17 +126,116 @@ def quantize_ir_model(fp32, calibration, val_items=None, val_coco=None, max_drop
     core = ov.Core()
     if val_items:
         config = {"INFERENCE_PRECISION_HINT": "f32"}
+        score_thr = operating_score(fp32) if score_thr is None else float(score_thr)
+        before = ir_accuracy(fp32, core.compile_model(fp32, "CPU", config), val_items, val_coco, keep_ratio, score_thr)
+        after = ir_accuracy(quantized, core.compile_model(quantized, "CPU", config), val_items, val_coco, keep_ratio,
+                            score_thr)
         info.update({"max_drop_ap_points": float(max_drop), "validation_images": len(val_items),
-                     "ap_fp32_ir": ir_average_precision(fp32, core.compile_model(fp32, "CPU", config), val_items,
-                                                        val_coco, keep_ratio),
-                     "ap_int8_ir": ir_average_precision(quantized, core.compile_model(quantized, "CPU", config),
-                                                        val_items, val_coco, keep_ratio)})
+                     "ap_fp32_ir": before["ap"], "ap_int8_ir": after["ap"], "operating_score": score_thr,
+                     "recall_fp32_ir": before["recall"], "recall_int8_ir": after["recall"]})
     compiled = core.compile_model(quantized, "CPU")
     hint = compiled.get_property("INFERENCE_PRECISION_HINT")
     info["cpu"] = {"device": core.get_property("CPU", "FULL_DEVICE_NAME"),
                    "inference_precision_hint": hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint),
                    "convolution_precisions": cpu_precisions(compiled)}
     return quantized, info
+
+
+def operating_score(model):
+    """The score from which an IR's detections are shown: its Model API ``confidence_threshold``
+    (``export/model_info.py``), else the demo's default 0.5."""
+    from ..export.model_info import DEFAULT_CONFIDENCE_THRESHOLD, get_model_info
+    try:
+        return float(get_model_info(model).get("confidence_threshold", DEFAULT_CONFIDENCE_THRESHOLD))
+    except ValueError:
+        return DEFAULT_CONFIDENCE_THRESHOLD
+
+
+def int8_summary(info):
+    """One line: AP and recall at the operating score before -> after INT8 (``quantize_ir_model``'s info)."""
+    return (f"INT8 on {info['validation_images']} validation image(s): AP {info['ap_fp32_ir']:.2f} -> "
+            f"{info['ap_int8_ir']:.2f} (FP32 IR -> INT8 IR), recall at score {info['operating_score']:g} "
+            f"{info['recall_fp32_ir']:.1f}% -> {info['recall_int8_ir']:.1f}%")
+
+
+def check_int8_recall(info, max_recall_drop=10.0, allow=False, calibration=None):
+    """Refuse (OteError, one line) an INT8 model whose recall at the operating score fell more than
+    ``max_recall_drop`` points below the FP32 IR's, though its AP passed: the demo and Model API keep only
+    detections above that score, so such a model finds few faces (e.g. calibration on images without faces
+    squeezes the scores below it). ``allow``: a warning line instead. Logs ``int8_summary`` first."""
+    log.info(int8_summary(info))
+    drop = info["recall_fp32_ir"] - info["recall_int8_ir"]
+    if drop <= max_recall_drop:
+        return
+    where = f" (calibration images: {calibration})" if calibration else ""
+    line = (f"INT8's AP {info['ap_fp32_ir']:.2f} -> {info['ap_int8_ir']:.2f} is within --max-drop, but its recall "
+            f"at score {info['operating_score']:g} (the IR's confidence_threshold) falls {info['recall_fp32_ir']:.1f}% -> "
+            f"{info['recall_int8_ir']:.1f}%, more than --max-recall-drop {max_recall_drop:g} points: calibration "
+            f"images unlike the frames to detect on{where}?")
+    if not allow:
+        raise OteError(line + " Nothing written; --allow-recall-drop writes it anyway")
+    log.warning("warning: %s Written anyway (--allow-recall-drop)", line)
+
+
+def layer_groups(model):
+    """Convolutions of an IR outside its post-processing: about the number of quantizer groups NNCF's
+    accuracy control ranks (one validation each) and may return to floating point (one validation each)."""
+    return sum(1 for op in model.get_ordered_ops() if op.get_type_name() in _CONVOLUTIONS)
+
+
+class ValidationProgress:
+    """The validation function given to ``nncf.quantize_with_accuracy_control`` (``metric(compiled, items)``:
+    the AP on those validation items), with a progress bar of NNCF's validations and an estimate.
+
+    NNCF validates once on one item (to tell its mode), then the FP32 and the INT8 model on the whole set
+    and on each item alone: 3 + 2 x ``num_items`` calls. When the drop exceeds ``max_drop`` it goes on:
+    it ranks the quantizer groups (about ``groups``, one validation each, each on a model it compiles)
+    and returns them to floating point one at a time (one validation each): the bar's total becomes
+    2 x ``groups`` more, and a line gives the estimate from the time of the first ranking validation
+    (NNCF's own work between calls included). A step that does not help makes NNCF rank the remaining
+    groups again: the total grows by those, and the bar's remaining time with it."""
+
+    def __init__(self, metric, num_items, groups, max_drop):
+        self.metric, self.num_items, self.groups, self.max_drop = metric, int(num_items), int(groups), float(max_drop)
+        self.first_phase = 3 + 2 * self.num_items
+        self.calls, self.bar, self.last = 0, None, None
+
+    def __enter__(self):
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+        self._redirect = logging_redirect_tqdm()  # log lines above the bar, not glued to it
+        self._redirect.__enter__()
+        self.bar = tqdm(total=self.first_phase, unit="validation", desc="INT8 accuracy control", dynamic_ncols=True,
+                        leave=False)
+        self.last = time.time()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+        self._redirect.__exit__(*exc)
+
+    def __call__(self, compiled, items):
+        value = self.metric(compiled, list(items))
+        self.calls += 1
+        now = time.time()
+        since, self.last = now - self.last, now
+        if self.calls == self.first_phase + 1:  # the drop exceeds max_drop: ranking, then reverting
+            self.bar.total = self.first_phase + 2 * self.groups
+            self.bar.refresh()
+            rest = 2 * self.groups - 1
+            log.info("PTQ accuracy control: the INT8 drop exceeds %g AP points: ranking %d layer groups and returning "
+                     "them to floating point one by one, about %d more validations of %.1f s: ~%s (more when NNCF "
+                     "ranks again after a step that does not help; a larger --max-drop ends sooner)",
+                     self.max_drop, self.groups, rest, since, _duration(rest * since))
+        elif self.calls > self.bar.total:  # re-ranking: about the remaining groups again
+            self.bar.total = self.calls + max(1, self.groups // 2)
+            self.bar.refresh()
+        self.bar.update(1)
+        return value
+
+
+def _duration(seconds):
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def _load_items(coco, resizer):
@@ -146,13 +248,21 @@ def _load_items(coco, resizer):
     return items
 
 
-def ir_average_precision(model, compiled, items, coco, keep_ratio=False):
-    """COCO AP (%) of ``model`` compiled as ``compiled`` on preprocessed ``items``, decoded by the
-    predictor eval.py uses (either output contract)."""
+def ir_accuracy(model, compiled, items, coco, keep_ratio=False, score_thr=None):
+    """{"ap": COCO AP (%), "recall": % of the faces found at IoU 0.5 by detections with score >=
+    ``score_thr`` (``evaluation.size_report``; None: not computed)} of ``model`` compiled as ``compiled``
+    on preprocessed ``items``, decoded by the predictor eval.py uses (either output contract)."""
+    from ..evaluation.size_report import face_size_report
     predictor = OpenVINOPredictor.from_compiled(model, compiled, keep_ratio=keep_ratio)
     dets = {key: predictor.postprocess(predictor.infer_batch(tensor)[0], scale, frame_hw)[:, :5]
             for key, tensor, scale, frame_hw in items}
-    return float(evaluate_detections(coco, dets, ["ap"])["ap"])
+    if len(dets) < len(coco["images"]):  # a subset (NNCF's per-item and ranking validations): AP on it alone
+        coco = dict(coco, images=[img for img in coco["images"] if img["id"] in dets],
+                    annotations=[a for a in coco["annotations"] if a["image_id"] in dets])
+    if not any(not a.get("iscrowd") for a in coco["annotations"]):
+        return {"ap": 100.0, "recall": 100.0}  # no face to find (one image without faces): nothing missed
+    recall = face_size_report(coco, dets, score_thr)["recall_all"] if score_thr is not None else None
+    return {"ap": float(evaluate_detections(coco, dets, ["ap"])["ap"]), "recall": recall}
 
 
 _CONVOLUTIONS = ("Convolution", "GroupConvolution")
@@ -176,8 +286,11 @@ def post_processing_scope(model):
 
 
 def post_training_quantization(task, load_weights, train_ann_files, train_data_roots, out_dir, val_ann_files=None,
-                               val_data_roots=None, max_drop=1.0, input_size=None, settings=None, subset_size=300):
-    """Write the INT8 IR (``model.xml``/``.bin``) and ``ptq_info.yaml`` to ``out_dir``; returns the info dict."""
+                               val_data_roots=None, max_drop=1.0, input_size=None, settings=None, subset_size=300,
+                               max_recall_drop=10.0, allow_recall_drop=False):
+    """Write the INT8 IR (``model.xml``/``.bin``) and ``ptq_info.yaml`` to ``out_dir``; returns the info dict.
+    An INT8 model whose recall at the operating score falls more than ``max_recall_drop`` points is refused
+    before anything is written (``check_int8_recall``; ``allow_recall_drop``: a warning)."""
     if not val_ann_files:
         raise OteError("--ptq needs --val-ann-files/--val-data-roots: the accuracy of the quantized model is "
                        "measured on them")
@@ -193,6 +306,7 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
     subset = max(1, min(len(calib), max(num_init, subset_size)))
     quantized, qinfo = quantize_ir_model(fp32, calib, val, val_coco, max_drop=max_drop, subset_size=subset)
     ap_fp32, ap_int8, elapsed = qinfo["ap_fp32_ir"], qinfo["ap_int8_ir"], qinfo["seconds"]
+    check_int8_recall(qinfo, max_recall_drop, allow_recall_drop)
     try:
         os.makedirs(out_dir, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".ptq.", dir=out_dir)
@@ -205,6 +319,8 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
                     "method": "nncf.quantize_with_accuracy_control (OpenVINO backend, preset mixed)",
                     "max_drop_ap_points": float(max_drop), "calibration_images": subset,
                     "validation_images": len(val), "ap_fp32_ir": ap_fp32, "ap_int8_ir": ap_int8,
+                    "operating_score": qinfo["operating_score"], "recall_fp32_ir": qinfo["recall_fp32_ir"],
+                    "recall_int8_ir": qinfo["recall_int8_ir"],
                     "seconds": round(elapsed, 1), "cpu": qinfo["cpu"]}
             with open(os.path.join(tmp, "ptq_info.yaml"), "w", encoding="utf-8") as f:
                 yaml.safe_dump(info, f, sort_keys=False)
@@ -227,28 +343,42 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
     return info
 
 
-def int8_of_exported_ir(fp32, size, keep_ratio, classes, calibration_images=None, val_ann_files=None,
-                        val_data_roots=None, max_drop=1.0, calibration_limit=300):
-    """``export.py --int8``: the INT8 ``ov.Model`` of the FP32 IR ``fp32`` (input ``size`` (w, h), frames
-    letterboxed when ``keep_ratio``) and its info for export_info.yaml. With ``val_ann_files`` the
-    quantization has accuracy control on them (AP before / after recorded); calibration images are
-    ``calibration_images`` (folder or COCO json) or else the validation images."""
+def int8_sources(calibration_images=None, val_ann_files=None, val_data_roots=None, classes=("face",),
+                 calibration_limit=300):
+    """What ``export.py --int8`` quantizes with, checked before any work (one line each): the validation set
+    (COCO dict, None without ``val_ann_files``) and the calibration image paths (``calibration_images``: a
+    folder or COCO json, ``calibration_paths``; else the validation images). Returns a dict for
+    ``int8_of_exported_ir``."""
     if not calibration_images and not val_ann_files:
         raise OteError("--int8 needs images: --val-ann-files/--val-data-roots (accuracy control; the AP before and "
                        "after is recorded) and/or --calibration-images DIR")
     if bool(val_ann_files) != bool(val_data_roots):
         raise OteError("give --val-ann-files and --val-data-roots together")
-    val_items, val_coco = None, None
-    if val_ann_files:
-        val_coco = load_coco_files(val_ann_files, val_data_roots, tuple(classes), flags="--val")
-        val_items = _load_items(val_coco, _Resizer(size, keep_ratio))
+    val_coco = load_coco_files(val_ann_files, val_data_roots, tuple(classes), flags="--val") if val_ann_files else None
     if calibration_images:
         paths = calibration_paths(calibration_images, calibration_limit)
     else:
         paths = [img["path"] for img in val_coco["images"]][:calibration_limit]
-    calib = calibration_tensors(paths, size, keep_ratio)
+    return {"val_coco": val_coco, "paths": paths,
+            "source": os.path.abspath(calibration_images) if calibration_images else "validation images"}
+
+
+def int8_of_exported_ir(fp32, size, keep_ratio, sources, max_drop=1.0, max_recall_drop=10.0,
+                        allow_recall_drop=False):
+    """``export.py --int8``: the INT8 ``ov.Model`` of the FP32 IR ``fp32`` (input ``size`` (w, h), frames
+    letterboxed when ``keep_ratio``) and its info for export_info.yaml. ``sources``: ``int8_sources``. With a
+    validation set the quantization has accuracy control on it (AP before / after recorded), and the recall
+    at the operating score is checked (``check_int8_recall``); calibration is on ``sources['paths']``."""
+    val_coco = sources["val_coco"]
+    val_items = _load_items(val_coco, _Resizer(size, keep_ratio)) if val_coco is not None else None
+    calib = calibration_tensors(sources["paths"], size, keep_ratio)
+    log.info("INT8 calibration images: %d from %s", len(calib), sources["source"])
     quantized, info = quantize_ir_model(fp32, calib, val_items, val_coco, max_drop=max_drop, keep_ratio=keep_ratio)
-    info["calibration_source"] = os.path.abspath(calibration_images) if calibration_images else "validation images"
-    if not val_items:
+    info["calibration_source"] = sources["source"]
+    if val_items:
+        check_int8_recall(info, max_recall_drop, allow_recall_drop, sources["source"])
+    else:
         info["ap_fp32_ir"] = info["ap_int8_ir"] = None  # not measured: no annotated images given
+        log.warning("INT8 without --val-ann-files: neither its AP nor its recall at the operating score was "
+                    "measured")
     return quantized, info

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from ..inference.deploy import deployment_input_size, model_stride
-from ..inference.factory import make_predictor
+from ..inference.factory import check_ir_input_size, make_predictor
 from ..utils.artefacts import is_ir
 from ..utils.errors import OteError
 from .drawing import draw_detections, draw_text_lines
@@ -265,11 +265,9 @@ def run_demo(task, load_weights, video, output=None, show=None, score_thr=0.5, p
         raise OteError(f"--score-thr {score_thr}: must be between 0 and 1")
     if int(jobs) < 1:
         raise OteError(f"--jobs {jobs}: must be 1 or more")
-    if input_size is not None and is_ir(load_weights):
-        raise OteError(f"{load_weights}: --input-size is for snapshots; an IR has its own input size "
-                       "(export it at another size with export.py --input-size)")
     if not os.path.isfile(load_weights):
         raise OteError(f"{load_weights}: file not found")
+    check_ir_input_size(load_weights, input_size)  # only an IR with a dynamic input takes one
     show = resolve_show(show, output, log)
     source = open_source(video)
     sink = None
@@ -306,5 +304,7 @@ def run_demo(task, load_weights, video, output=None, show=None, score_thr=0.5, p
     line = ("stopped early: " if stats.stopped_early else "done: ") + stats.summary()
     if sink is not None and sink.count:
         line += f"; wrote {sink.describe()}"
+    if getattr(sink, "size_note", None):
+        log(f"note: {sink.size_note}")
     log(line)
     return stats

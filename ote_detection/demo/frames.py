@@ -139,9 +139,22 @@ class CaptureSource(_Source):
         while frame is not None:
             yield Frame(index, f"{self.stem}_{index:06d}.jpg", frame)
             index += 1
+            self.read = index
             ok, frame = self.cap.read()
             if not ok:
                 frame = None
+        self.ended = True
+
+    read = 0  # frames given so far
+    ended = False  # the capture ran out of frames (not stopped by the caller)
+
+    def skipped_summary(self):
+        """One line when a video file ended before the frame count its header declares (a truncated or
+        damaged file: OpenCV stops at the first frame it cannot decode), else None."""
+        if self.kind != "video" or not self.ended or not self.total or self.read >= self.total:
+            return None
+        return (f"{self.spec}: {self.read} of {self.total} frames read (the file declares {self.total}; it ends "
+                f"early: truncated or damaged)")
 
     def close(self):
         self.cap.release()
@@ -272,6 +285,7 @@ class VideoSink:
     """Frames into a video file (all frames at the first frame's size), moved into place on close."""
 
     kind = "video"
+    size_note = None  # one line when the frames were padded to an even size
 
     def __init__(self, path, fps):
         self.path = os.fspath(path)
@@ -293,7 +307,13 @@ class VideoSink:
     def write(self, name, image):
         h, w = image.shape[:2]
         if self.writer is None:
-            self.size = (w, h)
+            # the codecs here (mp4v, MJPG) store even sizes only: OpenCV would cut an odd 641x361 to 640x360;
+            # the frame is padded to 642x362 instead (nothing of it lost) and ``size_note`` says so
+            self.size = (w + w % 2, h + h % 2)
+            if self.size != (w, h):
+                self.size_note = (f"{self.path}: frames of {w}x{h} written as {self.size[0]}x{self.size[1]} "
+                                  f"(padded with black at the right/bottom: {VIDEO_EXTS[self.ext]} video stores "
+                                  f"even sizes only)")
             with quiet_opencv():
                 self.writer = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*VIDEO_EXTS[self.ext]), self.fps,
                                               self.size)
@@ -301,7 +321,9 @@ class VideoSink:
                 self.abort()
                 raise OteError(f"{self.path}: OpenCV cannot write this video format here "
                                f"({VIDEO_EXTS[self.ext]} in {self.ext}); try .mp4, .avi or a folder")
-        if (w, h) != self.size:  # images of mixed sizes: letterbox into the first one's size
+        if (w + w % 2, h + h % 2) == self.size and (w, h) != self.size:  # odd size: pad by one pixel
+            image = cv2.copyMakeBorder(image, 0, self.size[1] - h, 0, self.size[0] - w, cv2.BORDER_CONSTANT, value=0)
+        elif (w, h) != self.size:  # images of mixed sizes: letterbox into the first one's size
             scale = min(self.size[0] / w, self.size[1] / h)
             nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
             canvas = np.zeros((self.size[1], self.size[0], 3), np.uint8)
@@ -353,7 +375,7 @@ class VideoSink:
             os.remove(self.tmp)
 
     def describe(self):
-        return f"{self.path} ({self.count} frames, {self.fps:g} FPS)"
+        return f"{self.path} ({self.count} frames of {self.size[0]}x{self.size[1]}, {self.fps:g} FPS)"
 
 
 def _write_image(path, image):

@@ -6,7 +6,9 @@ import numpy as np
 import torch
 
 from ..models.inference import InferenceModel
+from ..data.images import IMAGE_EXTS
 from ..utils.errors import OteError
+from ..utils.fileio import files_under
 
 
 def _image_list(images):
@@ -14,15 +16,13 @@ def _image_list(images):
     paths = []
     for item in split_paths(images) if isinstance(images, str) else list(images):
         if os.path.isdir(item):
-            for root, _, files in sorted(os.walk(item)):
-                paths.extend(os.path.join(root, f) for f in sorted(files)
-                             if f.lower().endswith((".jpg", ".jpeg", ".png", ".bmp")))
+            paths.extend(files_under(item, IMAGE_EXTS))  # each real file once (symlinks, loops)
         elif os.path.isfile(item):
             paths.append(item)
         else:
             raise OteError(f"{item}: calibration image or folder not found")
     if not paths:
-        raise OteError(f"{images}: no image (.jpg, .png, .bmp) found for BatchNorm calibration")
+        raise OteError(f"{images}: no image file ({', '.join(IMAGE_EXTS[:4])}, ...) found for BatchNorm calibration")
     return paths
 
 

@@ -91,6 +91,11 @@ def first_line(exc):
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def is_nncf_model(module):
+    """Whether ``module`` carries NNCF's hooks (a compress.py checkpoint's model)."""
+    return any("__nncf_hooks" in name for name, _ in module.named_modules())
+
+
 def capture(module, input_size):
     """``torch.export`` program of ``module`` for a [1, 3, h, w] input (the first step of both IR and
     ONNX export; no TorchScript)."""
@@ -114,7 +119,7 @@ def convert_network(module, input_size):
     shape = [ov.PartialShape([1, 3, height, width])]
     try:
         try:
-            if any("__nncf_hooks" in name for name, _ in module.named_modules()):
+            if is_nncf_model(module):
                 raise OteError("an NNCF-compressed model is not captured by torch.export")
             program = capture(module, input_size)
         except OteError as exc:

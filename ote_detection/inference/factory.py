@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from ..utils.artefacts import check_ir_belongs, is_ir
 from ..utils.complexity import model_complexity
+from ..utils.errors import OteError
 from .predictor import TorchPredictor
 
 log = logging.getLogger(__name__)
@@ -38,17 +39,24 @@ def _template_conv_shapes(task):
                   if isinstance(m, nn.Conv2d))
 
 
-def ir_provenance(task, weights):
+_UNREAD = object()
+
+
+def ir_provenance(task, weights, model=None, info=_UNREAD):
     """``Provenance`` of an IR for ``task``'s work dir. An IR whose export_info.yaml names another
     template or other classes is refused (``check_ir_belongs``, one line); one without export_info.yaml
     (e.g. Open Model Zoo's) is this template's only when its graph has the template model's
-    convolutions (weight shapes) and input size, else it is reported as foreign."""
-    info = check_ir_belongs(weights, task)
+    convolutions (weight shapes) and input size, else it is reported as foreign. ``model``: the IR's
+    ``openvino.Model`` as it is run (its input made static, ``static_input``), default read from ``weights``;
+    ``info``: what ``check_ir_belongs`` returned for it, when the caller has checked it already."""
+    if info is _UNREAD:
+        info = check_ir_belongs(weights, task)
     if info is not None:
         return Provenance(weights, "IR", True, f"export_info.yaml names {info.template or 'no template'}", info)
     from .ir_model import ir_conv_shapes
-    from .openvino_predictor import read_ir
-    model = read_ir(weights)
+    from .openvino_predictor import read_ir, static_input
+    if model is None:
+        model = static_input(read_ir(weights), weights, task.input_size)[0]
     _, _, h, w = (int(d) for d in model.inputs[0].get_partial_shape().to_shape())
     ir_shapes = ir_conv_shapes(model)
     own_shapes = _template_conv_shapes(task)
@@ -62,6 +70,15 @@ def ir_provenance(task, weights):
         return Provenance(weights, "IR", False, why)
     return Provenance(weights, "IR", True, "no export_info.yaml; its convolutions and input size are the "
                                            "template model's")
+
+
+def check_ir_input_size(weights, input_size):
+    """Refuse (one line) an ``input_size`` given for an IR whose input size is fixed: only an IR with a
+    dynamic height or width (``ir_input_is_dynamic``) is run at a size the user chooses."""
+    from .openvino_predictor import ir_input_is_dynamic
+    if input_size is not None and is_ir(weights) and not ir_input_is_dynamic(weights):
+        raise OteError(f"{weights}: --input-size is for snapshots and IRs with a dynamic input; this IR has the "
+                       f"input size it was exported at (export it at another size with export.py --input-size)")
 
 
 def artefact_complexity(provenance, predictor):
@@ -79,8 +96,7 @@ def artefact_complexity(provenance, predictor):
     if record and tuple(record.get("input_size") or ()) == size and "gflops" in record and "mparams" in record:
         return float(record["gflops"]), float(record["mparams"]), "export_info.yaml (the exported model, ptflops)"
     from .ir_model import ir_complexity
-    from .openvino_predictor import read_ir
-    gflops, mparams = ir_complexity(read_ir(provenance.path))
+    gflops, mparams = ir_complexity(base.model)  # as run: a dynamic input made static
     return gflops, mparams, "the IR's graph (convolutions and activations; BatchNorm folded)"
 
 
@@ -91,20 +107,25 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
     template's is said so in one warning line (every reader: eval, the demo).
 
     Snapshot: the PyTorch model at ``input_size`` (w, h), default the snapshot's own. IR: OpenVINO on
-    the CPU at ``precision`` (f32, bf16, f16 or default) with ``threads``; its input size is the IR's.
+    the CPU at ``precision`` (f32, bf16, f16 or default) with ``threads``; its input size is the IR's,
+    or for an IR with a dynamic input (``static_input``) ``input_size``, default the template's.
     ``keep_ratio``: letterbox frames instead of stretching them (None: as the IR was exported; a
     snapshot stretches). ``tile``: None, or a dict of ``inference.tiling.TiledPredictor`` options
     (``overlap``, ``tile_scale``): a full-frame pass plus overlapping tiles at the network's input size.
     """
     if is_ir(weights):
         from .openvino_predictor import OpenVINOPredictor
-        provenance = ir_provenance(task, weights)
+        check_ir_input_size(weights, input_size)
+        info = check_ir_belongs(weights, task)
+        keep = (info.keep_ratio if info is not None else False) if keep_ratio is None else keep_ratio
+        why = (f"--input-size {input_size[0]}x{input_size[1]}" if input_size else
+               f"the template's input size {task.input_size[0]}x{task.input_size[1]}; --input-size WxH to choose")
+        predictor = OpenVINOPredictor(weights, precision=precision, threads=threads, keep_ratio=keep,
+                                      input_size=input_size or task.input_size, size_why=why)
+        provenance = ir_provenance(task, weights, predictor.model, info)
         if not provenance.own:
             log.warning("%s: not shown to be %s's model (%s): reported as what it is, without the template's "
                         "reference figures", weights, task.name, provenance.why)
-        info = provenance.info
-        keep = (info.keep_ratio if info is not None else False) if keep_ratio is None else keep_ratio
-        predictor = OpenVINOPredictor(weights, precision=precision, threads=threads, keep_ratio=keep)
     else:
         model, snapshot_size = task.load_snapshot(weights)
         provenance = Provenance(weights, "snapshot", True, "its meta and weights fit the template")

@@ -1,5 +1,6 @@
 """Running an OpenVINO IR (ours, or Open Model Zoo's face detectors) as a frame predictor."""
 
+import logging
 import os
 
 import numpy as np
@@ -10,6 +11,8 @@ from ..models.heads import ExportFamily
 from ..utils.artefacts import ir_paths, is_ir
 from ..utils.errors import OteError
 from .predictor import FramePredictor
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16", "default": None}
 
@@ -51,6 +54,67 @@ def read_ir(path, core=None):
         raise OteError(f"{xml}: not a readable OpenVINO IR ({msg})") from exc
 
 
+def _dims(shape):
+    """'[1,3,?,?]'-style text of a PartialShape."""
+    if shape.rank.is_dynamic:
+        return str(shape)
+    return "[" + ", ".join(str(d.get_length()) if d.is_static else "?" for d in shape) + "]"
+
+
+def ir_input_is_dynamic(path_or_model):
+    """Whether an IR's single input has a dynamic height or width (``static_input`` then needs a size)."""
+    model = read_ir(path_or_model) if isinstance(path_or_model, (str, os.PathLike)) else path_or_model
+    if len(model.inputs) != 1:
+        return False
+    shape = model.inputs[0].get_partial_shape()
+    return shape.rank.is_static and shape.rank.get_length() == 4 and not (shape[2].is_static and shape[3].is_static)
+
+
+def _is_static_image_input(shape):
+    """Whether a PartialShape is a static [1, 3, H, W]."""
+    return (shape.rank.is_static and shape.is_static and shape.rank.get_length() == 4
+            and shape[0].get_length() == 1 and shape[1].get_length() == 3)
+
+
+def static_input(model, name, size=None, why="the template's input size"):
+    """``model`` with its single input made a static [1, 3, H, W] (``model.reshape``), and a one-line note
+    saying what was changed (None when the input already was [1, 3, H, W]).
+
+    This is the one decision on an IR's input shape (eval.py, visualize.py, import_openvino_weights.py and
+    PTQ read IRs through it): converters run without a fixed shape write IRs with inputs such as
+    [1, 3, ?, ?] or [?, 3, 256, 256] (``compile_model`` accepts them, but the detectors' decoding and our
+    letterboxing need one size). A dynamic or other batch becomes 1; a dynamic height or width becomes
+    ``size`` (w, h) - given by the caller (--input-size, else the template's input size: ``why`` says
+    which); a static height and width are the IR's own. Raises OteError (one line) when the input is
+    not 4-D, has other than 3 channels, or has a dynamic height or width and no ``size`` is given."""
+    import openvino as ov
+    if len(model.inputs) != 1:
+        raise OteError(f"{name}: expected an IR with one input, found {len(model.inputs)}")
+    shape = model.inputs[0].get_partial_shape()
+    if shape.rank.is_dynamic or shape.rank.get_length() != 4:
+        raise OteError(f"{name}: input shape {shape} is not [1, 3, H, W]")
+    _, c, h, w = shape
+    if c.is_static and c.get_length() != 3:
+        raise OteError(f"{name}: input shape {_dims(shape)} is not [1, 3, H, W] (3 channels)")
+    if _is_static_image_input(shape):
+        return model, None
+    hw_dynamic = not (h.is_static and w.is_static)
+    if hw_dynamic:
+        if size is None:
+            raise OteError(f"{name}: input {_dims(shape)} has a dynamic height or width; give the size to run it "
+                           f"at (--input-size WxH)")
+        width, height = (int(v) for v in size)
+    else:
+        width, height = w.get_length(), h.get_length()
+    target = [1, 3, height, width]
+    try:
+        model.reshape({model.inputs[0]: ov.PartialShape(target)})
+    except RuntimeError as exc:
+        raise OteError(f"{name}: input {_dims(shape)} cannot be reshaped to {target} ({_ov_message(exc)})") from exc
+    note = f"{name}: input {_dims(shape)} is not a static [1, 3, H, W]: reshaped to {target}"
+    return model, note + (f" ({why})" if hw_dynamic else " (one image at a time)")
+
+
 def detection_output_node(model):
     for op in model.get_ordered_ops():
         if op.get_type_name() == "DetectionOutput":
@@ -86,19 +150,26 @@ class OpenVINOPredictor(FramePredictor):
     * ``boxes`` [N, 5] (x1, y1, x2, y2, score in input pixels) and ``labels`` [N] (face-detection-0205/0206);
       rows with score 0 are padding.
 
+    An IR with a dynamic or other input (``[1, 3, ?, ?]``, ``[?, 3, H, W]``) is made a static [1, 3, H, W]
+    first (``static_input``: a dynamic height and width become ``input_size`` (w, h); ``size_why`` says where
+    that size comes from), said in one log line and kept in ``.reshaped``; ``.model`` is the model as run.
+
     ``.compiled`` (the CompiledModel), ``preprocess`` and ``decode_outputs`` let a caller run it with
     ``openvino.AsyncInferQueue``.
     """
 
     batch_size = 1
 
-    def __init__(self, weights, precision="f32", threads=None, device="CPU", keep_ratio=False):
+    def __init__(self, weights, precision="f32", threads=None, device="CPU", keep_ratio=False, input_size=None,
+                 size_why="the template's input size"):
         import openvino as ov
         if precision not in PRECISIONS:
             raise OteError(f"unknown precision '{precision}' (one of {', '.join(PRECISIONS)})")
         self.core = ov.Core()
         self.xml, self.bin = find_ir_pair(weights)
-        model = read_ir(self.xml, self.core)
+        model, self.reshaped = static_input(read_ir(self.xml, self.core), self.xml, input_size, size_why)
+        if self.reshaped:
+            log.info(self.reshaped)
         self.precision = precision
         self.threads = threads
         config = {}
@@ -118,7 +189,7 @@ class OpenVINOPredictor(FramePredictor):
         """A predictor over an ``openvino.Model`` already compiled (e.g. by NNCF's accuracy control)."""
         self = cls.__new__(cls)
         self.xml = self.bin = name
-        self.precision, self.threads = "as compiled", None
+        self.precision, self.threads, self.reshaped = "as compiled", None, None
         self._check(model, name)
         self._bind(model, compiled, keep_ratio)
         return self
@@ -127,11 +198,8 @@ class OpenVINOPredictor(FramePredictor):
         if len(model.inputs) != 1:
             raise OteError(f"{name}: expected an IR with one input, found {len(model.inputs)}")
         shape = model.inputs[0].get_partial_shape()
-        if shape.rank.is_dynamic or shape.rank.get_length() != 4 or not shape.is_static:
-            raise OteError(f"{name}: input shape {shape} is not a static [1, 3, H, W]")
-        n, c, h, w = (int(d) for d in shape.to_shape())
-        if n != 1 or c != 3:
-            raise OteError(f"{name}: input shape [{n}, {c}, {h}, {w}] is not [1, 3, H, W]")
+        if not _is_static_image_input(shape):  # the constructor made it so (static_input); from_compiled: not
+            raise OteError(f"{name}: input shape {_dims(shape)} is not a static [1, 3, H, W]")
         if output_contract(model) is None:
             found = ", ".join(f"{o.get_any_name()} {o.get_partial_shape()}" for o in model.outputs)
             raise OteError(f"{name}: outputs ({found}) are neither DetectionOutput's [1, 1, N, 7] nor "
@@ -145,6 +213,7 @@ class OpenVINOPredictor(FramePredictor):
         det = detection_output_node(model)
         self.background_label_id = int(det.get_attributes()["background_label_id"]) if det is not None else -1
         self.label_offset = 1 if self.background_label_id == 0 else 0
+        self.model = model
         self.compiled = compiled
         self.request = compiled.create_infer_request()
         if self.contract == ExportFamily.NMS:

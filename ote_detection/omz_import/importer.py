@@ -16,7 +16,7 @@ import torch.nn as nn
 from ..engine.bn_calibration import calibrate_batchnorm
 from ..engine.checkpoint import load_weights
 from ..inference.ir_model import CONV_TYPES, ConstEvaluator, node_name
-from ..inference.openvino_predictor import detection_output_node, find_ir_pair, read_ir
+from ..inference.openvino_predictor import detection_output_node, find_ir_pair, read_ir, static_input
 from ..models.inference import InferenceModel
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_torch_save, sha256sum
@@ -28,18 +28,15 @@ log = logging.getLogger(__name__)
 
 
 def read_ssd_ir(ir_path, core, input_size, template_name):
-    """(xml, bin, ``openvino.Model``, (w, h), its DetectionOutput node) of an SSD IR with one static
-    [1, 3, H, W] input of the template's ``input_size`` (w, h); anything else is one line naming the .xml."""
+    """(xml, bin, ``openvino.Model``, (w, h), its DetectionOutput node) of an SSD IR with one [1, 3, H, W]
+    input of the template's ``input_size`` (w, h): a dynamic input is made that (``static_input``, said in
+    one line); anything else is one line naming the .xml."""
     xml, bin_ = find_ir_pair(ir_path)
-    model = read_ir(xml, core)
-    if len(model.get_parameters()) != 1:
-        raise OteError(f"{xml}: expected one input, found {len(model.get_parameters())}")
-    shape = model.get_parameters()[0].get_partial_shape()
-    if not shape.is_static or len(shape) != 4:
-        raise OteError(f"{xml}: input shape {shape} is not a static [1, 3, H, W]")
-    _, c, h, w = (int(d) for d in shape.to_shape())
-    if c != 3:
-        raise OteError(f"{xml}: input has {c} channels, not 3")
+    model, reshaped = static_input(read_ir(xml, core), xml, input_size,
+                                   f"the template's input size {input_size[0]}x{input_size[1]}")
+    if reshaped:
+        log.info(reshaped)
+    _, _, h, w = (int(d) for d in model.inputs[0].get_partial_shape().to_shape())
     if (w, h) != tuple(input_size):
         raise OteError(f"{xml}: IR input is {w}x{h}, template {template_name} expects {input_size[0]}x"
                        f"{input_size[1]} (the anchors are laid out for that size)")

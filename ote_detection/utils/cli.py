@@ -322,3 +322,15 @@ def training_kwargs(args):
                 input_size=tuple(args.input_size) if args.input_size else None, seed=args.seed,
                 overwrite=args.overwrite, data_format=args.data_format, train_subset=args.train_subset,
                 val_subset=args.val_subset, resume=args.resume, checkpoint_interval_iters=args.checkpoint_interval_iters)
+
+
+def add_int8_check_args(parser):
+    """--max-recall-drop and --allow-recall-drop: the recall check of an INT8 IR (export.py --int8, compress.py
+    --ptq; ``compression.ptq.check_int8_recall``)."""
+    parser.add_argument("--max-recall-drop", type=non_negative_float, default=10.0,
+                        help="with INT8 and validation files: most recall points (%% of the faces found at the IR's "
+                             "operating score, its confidence_threshold) INT8 may lose; more is refused and nothing "
+                             "is written (default: %(default)s)")
+    parser.add_argument("--allow-recall-drop", action="store_true",
+                        help="write the INT8 IR even when its recall falls more than --max-recall-drop (a warning "
+                             "line instead of the refusal)")

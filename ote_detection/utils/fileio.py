@@ -33,7 +33,30 @@ log = logging.getLogger(__name__)
 
 __all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "atomic_dir", "sha256sum", "OutputLock",
            "check_writable_dir", "check_writable_file", "clean_leftovers", "file_mode", "free_bytes",
-           "is_write_failure", "write_error"]
+           "is_write_failure", "write_error", "files_under"]
+
+
+def files_under(folder, suffixes):
+    """Paths of the files under ``folder`` (recursively, symlinked files and folders followed) whose names
+    end with one of ``suffixes`` (lower-case), sorted; each real file once, however many links lead to it,
+    and a link back into a folder already walked (``self -> .``) is not walked again."""
+    seen_dirs, seen_files, found = set(), set(), []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen_dirs:
+            dirs[:] = []
+            continue
+        seen_dirs.add(real)
+        dirs.sort()
+        dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(root, d)) not in seen_dirs]
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            if name.lower().endswith(tuple(suffixes)) and os.path.isfile(path):
+                key = os.path.realpath(path)
+                if key not in seen_files:
+                    seen_files.add(key)
+                    found.append(path)
+    return sorted(found)
 
 
 def _read_umask():

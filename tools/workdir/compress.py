@@ -9,8 +9,8 @@ exported IR of a quantized model runs in INT8 on the CPU.
 import os
 
 from ote_detection.apis.compress import compress
-from ote_detection.utils.cli import (ArgumentParser, add_training_args, existing_file, non_negative_float,
-                                     training_kwargs)
+from ote_detection.utils.cli import (ArgumentParser, add_int8_check_args, add_training_args, existing_file,
+                                     non_negative_float, training_kwargs)
 from ote_detection.utils.errors import run_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,10 +35,12 @@ def main(argv=None):
                    help="--ptq: largest accepted drop of the validation AP, in AP points (default 1.0)")
     p.add_argument("--compression-config", type=existing_file, help="compression config file (default: the template's, "
                    "compression_config.json next to this script)")
+    add_int8_check_args(p)
     a = p.parse_args(argv)
     compress(os.path.join(HERE, "template.yaml"), a.train_ann_files, a.train_data_roots, a.save_checkpoints_to,
              nncf_quantization=a.nncf_quantization, nncf_sparsity=a.nncf_sparsity, nncf_pruning=a.nncf_pruning,
-             ptq=a.ptq, max_drop=a.max_drop, compression_config=a.compression_config, **training_kwargs(a))
+             ptq=a.ptq, max_drop=a.max_drop, max_recall_drop=a.max_recall_drop,
+             allow_recall_drop=a.allow_recall_drop, compression_config=a.compression_config, **training_kwargs(a))
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def main(argv=None):
     p.add_argument("--input-size", type=input_size_or_width,
                    help="evaluate a snapshot at this input size instead of its own: W, WxH, or Wx (width W, the "
                         "height from the test frames' aspect rounded up to the model's stride, frames letterboxed); "
-                        "an IR has the size it was exported at")
+                        "an IR has the size it was exported at, except one with a dynamic input (e.g. [1,3,?,?]), which is "
+                        "reshaped to this size (default there: the template's)")
     p.add_argument("--keep-ratio", action="store_true", default=None,
                    help="letterbox frames into the input (one scale factor, zero padding) instead of stretching them "
                         "(default: stretch, as in training; an IR exported with --input-size Wx letterboxes)")

@@ -10,8 +10,8 @@ beside the IR records the details.
 import os
 
 from ote_detection.apis.export import export
-from ote_detection.utils.cli import (ArgumentParser, existing_file, input_size_or_width, non_negative_float,
-                                     output_dir)
+from ote_detection.utils.cli import (ArgumentParser, add_int8_check_args, existing_file, input_size_or_width,
+                                     non_negative_float, output_dir)
 from ote_detection.utils.errors import run_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,12 +44,14 @@ def main(argv=None):
     p.add_argument("--val-data-roots", help="with --int8: image root folder(s) of --val-ann-files (comma-separated)")
     p.add_argument("--max-drop", type=non_negative_float, default=1.0,
                    help="with --int8 and validation files: most COCO AP points INT8 may lose (default: %(default)s)")
+    add_int8_check_args(p)
     a = p.parse_args(argv)
     if not a.int8 and (a.calibration_images or a.val_ann_files or a.val_data_roots):
         p.error("--calibration-images / --val-ann-files / --val-data-roots go with --int8")
     export(os.path.join(HERE, "template.yaml"), a.load_weights, a.save_model_to, onnx=a.onnx, input_size=a.input_size,
            aspect=a.aspect, int8=a.int8, calibration_images=a.calibration_images, val_ann_files=a.val_ann_files,
-           val_data_roots=a.val_data_roots, max_drop=a.max_drop)
+           val_data_roots=a.val_data_roots, max_drop=a.max_drop, max_recall_drop=a.max_recall_drop,
+           allow_recall_drop=a.allow_recall_drop)
 
 
 if __name__ == "__main__":

@@ -61,8 +61,9 @@ def main(argv=None):
                         "(default: stretch; an IR exported with --input-size Wx letterboxes)")
     p.add_argument("--input-size", type=input_size_or_width,
                    help="inference size of a snapshot: W, WxH, or Wx (width W, the height from the first frame's "
-                        "aspect rounded up to the model's stride, frames letterboxed); an IR has its own (default: "
-                        "the snapshot's)")
+                        "aspect rounded up to the model's stride, frames letterboxed); an IR has its own, except one "
+                        "with a dynamic input (e.g. [1,3,?,?]), which is reshaped to this size (default there: the "
+                        "template's) (default: the snapshot's)")
     p.add_argument("--max-frames", type=non_negative_int, default=0,
                    help="stop after this many frames (default 0: all, or until q / Esc / Ctrl-C)")
     p.add_argument("--no-fps", dest="overlay", action="store_false", help="do not draw the FPS lines on the frames")

@@ -223,8 +223,8 @@ def test_checkpoint_meta_one_reader_one_writer(tmp_path):
     path = str(tmp_path / "a.pth")
     save_checkpoint(path, torch.nn.Conv2d(1, 1, 1), meta=meta.replace(epoch=3))
     stored = load_checkpoint_file(path)["meta"]
-    assert stored == {"version": 2, "template": "face-detection-0200", "input_size": [256, 256],
-                      "classes": ["face"], "epoch": 3}
+    assert stored == {"version": 3, "template": "face-detection-0200", "input_size": [256, 256],
+                      "keep_ratio": False, "classes": ["face"], "epoch": 3}
     # a meta of the first layout (no version; tuple sizes; keys of other tools) still loads
     old = {"meta": {"template": "face-detection-0200", "input_size": (96, 96), "epoch": 2, "mmdet_version": "2.x"},
            "state_dict": {"w": torch.zeros(1)}}
@@ -232,7 +232,7 @@ def test_checkpoint_meta_one_reader_one_writer(tmp_path):
     meta = CheckpointMeta.of(load_checkpoint_file(str(tmp_path / "old.pth")), "old.pth")
     assert meta.version == 1 and meta.input_size == (96, 96) and meta.epoch == 2
     assert meta.extra == {"mmdet_version": "2.x"}
-    for bad, words in (({"version": 3}, "newer ote-face"), ({"input_size": "big"}, "input_size"),
+    for bad, words in (({"version": 4}, "newer ote-face"), ({"keep_ratio": "yes"}, "'keep_ratio' is str"), ({"input_size": "big"}, "input_size"),
                        ({"epoch": "two"}, "'epoch' is str")):
         torch.save({"meta": bad, "state_dict": {"w": torch.zeros(1)}}, str(tmp_path / "bad.pth"))
         with pytest.raises(OteError, match=words) as exc:

@@ -7,7 +7,7 @@ import yaml
 from ..data.coco import load_coco_files
 from ..data.formats import prepare_datasets
 from ..data.wider import WIDER_GT_FILES, find_wider_gt_dir, find_wider_images_dir  # noqa: F401 (re-exported)
-from ..inference.deploy import common_frame_hw, deployment_input_size, model_stride
+from ..inference.deploy import common_frame_hw, deployment_geometry, model_stride
 from ..inference.detection_cache import DetectionCache
 from ..inference.predictor import detect_images
 from ..evaluation import WiderFaceGT, evaluate_detections
@@ -69,8 +69,8 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
     if input_size is not None:
         check_ir_input_size(load_weights, input_size)  # only an IR with a dynamic input takes one
         frame_hw = common_frame_hw(coco["images"]) if coco is not None else None
-        size = deployment_input_size(tuple(input_size), frame_hw=frame_hw, stride=model_stride(task.cfg.model))
-        keep_ratio = keep_ratio or input_size[1] is None
+        size, keep_ratio = deployment_geometry(tuple(input_size), frame_hw=frame_hw, stride=model_stride(task.cfg.model),
+                                               keep_ratio=keep_ratio)
     predictor = make_predictor(task, load_weights, precision, threads, input_size=size, keep_ratio=keep_ratio,
                                batch_size=batch_size, tile=tile)
     input_size = predictor.input_size

@@ -3,7 +3,7 @@
 import logging
 import os
 
-from ..inference.deploy import deployment_input_size, model_stride
+from ..inference.deploy import check_aspect_flag, deployment_geometry, model_stride
 from ..export.exporter import convert_to_openvino, export_onnx
 from ..export.openvino_export import INPUT_NAME, save_openvino
 from ..utils.errors import OteError
@@ -31,24 +31,22 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
     ``allow_recall_drop``), the FP32 IR is kept as model_fp32.xml, export_info.yaml's ``int8`` has the AP
     and recall before / after and the precision the CPU runs. ``input_size``: (w, h) instead of the snapshot's own, or (w, None): width w, the height from
     ``aspect`` (default 16:9) rounded up to the model's stride, for letterboxed frames
-    (``inference/deploy.py``). Returns the path of model.xml."""
+    (``inference/deploy.py``); without it, the snapshot's own size and letterboxing (``train.py
+    --input-size Wx``). Returns the path of model.xml."""
     task = Task(template)
     if not load_weights:
         raise OteError("--load-weights is required: the snapshot (.pth) to export")
     if is_ir(load_weights):
         raise OteError(f"{load_weights}: already an OpenVINO IR; export takes a PyTorch snapshot (.pth)")
-    if aspect is not None and (input_size is None or input_size[1] is not None):
-        given = "no --input-size" if input_size is None else f"--input-size {input_size[0]}x{input_size[1]}"
-        raise OteError(f"--aspect {aspect} is only for --input-size Wx (the height from the aspect); {given} "
-                       f"fixes both sides: leave --aspect out, or give --input-size {input_size[0] if input_size else 'W'}x")
-    model, snapshot_size = task.load_snapshot(load_weights)  # checks template and shapes, one line each
+    check_aspect_flag(input_size, aspect)
+    model, snapshot_size, meta = task.load_snapshot(load_weights, with_meta=True)  # checks template and shapes
     sources = None
     if int8:  # the images are listed and the validation set read before the FP32 export (minutes)
         from ..compression.ptq import int8_sources
         sources = int8_sources(calibration_images, val_ann_files, val_data_roots, task.classes)
-    size = deployment_input_size(tuple(input_size) if input_size is not None else None, aspect=aspect,
-                                 stride=model_stride(model), default=snapshot_size)
-    keep_ratio = input_size is not None and input_size[1] is None  # the IR's model_info says fit_to_window
+    # keep_ratio: the IR's model_info says fit_to_window; without --input-size, as the snapshot was trained
+    size, keep_ratio = deployment_geometry(tuple(input_size) if input_size is not None else None, aspect=aspect,
+                                           stride=model_stride(model), default=(snapshot_size, meta.keep_ratio))
     out_dir = os.path.abspath(save_model_to)
     if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         raise OteError(f"{out_dir}: exists and is not a folder (give a folder for --save-model-to)")

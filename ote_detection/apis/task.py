@@ -1,11 +1,12 @@
 """A template (template.yaml + model.py) as the other entry points use it; the one place that resolves
-a run's input size (``resolve_input_size``: --input-size, a resumed checkpoint's, the template's)."""
+a run's input geometry (``resolve_geometry``: --input-size, a resumed checkpoint's, the template's)."""
 
 import logging
 import os
 
 from ..config import input_size_wh, load_config, load_template, template_config_path
 from ..engine.checkpoint import load_checkpoint_file, load_weights
+from ..inference.deploy import deployment_geometry, model_stride
 from ..models import build_detector
 from ..models.inference import InferenceModel
 from ..utils.artefacts import CheckpointMeta
@@ -32,30 +33,43 @@ class Task:
         except ValueError as exc:
             raise OteError(f"{self.config_path}: input_size: {exc}") from None
 
-    def set_input_size(self, size):
-        self.cfg["input_size"] = tuple(int(v) for v in size)
+    @property
+    def keep_ratio(self):
+        """Whether the run's frames are letterboxed into the input (``train.py --input-size Wx``) rather
+        than stretched (the templates' own way); a model.py may set ``keep_ratio = True`` beside
+        ``input_size`` to train its own size letterboxed."""
+        return bool(self.cfg.get("keep_ratio", False))
 
-    def resolve_input_size(self, requested=None, resume_meta=None, resume_path=None):
-        """The input size (w, h) of a training run, set into the config and returned: ``requested``
-        (--input-size) if given, else the size the resumed checkpoint (``resume_meta``, a
-        ``CheckpointMeta``) was trained at, else the template's. A resume whose --input-size differs from
-        the checkpoint's says so in one line (the run continues at the requested size)."""
+    def set_input_size(self, size, keep_ratio=None):
+        self.cfg["input_size"] = tuple(int(v) for v in size)
+        if keep_ratio is not None:
+            self.cfg["keep_ratio"] = bool(keep_ratio)
+
+    def resolve_geometry(self, requested=None, resume_meta=None, resume_path=None, frame_hw=None, aspect=None):
+        """The input geometry of a training run, ((w, h), keep_ratio), set into the config and returned.
+
+        ``requested`` (--input-size: W, WxH, or (W, None) for 'Wx') if given, else the geometry the resumed
+        checkpoint (``resume_meta``, a ``CheckpointMeta``) was trained at, else the template's (stretched).
+        'Wx' takes its height from ``aspect`` (--aspect) if given, else from ``frame_hw`` (the training
+        frames' (h, w)), rounded up to the model's stride, and letterboxes: ``inference.deploy.
+        deployment_geometry``, the decision export, eval and the demo make. A resume whose --input-size
+        differs from the checkpoint's says so in one line (the run continues at the requested geometry)."""
         requested = InputSize.of(requested)
         stored = resume_meta.input_size if resume_meta is not None else None
-        if requested is None:
-            size = stored or self.input_size
-            if stored is not None and tuple(stored) != tuple(self.input_size):
-                log.info("%s: resuming at its input size %dx%d (the template's is %dx%d)", resume_path,
-                         *stored, *self.input_size)
-        else:
-            size = requested
-            if stored is not None and tuple(stored) != tuple(requested):
-                log.warning("%s was trained at %dx%d; the resumed run continues at --input-size %dx%d (its "
-                            "anchors were matched and its BatchNorm statistics measured at %dx%d)", resume_path,
-                            *stored, *requested, *stored)
+        default = ((stored, resume_meta.keep_ratio) if stored is not None else (self.input_size, self.keep_ratio))
+        size, keep = deployment_geometry(requested, frame_hw=None if aspect is not None else frame_hw, aspect=aspect,
+                                         stride=model_stride(self.cfg.model), default=default)
+        fit = "letterboxed" if keep else "stretched"
+        if requested is None and stored is not None and tuple(stored) != tuple(self.input_size):
+            log.info("%s: resuming at its input size %dx%d %s (the template's is %dx%d)", resume_path, *stored, fit,
+                     *self.input_size)
+        elif requested is not None and stored is not None and (tuple(stored), resume_meta.keep_ratio) != (size, keep):
+            log.warning("%s was trained at %dx%d%s; the resumed run continues at --input-size %dx%d %s (its "
+                        "anchors were matched and its BatchNorm statistics measured at %dx%d)", resume_path,
+                        *stored, " letterboxed" if resume_meta.keep_ratio else "", *size, fit, *stored)
         size = InputSize(int(size[0]), int(size[1]))
-        self.set_input_size(size)
-        return size
+        self.set_input_size(size, keep)
+        return size, keep
 
     @property
     def basic(self):
@@ -70,8 +84,10 @@ class Task:
     def build_detector(self):
         return build_detector(self.cfg.model)
 
-    def load_snapshot(self, weights):
-        """(InferenceModel with a snapshot's weights, its input size (w, h)), reading the file once.
+    def load_snapshot(self, weights, with_meta=False):
+        """(InferenceModel with a snapshot's weights, its input size (w, h)), reading the file once;
+        ``with_meta``: (model, size, its ``CheckpointMeta``), whose ``keep_ratio`` says whether it was
+        trained letterboxed.
 
         The input size is the checkpoint's own (training may override it), else the template's."""
         detector = self.build_detector()
@@ -85,7 +101,8 @@ class Task:
         else:
             load_weights(detector, weights, expected_template=self.name, ckpt=ckpt)
         size = tuple(meta.input_size or self.input_size)
-        return InferenceModel(detector, self.img_norm_cfg).eval(), size
+        model = InferenceModel(detector, self.img_norm_cfg).eval()
+        return (model, size, meta) if with_meta else (model, size)
 
     def build_inference_model(self, weights=None):
         if weights:
@@ -93,5 +110,6 @@ class Task:
         return InferenceModel(self.build_detector(), self.img_norm_cfg).eval()
 
     def checkpoint_meta(self):
-        """``CheckpointMeta`` of this template's model at its (resolved) input size."""
-        return CheckpointMeta(template=self.name, input_size=self.input_size, classes=list(self.classes))
+        """``CheckpointMeta`` of this template's model at its (resolved) input size and letterboxing."""
+        return CheckpointMeta(template=self.name, input_size=self.input_size, keep_ratio=self.keep_ratio,
+                              classes=list(self.classes))

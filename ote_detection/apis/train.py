@@ -11,14 +11,14 @@ import torch
 from ..config import input_size_wh
 from ..data.coco import CocoDataset, RepeatDataset, check_data_flags, load_coco_files, split_paths
 from ..data.formats import prepare_datasets
-from ..data.transforms import with_input_size
+from ..data.scale_crop import with_geometry
 from ..engine import distributed as dist_utils
 from ..engine.checkpoint import (check_checkpoint_dir, find_resume_checkpoint, load_backbone_weights,
                                 load_checkpoint_file, load_weights, resume_position, run_identity, save_checkpoint)
 from ..engine.hooks import CheckpointHook, EvalHook, LoggerHook, LRSchedulerHook
 from ..engine.optim import build_lr_scheduler, build_optimizer, check_lr_config, set_base_lr
 from ..engine.plugin import PluginContext
-from ..inference.deploy import model_stride
+from ..inference.deploy import common_frame_hw, model_stride
 from ..inference.predictor import TorchPredictor, detect_images
 from ..engine.trainer import Trainer, amp_plan, build_train_loader, check_batch_statistics, seed_everything
 from ..models.inference import InferenceModel
@@ -54,7 +54,9 @@ class TrainOptions:
     gpu_num: Optional[int] = None
     tensorboard_dir: Optional[str] = None
     workers: Optional[int] = None
-    input_size: Optional[tuple] = None
+    input_size: Optional[tuple] = None  # (w, h), or (w, None): the height from the frames (or aspect), letterboxed
+    aspect: Optional[str] = None  # W:H for input_size (w, None) instead of the training frames' aspect
+    keep_ratio: bool = False  # frames letterboxed into input_size; resolved by ``train`` with the size
     seed: int = 0
     amp: bool = False
     overwrite: bool = False
@@ -72,20 +74,22 @@ class TrainOptions:
 
 def build_train_dataset(cfg, ann_files, data_roots, classes, quiet=False, check_images=True):
     """The training dataset of ``cfg.data.train`` (RepeatDataset chains unrolled), its pipeline resizing
-    to the config's ``input_size``. It says in one line what it leaves out and why (``CocoDataset``),
+    to the config's ``input_size`` (letterboxed with the config's ``keep_ratio``:
+    ``data.scale_crop.with_geometry``). It says in one line what it leaves out and why (``CocoDataset``),
     unless ``quiet``; ``check_images``: as ``data.coco.load_coco_files``."""
     node, times = cfg.data.train, 1
     while node.get("type") == "RepeatDataset":
         times *= node.get("times", 1)
         node = node.dataset
-    pipeline = with_input_size(node.get("pipeline", cfg.train_pipeline), input_size_wh(cfg.input_size))
+    pipeline = with_geometry(node.get("pipeline", cfg.train_pipeline), input_size_wh(cfg.input_size),
+                             bool(cfg.get("keep_ratio", False)))
     dataset = CocoDataset(ann_files, data_roots, pipeline, classes=classes,
                           min_size=node.get("min_size"), filter_empty_gt=node.get("filter_empty_gt", True),
                           quiet=quiet, check_images=check_images)
     return RepeatDataset(dataset, times) if times > 1 else dataset
 
 
-def make_validator(coco, input_size, img_norm_cfg, batch_size, workers):
+def make_validator(coco, input_size, img_norm_cfg, batch_size, workers, keep_ratio=False):
     """``validate(detector) -> {'ap': ...}`` on a merged COCO dict, with the predictor eval.py uses."""
     from ..evaluation import evaluate_detections
 
@@ -93,17 +97,18 @@ def make_validator(coco, input_size, img_norm_cfg, batch_size, workers):
     keys = [img["id"] for img in coco["images"]]
 
     def validate(detector):
-        predictor = TorchPredictor(InferenceModel(detector, img_norm_cfg), input_size, batch_size=batch_size)
+        predictor = TorchPredictor(InferenceModel(detector, img_norm_cfg), input_size, keep_ratio=keep_ratio,
+                                   batch_size=batch_size)
         dets = detect_images(predictor, paths, keys, batch_size=batch_size, workers=workers, progress=False)
         return evaluate_detections(coco, dets, ["ap"])
     return validate
 
 
 def _prepare(task, options, plugin):
-    """Config changes every process makes: input size, plugin, learning rate and epochs."""
+    """Config changes every process makes: input geometry, plugin, learning rate and epochs."""
     cfg = task.cfg
     if options.input_size:
-        task.set_input_size(options.input_size)
+        task.set_input_size(options.input_size, options.keep_ratio)
     if plugin is not None:
         plugin.configure(cfg, options)
     if options.base_learning_rate is not None:
@@ -174,7 +179,7 @@ def _run(options, plugin=None):
              checkpoints]
     if options.val_coco is not None and dist_utils.is_main():
         hooks.append(EvalHook(make_validator(options.val_coco, task.input_size, task.img_norm_cfg,
-                                             options.batch_size, options.workers)))
+                                             options.batch_size, options.workers, task.keep_ratio)))
     hooks.append(LoggerHook(options.tensorboard_dir, (cfg.get("log_config") or {}).get("interval", 10)))
     if plugin is not None:
         hooks.extend(plugin.hooks())
@@ -223,6 +228,7 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     writer = dist_utils.env_rank() == 0
     if options.load_backbone and (options.resume_from or options.load_weights):
         raise OteError("--load-backbone starts a fresh model's backbone: not with --resume-from or --load-weights")
+    resume_meta = None
     for path in (options.resume_from, options.load_weights, options.load_backbone):
         if path and (writer or path != options.resume_from):
             given = options.resume_checkpoint if path == options.resume_from else None  # (compress.py read it)
@@ -237,12 +243,23 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
                 flags = " ".join("--" + p.replace("_", "-") for p in parts)
                 raise OteError(f"{path}: a compress.py checkpoint ({', '.join(parts)}); continue it with compress.py "
                                f"--resume-from {path} {flags} (train.py resumes and starts from train.py snapshots)")
-            if path == options.resume_from:  # a resumed run keeps its input size, or says it changes
-                options.input_size = tuple(task.resolve_input_size(options.input_size, meta, path))
+            if path == options.resume_from:  # a resumed run keeps its input geometry, or says it changes
+                resume_meta = meta
             if (meta.source or {}).get("batchnorm") == "identity" and not task.cfg.model.backbone.get("norm_eval"):
                 log.warning("%s: imported from an IR without --calibrate-bn; its BatchNorms are identities, and "
                             "training in train mode replaces them by batch statistics (AP collapses). Import it again "
                             "with tools/import_openvino_weights.py --calibrate-bn IMAGES", path)
+    frame_hw = None
+    if options.input_size is not None and options.input_size[1] is None and options.aspect is None:
+        # 'Wx': the height from the aspect of most training frames (the sizes the annotation files give)
+        frame_hw = common_frame_hw(load_coco_files(options.train_ann_files, options.train_data_roots, task.classes,
+                                                   require_boxes=False, check_images=False, quiet=True)["images"])
+    size, options.keep_ratio = task.resolve_geometry(options.input_size, resume_meta, options.resume_from, frame_hw,
+                                                     options.aspect)
+    options.input_size = tuple(size)
+    if options.keep_ratio:
+        log.info("training at input %dx%d, frames letterboxed (as eval.py, export.py and the demo will show them)",
+                 *size)
     cfg = _prepare(task, options, plugin)
     check_lr_config(cfg.lr_config)
     basic = task.basic

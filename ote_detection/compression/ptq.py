@@ -19,6 +19,7 @@ import yaml
 
 from ..data.coco import load_coco_files
 from ..data.images import IMAGE_EXTS, read_image
+from ..inference.deploy import deployment_geometry
 from ..inference.predictor import FramePredictor
 from ..evaluation import evaluate_detections
 from ..export.exporter import convert_to_openvino
@@ -294,17 +295,20 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
     if not val_ann_files:
         raise OteError("--ptq needs --val-ann-files/--val-data-roots: the accuracy of the quantized model is "
                        "measured on them")
-    model, snapshot_size = task.load_snapshot(load_weights)
-    size = tuple(input_size or snapshot_size)
+    model, snapshot_size, meta = task.load_snapshot(load_weights, with_meta=True)
+    # the snapshot's geometry (letterboxed after train.py --input-size Wx), or --input-size WxH stretched
+    size, keep_ratio = deployment_geometry(tuple(input_size) if input_size else None,
+                                           default=(snapshot_size, meta.keep_ratio))
     train_coco = load_coco_files(train_ann_files, train_data_roots, task.classes, flags="--train")
     val_coco = load_coco_files(val_ann_files, val_data_roots, task.classes, flags="--val")
-    fp32, _ = convert_to_openvino(model, size, classes=task.classes)
-    resizer = _Resizer(size)
+    fp32, _ = convert_to_openvino(model, size, classes=task.classes, keep_ratio=keep_ratio)
+    resizer = _Resizer(size, keep_ratio)
     calib = [item[1] for item in _load_items(train_coco, resizer)]
     val = _load_items(val_coco, resizer)
     num_init = quantization_params((settings.algorithms if settings else {}).get("quantization") or {})[0]
     subset = max(1, min(len(calib), max(num_init, subset_size)))
-    quantized, qinfo = quantize_ir_model(fp32, calib, val, val_coco, max_drop=max_drop, subset_size=subset)
+    quantized, qinfo = quantize_ir_model(fp32, calib, val, val_coco, max_drop=max_drop, keep_ratio=keep_ratio,
+                                         subset_size=subset)
     ap_fp32, ap_int8, elapsed = qinfo["ap_fp32_ir"], qinfo["ap_int8_ir"], qinfo["seconds"]
     check_int8_recall(qinfo, max_recall_drop, allow_recall_drop)
     try:
@@ -328,7 +332,7 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
             # the quantized model's own size and complexity (a pruned one's: smaller)
             write_export_info(tmp, ExportInfo(
                 template=task.name, classes=list(task.classes), precision="INT8 (PTQ)",
-                input={"input_size": list(size), "keep_ratio": False}, source_snapshot=os.path.abspath(load_weights),
+                input={"input_size": list(size), "keep_ratio": keep_ratio}, source_snapshot=os.path.abspath(load_weights),
                 complexity=complexity_record(model.detector, size), sha256=ir_checksums(tmp, ["model.xml", "model.bin"])))
             for name in ("model.bin", "ptq_info.yaml", "model.xml", "export_info.yaml"):  # .bin before .xml
                 os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))

@@ -30,7 +30,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from ..inference.deploy import deployment_input_size, model_stride
+from ..inference.deploy import deployment_geometry, model_stride
 from ..inference.factory import check_ir_input_size, make_predictor
 from ..utils.artefacts import is_ir
 from ..utils.errors import OteError
@@ -275,9 +275,8 @@ def run_demo(task, load_weights, video, output=None, show=None, score_thr=0.5, p
         if threads and not is_ir(load_weights):
             torch.set_num_threads(int(threads))
         if input_size is not None and input_size[1] is None:  # 'Wx': the height from the first frame's aspect
-            input_size = deployment_input_size(tuple(input_size), frame_hw=source.frame_hw,
-                                               stride=model_stride(task.cfg.model))
-            keep_ratio = True if keep_ratio is None else keep_ratio
+            input_size, keep_ratio = deployment_geometry(tuple(input_size), frame_hw=source.frame_hw,
+                                                         stride=model_stride(task.cfg.model), keep_ratio=keep_ratio)
         predictor = make_predictor(task, load_weights, precision=precision, threads=threads,
                                    input_size=tuple(input_size) if input_size else None,
                                    keep_ratio=keep_ratio, batch_size=1, tile=tile)

@@ -31,7 +31,8 @@ from ..utils.errors import OteError
 DEFAULT_ASPECT = (16, 9)
 DEFAULT_STRIDE = 32
 
-__all__ = ["deployment_input_size", "parse_aspect", "model_stride", "DEFAULT_ASPECT"]
+__all__ = ["deployment_input_size", "deployment_geometry", "check_aspect_flag", "parse_aspect", "model_stride",
+           "DEFAULT_ASPECT"]
 
 
 def parse_aspect(aspect):
@@ -120,6 +121,43 @@ def deployment_input_size(spec, frame_hw=None, aspect=None, stride=DEFAULT_STRID
         if not MIN_SIDE <= side <= MAX_SIDE:
             raise OteError(f"input size {width}x{height}: each side must be between {MIN_SIDE} and {MAX_SIDE} px")
     return width, height
+
+
+def check_aspect_flag(spec, aspect):
+    """One line when ``--aspect`` is given with anything but ``--input-size Wx`` (it sets only the height
+    of a width-only size; W and WxH fix both sides). ``spec``: as ``deployment_input_size``'s."""
+    if aspect is None:
+        return
+    if spec is None or not isinstance(spec, (tuple, list)) or spec[1] is not None:
+        if spec is None:
+            given, width = "no --input-size", "W"
+        elif isinstance(spec, (tuple, list)):
+            given, width = f"--input-size {spec[0]}x{spec[1]}", spec[0]
+        else:
+            given, width = f"--input-size {spec}", spec
+        raise OteError(f"--aspect {aspect} is only for --input-size Wx (the height from the aspect); {given} "
+                       f"fixes both sides: leave --aspect out, or give --input-size {width}x")
+
+
+def deployment_geometry(spec, frame_hw=None, aspect=None, stride=DEFAULT_STRIDE, default=None, keep_ratio=None):
+    """The one decision of how frames meet the network: ((w, h), keep_ratio), for training (train.py),
+    export, eval and the demo alike.
+
+    The size is ``deployment_input_size(spec, frame_hw, aspect, stride, default[0])``. ``keep_ratio``
+    (frames letterboxed: scaled by one factor, zero-padded at the right and bottom, as
+    ``data.scale_crop.letterbox`` does) is, in order: the caller's explicit ``keep_ratio`` (True/False; None:
+    not given); True for a width-only ``spec`` ``(W, None)`` ("``--input-size 960x``"); the snapshot's own for
+    ``spec=None`` (``default``: ((w, h), keep_ratio), e.g. a ``CheckpointMeta``'s); False for ``W`` / ``WxH``
+    (stretched, OTE's way). ``aspect`` with anything but ``(W, None)`` is refused (``check_aspect_flag``)."""
+    check_aspect_flag(spec, aspect)
+    default_size, default_keep = (None, False) if default is None else default
+    size = deployment_input_size(spec, frame_hw=frame_hw, aspect=aspect, stride=stride, default=default_size)
+    if keep_ratio is None:
+        if spec is None:
+            keep_ratio = bool(default_keep)
+        else:
+            keep_ratio = isinstance(spec, (tuple, list)) and spec[1] is None
+    return size, bool(keep_ratio)
 
 
 def common_frame_hw(images):

@@ -10,6 +10,7 @@ import torch.nn as nn
 from ..utils.artefacts import check_ir_belongs, is_ir
 from ..utils.complexity import model_complexity
 from ..utils.errors import OteError
+from .deploy import deployment_geometry
 from .predictor import TorchPredictor
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
     the CPU at ``precision`` (f32, bf16, f16 or default) with ``threads``; its input size is the IR's,
     or for an IR with a dynamic input (``static_input``) ``input_size``, default the template's.
     ``keep_ratio``: letterbox frames instead of stretching them (None: as the IR was exported; a
-    snapshot stretches). ``tile``: None, or a dict of ``inference.tiling.TiledPredictor`` options
+    snapshot as it was trained at its own size, ``train.py --input-size Wx`` letterboxing, and stretched at
+    another ``input_size``). ``tile``: None, or a dict of ``inference.tiling.TiledPredictor`` options
     (``overlap``, ``tile_scale``): a full-frame pass plus overlapping tiles at the network's input size.
     """
     if is_ir(weights):
@@ -127,10 +129,11 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
             log.warning("%s: not shown to be %s's model (%s): reported as what it is, without the template's "
                         "reference figures", weights, task.name, provenance.why)
     else:
-        model, snapshot_size = task.load_snapshot(weights)
+        model, snapshot_size, meta = task.load_snapshot(weights, with_meta=True)
         provenance = Provenance(weights, "snapshot", True, "its meta and weights fit the template")
-        predictor = TorchPredictor(model, input_size or snapshot_size, keep_ratio=bool(keep_ratio),
-                                   batch_size=batch_size)
+        size, keep = deployment_geometry(tuple(input_size) if input_size else None, keep_ratio=keep_ratio,
+                                         default=(snapshot_size, meta.keep_ratio))
+        predictor = TorchPredictor(model, size, keep_ratio=keep, batch_size=batch_size)
     if tile is not None:
         from .tiling import TiledPredictor
         test_cfg = task.cfg.model.get("test_cfg") or {}

@@ -20,22 +20,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.coco import FrameDataset, collate_frames
-from ..data.transforms import resize_image
+from ..data.scale_crop import letterbox  # noqa: F401 (the one letterbox; re-exported)
 from ..models.heads import ROW_WIDTH
-
-
-def letterbox(frame, input_size, keep_ratio):
-    """``frame`` resized into ``input_size`` (w, h): stretched, or scaled by one factor and zero-padded
-    at the right and bottom. Returns (image [h, w, 3] uint8, (sx, sy))."""
-    width, height = input_size
-    h, w = frame.shape[:2]
-    if not keep_ratio:
-        return resize_image(frame, (width, height)), (width / w, height / h)
-    scale = min(width / w, height / h)
-    new_w, new_h = max(1, min(width, round(w * scale))), max(1, min(height, round(h * scale)))
-    canvas = np.zeros((height, width, 3), np.uint8)
-    canvas[:new_h, :new_w] = resize_image(frame, (new_w, new_h))
-    return canvas, (new_w / w, new_h / h)
 
 
 class FramePredictor:

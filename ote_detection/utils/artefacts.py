@@ -40,7 +40,7 @@ __all__ = ["EXPORT_INFO", "IR_SUFFIXES", "ExportInfo", "CheckpointMeta", "is_ir"
 EXPORT_INFO = "export_info.yaml"
 IR_SUFFIXES = (".xml", ".bin")  # an OpenVINO IR is named by either of its two files
 EXPORT_INFO_VERSION = 2     # 2: ``version`` and ``complexity`` (GFLOPs, Mp of the exported model) added
-CHECKPOINT_META_VERSION = 2  # 2: ``version`` added; ``input_size`` always [w, h]
+CHECKPOINT_META_VERSION = 3  # 2: ``version`` added; ``input_size`` always [w, h]; 3: ``keep_ratio`` added
 
 
 def _check_version(data, newest, path, what):
@@ -167,15 +167,18 @@ def write_export_info(folder, info):
 
 @dataclasses.dataclass
 class CheckpointMeta(_ReadOnlyMapping):
-    """A checkpoint's ``meta``: the template it was trained for, its input size, classes, ``epoch`` (epochs
-    finished), ``epoch_iter`` (iterations of the next epoch done: a checkpoint written within an epoch),
-    ``iter``, ``run`` (the training run's identity: ``engine.checkpoint.run_identity``), ``compression``
-    (compress.py's structure and state), ``source`` (how it was made, e.g. imported from an IR), ``metrics``
-    of its last epoch. Keys this version does not know are kept in
+    """A checkpoint's ``meta``: the template it was trained for, its input size and whether frames are
+    letterboxed into it (``keep_ratio``: ``train.py --input-size Wx``; eval, export and the demo then
+    letterbox too), classes, ``epoch`` (epochs finished), ``epoch_iter`` (iterations of the next epoch
+    done: a checkpoint written within an epoch), ``iter``, ``run`` (the training run's identity:
+    ``engine.checkpoint.run_identity``), ``compression`` (compress.py's structure and state), ``source``
+    (how it was made, e.g. imported from an IR), ``metrics`` of its last epoch. Keys this version does not
+    know are kept in
     ``extra``."""
 
     template: Optional[str] = None
     input_size: Optional[InputSize] = None
+    keep_ratio: bool = False
     classes: Optional[list] = None
     epoch: int = 0
     epoch_iter: int = 0
@@ -202,6 +205,7 @@ class CheckpointMeta(_ReadOnlyMapping):
         epoch = _typed(meta, "epoch", int, path, what) or 0
         fields = {f.name for f in dataclasses.fields(cls)} - {"extra", "version"}
         return cls(template=_typed(meta, "template", str, path, what), input_size=size,
+                   keep_ratio=bool(_typed(meta, "keep_ratio", bool, path, what)),
                    classes=_typed(meta, "classes", (list, tuple), path, what), epoch=int(epoch),
                    iter=_typed(meta, "iter", int, path, what),
                    epoch_iter=int(_typed(meta, "epoch_iter", int, path, what) or 0),

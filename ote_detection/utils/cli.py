@@ -258,10 +258,11 @@ def add_subset_arg(parser, prefix):
         f"never merged unasked, and the data line names the subsets read with their image counts"))
 
 
-def add_training_args(parser, defaults="the template's", load_weights_help=None, resume_help=None):
+def add_training_args(parser, defaults="the template's", load_weights_help=None, resume_help=None, letterbox=False):
     """The flags train.py and compress.py share (data, output folder, start weights, schedule, processes),
     each checked when parsed. ``defaults``: where unset values come from, for the help texts: one text, or
-    a pair (default of --epochs, default of --base-learning-rate)."""
+    a pair (default of --epochs, default of --base-learning-rate). ``letterbox`` (train.py): --input-size
+    also takes 'Wx' (letterboxed training), with --aspect."""
     epochs_default, lr_default = (defaults, defaults) if isinstance(defaults, str) else defaults
     add_path_list_arg(parser, "--train-ann-files", "COCO annotation file(s) (or datasets of --data-format)",
                       required=True)
@@ -307,9 +308,19 @@ def add_training_args(parser, defaults="the template's", load_weights_help=None,
     parser.add_argument("--workers", type=bounded_int(0, MAX_WORKERS), help="data-loading processes per training "
                         f"process, 0..{MAX_WORKERS} (default: model.py's workers_per_gpu, at most the CPU count; 0 = "
                         "load in the training process)")
-    parser.add_argument("--input-size", type=input_size, help="override the template's input size, e.g. 128 or "
-                        "160x128 (width x height, each side 32..8192; stored in the checkpoint and used by eval.py "
-                        "and export.py)")
+    if letterbox:
+        parser.add_argument("--input-size", type=input_size_or_width, help="override the template's input size: W, "
+                            "WxH (frames stretched to it, as the templates train), or Wx (width W, the height from "
+                            "the training frames' aspect, or --aspect, rounded up to the model's stride; frames "
+                            "letterboxed as export.py --input-size Wx, eval.py and the demo do). Each side 32..8192; "
+                            "stored in the checkpoint, so eval.py, export.py and visualize.py use the same geometry "
+                            "without a flag")
+        parser.add_argument("--aspect", default=None, help="frame aspect ratio W:H for --input-size Wx, e.g. 4:3 "
+                            "(default: that of most training frames); refused with any other --input-size")
+    else:
+        parser.add_argument("--input-size", type=input_size, help="override the template's input size, e.g. 128 or "
+                            "160x128 (width x height, each side 32..8192; stored in the checkpoint and used by "
+                            "eval.py and export.py)")
     parser.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
 
 
@@ -320,6 +331,7 @@ def training_kwargs(args):
                 base_learning_rate=args.base_learning_rate, gpu_num=args.gpu_num,
                 tensorboard_dir=args.tensorboard_dir, workers=args.workers,
                 input_size=tuple(args.input_size) if args.input_size else None, seed=args.seed,
+                **({"aspect": args.aspect} if getattr(args, "aspect", None) is not None else {}),
                 overwrite=args.overwrite, data_format=args.data_format, train_subset=args.train_subset,
                 val_subset=args.val_subset, resume=args.resume, checkpoint_interval_iters=args.checkpoint_interval_iters)
 

@@ -210,6 +210,8 @@ def main():
     p.add_argument("--threads", type=int, default=1, help="torch and OpenVINO threads (default 1)")
     p.add_argument("--score-thr", type=float, default=0.5, help="operating score of the recall (default 0.5)")
     p.add_argument("--no-int8", action="store_true", help="FP32 IRs only")
+    p.add_argument("--max-drop", type=float, default=1.0, help="export.py --int8 --max-drop: AP points INT8 may lose "
+                   "on the training half (default: %(default)s, export.py's)")
     p.add_argument("--work", default=os.path.join(ROOT, "outputs", "bench_finetune"),
                    help="folder of snapshots, IRs and results.json (finished stages are reused; a changed "
                         "schedule needs a new folder)")
@@ -249,7 +251,8 @@ def main():
     if a.sweep_lrs:
         sweep(a, st, snap, train_ann, test_ann)
         return
-    int8 = dict(val_ann_files=train_ann, val_data_roots=AIRPORT, max_drop=1.0)  # calibrated on the same images
+    int8 = dict(val_ann_files=train_ann, val_data_roots=AIRPORT, max_drop=a.max_drop)  # calibrated on the same images
+    int8_name = "int8" if a.max_drop == 1.0 else f"int8-drop{a.max_drop:g}"
     rows = []
     for width in (int(w) for w in a.widths.split(",") if w):
         variants = [("imported", TEMPLATE, snap, (width, None))]
@@ -263,11 +266,11 @@ def main():
             variants.append((pipeline, template, last, None))
             rows.append({"width": width, "variant": pipeline, "stage": "train", "seconds": trained["seconds"]})
         for name, template, weights, size in variants:
-            for precision in ("fp32",) + (() if a.no_int8 else ("int8",)):
+            for precision in ("fp32",) + (() if a.no_int8 else (int8_name,)):
                 folder = os.path.join(a.work, "ir", f"{name}_{width}_{precision}")
                 done = st.run(f"export {name} {width}x {precision}", lambda: export(
-                    template, weights, folder, input_size=size, int8=precision == "int8",
-                    **(int8 if precision == "int8" else {})) and None, os.path.join(folder, "model.xml"))
+                    template, weights, folder, input_size=size, int8=precision != "fp32",
+                    **(int8 if precision != "fp32" else {})) and None, os.path.join(folder, "model.xml"))
                 xml = os.path.join(folder, "model.xml")
                 m = st.run(f"eval {name} {width}x {precision}",
                            lambda: measure(template, xml, test_ann, a.threads, a.score_thr))
@@ -284,7 +287,7 @@ def main():
         if "ap" not in r:
             continue
         gain = r["ap"] - ap.get((r["width"], "imported", r["precision"]), float("nan"))
-        int8 = r["ap"] - ap[(r["width"], r["variant"], "fp32")] if r["precision"] == "int8" else None
+        int8 = r["ap"] - ap[(r["width"], r["variant"], "fp32")] if r["precision"] != "fp32" else None
         print(f"| {r['input']} | {r['variant']} | {r['precision'].upper()} | {r['ap']:.1f} | {r['ap50']:.1f} | "
               f"{r['recall']:.1f} | {gain:+.1f} | {'' if int8 is None else f'{int8:+.1f}'} | "
               f"{train_s.get((r['width'], r['variant']), '')} |")

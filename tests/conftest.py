@@ -1,9 +1,12 @@
 import contextlib
+import functools
+import glob
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -96,6 +99,29 @@ def run_here(args, cwd=None):
             notes.clear()
             notes.update(before)
     return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+
+
+def omz_ir(name="face-detection-0200", precision="FP16"):
+    return need_shared("models", "omz", name, precision, name + ".xml")
+
+
+def real_images(n_airport=3, n_wider=2):
+    """A subset of the shared real images (airport 1920x1080 and WIDER val crowds)."""
+    need_shared("data", "airport")
+    need_shared("data", "wider_val5")
+    airport = sorted(glob.glob(os.path.join(SHARED, "data", "airport", "train", "*.jpg")))
+    wider = sorted(glob.glob(os.path.join(SHARED, "data", "wider_val5", "images", "*.jpg")))
+    return airport[:n_airport] + wider[:n_wider]
+
+
+@functools.lru_cache(maxsize=None)
+def imported_snapshot(name="face-detection-0200"):
+    """OMZ FP16 weights imported once per test session (shared by the omz_import, export, compression, inference and data tests)."""
+    ir = omz_ir(name)
+    out = os.path.join(tempfile.mkdtemp(prefix="omz_import_"), name + ".pth")
+    from ote_detection.apis.import_weights import import_openvino_weights
+    report = import_openvino_weights(template_path(name), ir, out)
+    return out, report
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """config.py: model.py loading (mmcv `_base_` inheritance, `_delete_` merging), the templates' resolved
 values, the dead-key warning and the refusals; apis/instantiate.py's copy of the `_base_` tree.
 
-The snapshot ``tests/data/resolved_templates.txt`` holds the resolved config of each of the six templates as
+The snapshot ``tests/fixtures/resolved_templates.txt`` holds the resolved config of each of the six templates as
 it was BEFORE the templates were split into `_base_/models`, `datasets`, `schedules` and `default_runtime.py`
 (commit ea1ecf5), less the keys that nothing reads (``STRIPPED``), which that split removed. It was written by
 
@@ -25,7 +25,7 @@ from ote_detection.utils.errors import OteError
 
 NAMES = ["face-detection-0200", "face-detection-0202", "face-detection-0204", "face-detection-0205",
          "face-detection-0206", "face-detection-0207"]
-SNAPSHOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "resolved_templates.txt")
+SNAPSHOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "resolved_templates.txt")
 BASE = os.path.join(TEMPLATES, "_base_")
 SSD_BASES = [os.path.join(BASE, p) for p in ("models/ssd_mobilenetv2.py", "datasets/wider_face.py",
                                              "schedules/sgd_step_40_55_65.py", "default_runtime.py")]

@@ -140,11 +140,7 @@ def test_pruned_snapshot_and_its_irs_report_their_own_size(work_dirs, tmp_path):
     import json
 
     import yaml
-    sys_path = os.path.join(REPO, "tests")
-    import sys
-    sys.path.insert(0, sys_path)
-    from test_omz_import import imported_snapshot
-    from conftest import copy_airport_subset
+    from conftest import copy_airport_subset, imported_snapshot
     work = work_dirs["face-detection-0200"]
     snapshot, _ = imported_snapshot()
     ann, _ = copy_airport_subset(str(tmp_path / "data"), n=2)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import REPO, SHARED, copy_airport_subset, need_shared, run_here, run_tool, template_path
-from test_omz_import import imported_snapshot, real_images
+from conftest import imported_snapshot, real_images
 
 os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(REPO, ".torch_extensions"))

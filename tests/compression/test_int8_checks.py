@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from conftest import AIRPORT_ANN, AIRPORT_ROOT, REPO, copy_airport_subset, need_shared, run_here
-from test_omz_import import imported_snapshot
+from conftest import imported_snapshot
 
 os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
 

@@ -149,7 +149,7 @@ def test_voc_yolo_cvat_evaluate_to_the_coco_ap_and_train(airport_formats, tmp_pa
     (within 0.1); train.py's train runs one epoch on the YOLO set."""
     from ote_detection.apis.evaluate import evaluate
     from ote_detection.apis.train import train
-    from test_omz_import import imported_snapshot
+    from conftest import imported_snapshot
     snap, _ = imported_snapshot("face-detection-0200")
     ref = evaluate(template_path(), snap, AIRPORT_ANN, AIRPORT_ROOT, cache_dir=None)
     assert ref["ap"] > 5
@@ -543,7 +543,7 @@ def test_convert_into_read_only_folder_and_onto_full_disk_one_line_nothing_left(
 
 def _ap(path, fmt, **kwargs):
     from ote_detection.apis.evaluate import evaluate
-    from test_omz_import import omz_ir
+    from conftest import omz_ir
     root = AIRPORT_ROOT if fmt == "coco" else None
     return evaluate(template_path(), omz_ir(), path, root, cache_dir=None, data_format=fmt, **kwargs)["ap"]
 
@@ -575,7 +575,7 @@ def test_convert_keeps_ignored_regions_in_every_format(voc_cases, tmp_path):
     assert r.returncode == 0, r.stderr
     assert sum(a["iscrowd"] for a in json.load(open(out))["annotations"]) == 14
     from ote_detection.apis.evaluate import evaluate
-    from test_omz_import import omz_ir
+    from conftest import omz_ir
     assert evaluate(template_path(), omz_ir(), str(out), str(out.parent), cache_dir=None)["ap"] == \
         pytest.approx(AP_THIRD_IGNORED, abs=5e-4)
     for to, fmt in (("voc_detection", "voc"), ("kitti_detection", "kitti"), ("cvat", "cvat"),
@@ -597,7 +597,7 @@ def test_same_folder_as_train_and_val_trains_on_train_only(voc_cases, tmp_path, 
 
     from ote_detection.apis.train import train
     from ote_detection.data import formats
-    from test_omz_import import imported_snapshot
+    from conftest import imported_snapshot
     snap, _ = imported_snapshot("face-detection-0200")
     splits = os.path.join(voc_cases, "splits")
     formats._READ_AS.clear()  # what this process read before
@@ -619,7 +619,7 @@ def test_same_folder_as_train_and_val_trains_on_train_only(voc_cases, tmp_path, 
 @pytest.mark.slow
 def test_eval_cli_test_subset(work_dir_0200, voc_cases):
     """eval.py's --test-subset: the subset read is said with its image count; an unknown one is one line."""
-    from test_omz_import import omz_ir
+    from conftest import omz_ir
     splits = os.path.join(voc_cases, "splits")
     common = [str(work_dir_0200 / "eval.py"), "--load-weights", omz_ir(), "--data-format", "voc", "--test-ann-files",
               splits, "--cache-dir", ""]

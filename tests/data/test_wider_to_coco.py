@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+import conftest
+
+REPO = Path(conftest.REPO)
 TOOL = REPO / "tools" / "wider_to_coco.py"
 DATA = REPO.parent / "shared" / "data"
 VAL_TXT = DATA / "wider_val_gt" / "wider_face_val_bbx_gt.txt"

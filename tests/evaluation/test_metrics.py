@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import scipy.io
 
+import conftest
 from ote_detection.evaluation import (WiderFaceGT, coco_ap, evaluate_detections,
                                       format_metrics_table, metrics_to_yaml_entries,
                                       save_pr_curves)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(conftest.REPO)
 DATA = REPO.parent / "shared" / "data"
 WIDER_GT = DATA / "wider_val_gt"
 WIDER_VAL5 = DATA / "wider_val5"

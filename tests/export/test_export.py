@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from conftest import AIRPORT_ANN, AIRPORT_ROOT, need_shared, template_path
-from test_omz_import import imported_snapshot, omz_ir, real_images
+from conftest import imported_snapshot, omz_ir, real_images
 from ote_detection.apis.export import export
 from ote_detection.apis.task import Task
 from ote_detection.engine.checkpoint import save_checkpoint

@@ -14,7 +14,7 @@ from ote_detection.data.images import read_image
 from ote_detection.engine.checkpoint import save_checkpoint
 from ote_detection.export.model_info import get_model_info
 from ote_detection.inference.openvino_predictor import OpenVINOPredictor, box_iou
-from test_omz_import import imported_snapshot, real_images
+from conftest import imported_snapshot, real_images
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 

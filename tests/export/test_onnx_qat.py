@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from conftest import copy_airport_subset, run_here
-from test_omz_import import imported_snapshot
+from conftest import imported_snapshot
 
 os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
 

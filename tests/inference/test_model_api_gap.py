@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import AIRPORT_ANN, AIRPORT_ROOT, REPO, SHARED, need_shared
-from test_omz_import import imported_snapshot
+from conftest import imported_snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 

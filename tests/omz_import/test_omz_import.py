@@ -1,16 +1,13 @@
 """Import of Open Model Zoo IR weights: the imported PyTorch model detects what the OMZ IR detects."""
 
-import functools
-import glob
 import os
 import shutil
-import tempfile
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, SHARED, need_shared, run_here, template_path
+from conftest import REPO, SHARED, imported_snapshot, omz_ir, real_images, run_here, template_path
 from ote_detection.apis.task import Task
 from ote_detection.engine.checkpoint import load_checkpoint_file, load_weights
 from ote_detection.inference.predictor import TorchPredictor, detect_images
@@ -19,28 +16,6 @@ from ote_detection.inference.openvino_predictor import OpenVINOPredictor, match_
 from ote_detection.utils.errors import OteError
 
 OMZ = os.path.join(SHARED, "models", "omz")
-
-
-def omz_ir(name="face-detection-0200", precision="FP16"):
-    return need_shared("models", "omz", name, precision, name + ".xml")
-
-
-def real_images(n_airport=3, n_wider=2):
-    """A subset of the shared real images (airport 1920x1080 and WIDER val crowds)."""
-    need_shared("data", "airport")
-    need_shared("data", "wider_val5")
-    airport = sorted(glob.glob(os.path.join(SHARED, "data", "airport", "train", "*.jpg")))
-    wider = sorted(glob.glob(os.path.join(SHARED, "data", "wider_val5", "images", "*.jpg")))
-    return airport[:n_airport] + wider[:n_wider]
-
-
-@functools.lru_cache(maxsize=None)
-def imported_snapshot(name="face-detection-0200"):
-    """OMZ FP16 weights imported once per test session (also used by test_export.py)."""
-    ir = omz_ir(name)
-    out = os.path.join(tempfile.mkdtemp(prefix="omz_import_"), name + ".pth")
-    report = import_openvino_weights(template_path(name), ir, out)
-    return out, report
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,5 +1,5 @@
 """The training pipeline's first steps as they were before deferred decoding (ote-face up to 2026-12-06),
-kept as the reference of tests/test_data_pipeline.py (same seeds: same boxes, close pixels) and as the
+kept as the reference of tests/data/test_data_pipeline.py (same seeds: same boxes, close pixels) and as the
 "before" of benchmarks/bench_data_pipeline.py. Not used by the package.
 
 It decodes the whole frame to float32, runs PhotoMetricDistortion on it, crops (one IoU test per try,

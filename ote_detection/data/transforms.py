@@ -12,7 +12,7 @@ the one of the eager pipeline). ``Compose`` decodes before the first step that n
 decoded (uint8), cropped and resized, then the photometric steps run in float32 on the resized image
 (OTE's recipe runs them on the full frame first). Crop and brightness/contrast commute with the resize
 exactly; saturation and hue (through HSV, not linear) differ only where the bilinear resize mixes pixels
-of different colours; tests/test_data_pipeline.py measures the difference and
+of different colours; tests/data/test_data_pipeline.py measures the difference and
 benchmarks/bench_data_pipeline.py the speed (docs/data_pipeline.md). Any other transform gets the
 decoded array, as before.
 """

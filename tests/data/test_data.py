@@ -5,7 +5,7 @@ import os
 import pytest
 
 from conftest import copy_airport_subset, need_shared, run_here, run_tool, write_json
-from ote_detection.data.coco import load_coco_files
+from ote_detection.data.coco import CocoDataset, load_coco_files
 from ote_detection.utils.errors import OteError
 
 
@@ -122,3 +122,18 @@ def test_crowd_flags_read_by_meaning_and_ignore_folded_into_iscrowd(tmp_path):
     write_json(ann, data)
     with pytest.raises(OteError, match=r"annotation id .* has iscrowd = 'maybe', neither true nor false"):
         load_coco_files(ann, str(tmp_path))
+
+
+def test_zero_size_box_is_reported_once(tmp_path, caplog):
+    """One zero-size box: one line (load_coco_files' with the example and its AP meaning), not a second
+    one from the training dataset."""
+    ann, data = copy_airport_subset(str(tmp_path), n=2)
+    data["annotations"][0]["bbox"][2] = 0
+    write_json(ann, data)
+    with caplog.at_level("INFO"):
+        dataset = CocoDataset(ann, str(tmp_path), [], min_size=None)
+    mentions = [r.getMessage() for r in caplog.records
+                if any(t in r.getMessage() for t in ("zero width", "1 pixel", "under 1 px"))]
+    assert len(mentions) == 1, mentions
+    assert "1 box(es) of zero width or height" in mentions[0]
+    assert f"{len(data['annotations']) - 1} of {len(data['annotations']) - 1} face(s) used" in dataset.summary

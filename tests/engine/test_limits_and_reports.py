@@ -79,23 +79,6 @@ def test_training_says_what_it_leaves_out_and_keeps_negatives(work_dir_0200, tmp
     assert os.path.isfile(tmp_path / "b" / "epoch_1.pth")
 
 
-def test_zero_size_box_is_reported_once(tmp_path, caplog):
-    """One zero-size box: one line (load_coco_files' with the example and its AP meaning), not a second
-    one from the training dataset."""
-    from ote_detection.data.coco import CocoDataset
-    from conftest import copy_airport_subset
-    ann, data = copy_airport_subset(str(tmp_path), n=2)
-    data["annotations"][0]["bbox"][2] = 0
-    write_json(ann, data)
-    with caplog.at_level("INFO"):
-        dataset = CocoDataset(ann, str(tmp_path), [], min_size=None)
-    mentions = [r.getMessage() for r in caplog.records
-                if any(t in r.getMessage() for t in ("zero width", "1 pixel", "under 1 px"))]
-    assert len(mentions) == 1, mentions
-    assert "1 box(es) of zero width or height" in mentions[0]
-    assert f"{len(data['annotations']) - 1} of {len(data['annotations']) - 1} face(s) used" in dataset.summary
-
-
 # -- 15.4: anchors from too little data ---------------------------------------------------------------------
 
 def _cluster(model_py, ann, *extra):

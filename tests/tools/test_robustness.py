@@ -246,7 +246,7 @@ def test_arguments_mean_what_they_say(work_dir_0200, tmp_path, capsys):
         "train.py": [["--epochs", "0"], ["--epochs", "-3"], ["--epochs", "1.5"], ["--batch-size", "0"],
                      ["--batch-size", "-2"], ["--base-learning-rate", "-0.1"], ["--base-learning-rate", "nan"],
                      ["--workers", "-1"], ["--gpu-num", "-1"], ["--input-size", "0x0"], ["--input-size", "-64"],
-                     ["--input-size", "1"], ["--input-size", "64x"], ["--input-size", "64x64x64"], ["--seed", "-1"],
+                     ["--input-size", "1"], ["--input-size", "64x64x64"], ["--seed", "-1"],  # 64x: a width (issue 26)
                      ["--tensorboard-dir", a_file], ["--resume-from", str(tmp_path / "missing.pth")],
                      ["--save-checkpoints-to", a_file], ["--save-checkpoints-to", os.path.join(a_file, "sub")]],
         "eval.py": [["--batch-size", "0"], ["--load-weights", str(tmp_path / "missing.pth")],

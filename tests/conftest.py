@@ -116,10 +116,11 @@ def real_images(n_airport=3, n_wider=2):
 
 @functools.lru_cache(maxsize=None)
 def imported_snapshot(name="face-detection-0200"):
-    """OMZ FP16 weights imported once per test session (shared by the omz_import, export, compression, inference and data tests)."""
+    """OMZ FP16 weights imported once per test session (for the omz_import, export, compression, inference
+    and data tests)."""
+    from ote_detection.apis.import_weights import import_openvino_weights
     ir = omz_ir(name)
     out = os.path.join(tempfile.mkdtemp(prefix="omz_import_"), name + ".pth")
-    from ote_detection.apis.import_weights import import_openvino_weights
     report = import_openvino_weights(template_path(name), ir, out)
     return out, report
 

@@ -10,15 +10,16 @@ returns ``DatasetFiles``, the COCO json files and image roots ``data.coco`` read
 ``load_coco_files``: ``DatasetFiles.load``). With a Datumaro format each ``--*-ann-files`` entry is a dataset
 as Datumaro imports it (its folder, or for some formats the annotation file) and ``--*-data-roots`` is not
 given: the images are where the dataset says. ``prepare_datasets`` (the one conversion, behind
-``load_dataset``) converts each into our in-memory COCO dict (``datumaro_to_coco``): the category named ``face``
-(found by name; a dataset without one is one line listing its categories), every object as its bounding box with its attributes, image paths and sizes as Datumaro reports them, read as the format's
-authors meant it (docs/data_formats.md): flags that mark an object not to be scored make an ignored region
-(iscrowd), flags of objects not in the frame leave them out, other shapes become their bounding
-rectangles, the subset read fits the dataset's role or the user's ``--*-subset``, symlinks are followed,
-and Datumaro's errors are one line naming the user's file. The dict is written to a COCO json in a
-temporary folder (removed when the process ends; messages name the dataset instead) and read back by
-``load_coco_files``: the same checks (files present, headers readable, sizes, boxes degenerate, outside,
-clipped, duplicated, other categories counted) apply whatever the format.
+``load_dataset``) converts each into our in-memory COCO dict (``datumaro_to_coco``): the category named
+``face`` (found by name; a dataset without one is one line listing its categories), every object as its
+bounding box with its attributes, image paths and sizes as Datumaro reports them, read as the format's authors
+meant it (docs/data_formats.md): flags that mark an object not to be scored make an ignored region (iscrowd),
+flags of objects not in the frame leave them out, other shapes become their bounding rectangles, the subset
+read fits the dataset's role or the user's ``--*-subset``, symlinks are followed, and Datumaro's errors are
+one line naming the user's file. The dict is written to a COCO json in a temporary folder (removed when the
+process ends; messages name the dataset instead) and read back by ``load_coco_files``: the same checks (files
+present, headers readable, sizes, boxes degenerate, outside, clipped, duplicated, other categories counted)
+apply whatever the format.
 
 WIDER FACE's txt (``wider_face``): Datumaro's importer gives the same boxes as ``data.wider`` (all 39,708 of
 wider_face_val_bbx_gt.txt, the 10 of zero size and the one of negative size included; a negative size is

@@ -22,8 +22,7 @@ import time
 
 import numpy as np
 
-from ..data.coco import load_coco_files
-from ..data.formats import prepare_datasets
+from ..data.formats import load_dataset
 from ..data.images import read_image
 from ..inference.deploy import common_frame_hw, deployment_input_size, model_stride
 from ..inference.predictor import letterbox
@@ -175,8 +174,7 @@ def choose_input_size(template, weights, ann_files, data_roots, sizes, precision
         raise OteError(f"{weights}: an IR has one input size; give the PyTorch snapshot (.pth) to sweep sizes")
     specs = parse_size_list(sizes)  # checked before anything is loaded
     model, _ = task.load_snapshot(weights)
-    ann_files, data_roots = prepare_datasets(ann_files, data_roots, data_format, task.classes, "--val", val_subset)
-    coco = load_coco_files(ann_files, data_roots, task.classes)
+    coco = load_dataset(ann_files, data_roots, data_format, val_subset, "val", task.classes).load()
     frames = load_frames(coco)
     frame_hw = common_frame_hw(coco["images"])
     stride = model_stride(model)

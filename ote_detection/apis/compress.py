@@ -13,6 +13,7 @@ with NNCF's accuracy control on the validation files (``compression.ptq``).
 import logging
 
 from ..compression.config import PARTS, enabled_parts, load_compression_settings
+from ..data.formats import load_dataset
 from ..engine.checkpoint import load_checkpoint_file
 from ..utils.artefacts import CheckpointMeta
 from ..utils.errors import OteError
@@ -71,25 +72,25 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
             raise OteError("--ptq is post-training quantization: use it with --nncf-quantization alone")
         if resume_from:
             raise OteError("--ptq starts from --load-weights, not --resume-from")
+    # any format read once as COCO json, for PTQ and for training (train() then reads json)
+    data_format = train_kwargs.pop("data_format", "coco")
+    train_set = load_dataset(train_ann_files, train_data_roots, data_format, train_kwargs.pop("train_subset", None),
+                             "train", task.classes)
+    val_set = load_dataset(train_kwargs.get("val_ann_files"), train_kwargs.get("val_data_roots"), data_format,
+                           train_kwargs.pop("val_subset", None), "val", task.classes)
+    train_ann_files, train_data_roots = train_set.ann_files, train_set.data_roots
+    train_kwargs["val_ann_files"], train_kwargs["val_data_roots"] = val_set.ann_files, val_set.data_roots
+    if ptq:
         from ..compression.ptq import post_training_quantization
-        from ..data.formats import prepare_datasets
-        data_format = train_kwargs.get("data_format")
-        train_ann_files, train_data_roots = prepare_datasets(train_ann_files, train_data_roots, data_format,
-                                                             task.classes, "--train", train_kwargs.get("train_subset"))
-        train_kwargs["val_ann_files"], train_kwargs["val_data_roots"] = prepare_datasets(
-            train_kwargs.get("val_ann_files"), train_kwargs.get("val_data_roots"), data_format, task.classes, "--val",
-            train_kwargs.get("val_subset"))
         return post_training_quantization(task, load_weights, train_ann_files, train_data_roots, save_checkpoints_to,
                                           val_ann_files=train_kwargs.get("val_ann_files"),
                                           val_data_roots=train_kwargs.get("val_data_roots"), max_drop=max_drop,
                                           input_size=train_kwargs.get("input_size"), settings=settings,
                                           max_recall_drop=max_recall_drop, allow_recall_drop=allow_recall_drop)
     from ..compression.plugin import CompressionPlugin
-    from ..data.coco import load_coco_files
     from .train import train
     if "nncf_quantization" in settings.parts:
-        advice = qat_advice(len(load_coco_files(train_ann_files, train_data_roots, task.classes,
-                                                check_images=False, flags="--train")["images"]))
+        advice = qat_advice(len(train_set.load(check_images=False)["images"]))
         if advice:
             log.warning(advice)
     plugin = CompressionPlugin(settings)

@@ -4,8 +4,7 @@ import logging
 
 import yaml
 
-from ..data.coco import load_coco_files
-from ..data.formats import prepare_datasets
+from ..data.formats import load_dataset
 from ..data.wider import WIDER_GT_FILES, find_wider_gt_dir, find_wider_images_dir  # noqa: F401 (re-exported)
 from ..inference.deploy import common_frame_hw, deployment_geometry, model_stride
 from ..inference.detection_cache import DetectionCache
@@ -58,9 +57,8 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
     if save_pr_curves:
         check_writable_dir(save_pr_curves, "--save-pr-curves folder")
     # (also checks a half-given COCO pair)
-    test_ann_files, test_data_roots = prepare_datasets(test_ann_files, test_data_roots, data_format, task.classes,
-                                                       prefix="--test", subset=test_subset)
-    coco = load_coco_files(test_ann_files, test_data_roots, task.classes, flags="--test") if test_ann_files else None
+    test_set = load_dataset(test_ann_files, test_data_roots, data_format, test_subset, "test", task.classes)
+    coco = test_set.load() if test_set else None
     wider_gt = wider_images = None
     if wider_dir:
         wider_images = find_wider_images_dir(wider_dir)

@@ -9,8 +9,8 @@ from typing import Optional
 import torch
 
 from ..config import input_size_wh
-from ..data.coco import CocoDataset, RepeatDataset, check_data_flags, load_coco_files, split_paths
-from ..data.formats import prepare_datasets
+from ..data.coco import CocoDataset, RepeatDataset, split_paths
+from ..data.formats import load_dataset
 from ..data.scale_crop import with_geometry
 from ..engine import distributed as dist_utils
 from ..engine.checkpoint import (check_checkpoint_dir, find_resume_checkpoint, load_backbone_weights,
@@ -61,7 +61,7 @@ class TrainOptions:
     amp: bool = False
     overwrite: bool = False
     progress: bool = True
-    data_format: Optional[str] = "coco"  # or a Datumaro format name: converted first (data/formats.py)
+    data_format: Optional[str] = "coco"  # or a Datumaro format name: read by data.formats.load_dataset
     train_subset: Optional[str] = None  # of a Datumaro dataset: the subset(s) read (default: by role, pick_subsets)
     val_subset: Optional[str] = None
     # filled in by ``train`` before the processes start
@@ -210,14 +210,15 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     options = TrainOptions(template=os.path.abspath(template), train_ann_files=train_ann_files,
                            train_data_roots=train_data_roots, save_checkpoints_to=save_checkpoints_to, **kwargs)
     task = Task(options.template)
-    if options.data_format is not None:  # coco: only checks that each file has its image folder
-        options.train_ann_files, options.train_data_roots = prepare_datasets(
-            options.train_ann_files, options.train_data_roots, options.data_format, task.classes, "--train",
-            options.train_subset)
-        options.val_ann_files, options.val_data_roots = prepare_datasets(
-            options.val_ann_files, options.val_data_roots, options.data_format, task.classes, "--val",
-            options.val_subset)
-        options.data_format = None  # done: DDP processes and compress get COCO json
+    # any format read as COCO json (coco: only checks that each file has its image folder); DDP processes get
+    # the json files (under torchrun each rank reads the dataset itself)
+    train_set = load_dataset(options.train_ann_files, options.train_data_roots, options.data_format,
+                             options.train_subset, "train", task.classes)
+    val_set = load_dataset(options.val_ann_files, options.val_data_roots, options.data_format, options.val_subset,
+                           "val", task.classes)
+    options.train_ann_files, options.train_data_roots = train_set.ann_files, train_set.data_roots
+    options.val_ann_files, options.val_data_roots = val_set.ann_files, val_set.data_roots
+    options.data_format, options.train_subset, options.val_subset = None, None, None  # done: COCO json now
     if options.resume_from and options.load_weights:
         raise OteError("give either --resume-from or --load-weights, not both")
     if options.resume_from and options.resume:
@@ -252,8 +253,7 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     frame_hw = None
     if options.input_size is not None and options.input_size[1] is None and options.aspect is None:
         # 'Wx': the height from the aspect of most training frames (the sizes the annotation files give)
-        frame_hw = common_frame_hw(load_coco_files(options.train_ann_files, options.train_data_roots, task.classes,
-                                                   require_boxes=False, check_images=False, quiet=True)["images"])
+        frame_hw = common_frame_hw(train_set.load(require_boxes=False, check_images=False, quiet=True)["images"])
     size, options.keep_ratio = task.resolve_geometry(options.input_size, resume_meta, options.resume_from, frame_hw,
                                                      options.aspect)
     options.input_size = tuple(size)
@@ -308,7 +308,6 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
             if options.resume_checkpoint is not None else CheckpointMeta()
         if lock is not None:
             check_checkpoint_dir(options.save_checkpoints_to, options.resume_from, start.epoch, options.overwrite)
-        check_data_flags(options.val_ann_files, options.val_data_roots, "--val")
         # the one build of the run: spawned processes get it with their arguments; under torchrun each rank
         # runs this, and only rank 0 reads the image headers and reports (the others read the JSON alone;
         # a file rank 0 refuses ends the whole job)
@@ -321,9 +320,8 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
                                given=options.batch_size)
         except ValueError as exc:
             raise OteError(str(exc)) from None
-        if options.val_ann_files and rank0:  # only rank 0 validates
-            options.val_coco = load_coco_files(options.val_ann_files, options.val_data_roots, task.classes,
-                                               flags="--val")
+        if val_set and rank0:  # only rank 0 validates
+            options.val_coco = val_set.load()
         return _launch(task, options, plugin, processes, start.epoch, start.epoch_iter)
     finally:
         if lock is not None:

@@ -4,18 +4,22 @@
 ``cvat``, ``wider_face``, ``kitti``, ``datumaro``, ``coco_instances``, ... (``datumaro.Environment().importers``
 lists them). ``coco`` (the default) is our own reader, ``data.coco.load_coco_files``, with no Datumaro import.
 
-With a Datumaro format each ``--*-ann-files`` entry is a dataset as Datumaro imports it (its folder, or for
-some formats the annotation file) and ``--*-data-roots`` is not given: the images are where the dataset
-says. ``prepare_datasets`` converts each into our in-memory COCO dict (``datumaro_to_coco``): the category
-named ``face`` (found by name; a dataset without one is one line listing its categories), every object as
-its bounding box with its attributes, image paths and sizes as Datumaro reports them, read as the format's
-authors meant it (docs/data_formats.md): flags that mark an object not to be scored make an ignored region
-(iscrowd), flags of objects not in the frame leave them out, other shapes become their bounding
-rectangles, the subset read fits the dataset's role or the user's ``--*-subset``, symlinks are followed,
-and Datumaro's errors are one line naming the user's file. The dict is written to a COCO json in a
-temporary folder (removed when the process ends; messages name the dataset instead) and read back by
-``load_coco_files``: the same checks (files present, headers readable, sizes, boxes degenerate, outside,
-clipped, duplicated, other categories counted) apply whatever the format.
+``load_dataset(ann_files, data_roots, data_format, subset, role)`` is the one call every entry point (train,
+compress, evaluate, the size sweep, the anchor clustering) reads a dataset with, whatever its format: it
+returns ``DatasetFiles``, the COCO json files and image roots ``data.coco`` reads (``CocoDataset``,
+``load_coco_files``: ``DatasetFiles.load``). With a Datumaro format each ``--*-ann-files`` entry is a dataset
+as Datumaro imports it (its folder, or for some formats the annotation file) and ``--*-data-roots`` is not
+given: the images are where the dataset says. ``prepare_datasets`` (the one conversion, behind
+``load_dataset``) converts each into our in-memory COCO dict (``datumaro_to_coco``): the category named
+``face`` (found by name; a dataset without one is one line listing its categories), every object as its
+bounding box with its attributes, image paths and sizes as Datumaro reports them, read as the format's authors
+meant it (docs/data_formats.md): flags that mark an object not to be scored make an ignored region (iscrowd),
+flags of objects not in the frame leave them out, other shapes become their bounding rectangles, the subset
+read fits the dataset's role or the user's ``--*-subset``, symlinks are followed, and Datumaro's errors are
+one line naming the user's file. The dict is written to a COCO json in a temporary folder (removed when the
+process ends; messages name the dataset instead) and read back by ``load_coco_files``: the same checks (files
+present, headers readable, sizes, boxes degenerate, outside, clipped, duplicated, other categories counted)
+apply whatever the format.
 
 WIDER FACE's txt (``wider_face``): Datumaro's importer gives the same boxes as ``data.wider`` (all 39,708 of
 wider_face_val_bbx_gt.txt, the 10 of zero size and the one of negative size included; a negative size is
@@ -27,6 +31,7 @@ It also accepts a file cut short without a word (a count of 2 boxes followed by 
 
 import atexit
 import contextlib
+import dataclasses
 import glob
 import json
 import logging
@@ -37,7 +42,7 @@ import tempfile
 
 from ..utils.errors import OteError, show_as
 from ..utils.fileio import atomic_dir, atomic_path, write_error
-from .coco import check_data_flags, flag_value, split_paths
+from .coco import check_data_flags, flag_value, load_coco_files, split_paths
 
 log = logging.getLogger(__name__)
 
@@ -470,18 +475,21 @@ def _tmp_dir():
     return _TMP[0]
 
 
-def prepare_datasets(ann_files, data_roots, data_format=COCO, classes=("face",), prefix="--train", subset=None):
+def prepare_datasets(ann_files, data_roots, data_format=COCO, classes=("face",), prefix="--train", subset=None,
+                     need_roots=True):
     """``(ann_files, data_roots)`` that ``load_coco_files`` reads: unchanged for ``coco`` (no Datumaro
     import); for another format each dataset in ``ann_files`` converted into a COCO json (temporary
     folder), with ``/`` as its data root (the image paths are absolute). ``prefix``: of the flags, for
     the messages (``--train``, ``--val``, ``--test``); it also names the role that picks the subset read
     (``pick_subsets``) unless ``subset`` (the value of ``{prefix}-subset``) names it. Messages that would
-    name the temporary json name the dataset as given (``utils.errors.show_as``)."""
+    name the temporary json name the dataset as given (``utils.errors.show_as``). ``need_roots``: as
+    ``load_dataset``. Callers read a dataset with ``load_dataset``."""
     if is_coco(data_format):
         if subset and split_paths(ann_files):
             raise OteError(f"{prefix}-subset {subset}: a COCO json has no subsets; {prefix}-subset is for a "
                            "dataset of a Datumaro --data-format (e.g. voc)")
-        check_data_flags(ann_files, data_roots, prefix)  # a half-given pair is one line naming the flag
+        if need_roots or split_paths(data_roots):
+            check_data_flags(ann_files, data_roots, prefix)  # a half-given pair is one line naming the flag
         return ann_files, data_roots
     if not ann_files:
         return ann_files, data_roots
@@ -500,6 +508,41 @@ def prepare_datasets(ann_files, data_roots, data_format=COCO, classes=("face",),
                         "%s-subset", path, data_format, prefix, other, "+".join(key[1]), prefix)
         out_files.append(temporary_json(coco, path, data_format))
     return out_files, [os.path.abspath(os.sep)] * len(out_files)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFiles:
+    """A dataset as ``data.coco`` reads it (``load_dataset``): ``ann_files`` (COCO json paths; of a Datumaro
+    format, its conversion in a temporary folder, whose messages name the user's dataset:
+    ``utils.errors.show_as``) and ``data_roots`` (their image folders; ``/`` for a conversion, whose image
+    paths are absolute), as ``CocoDataset`` and ``load_coco_files`` take them; ``classes`` read; ``flags``:
+    the prefix of the user's flags (``--train``, ``--val``, ``--test``) that messages name. False when no
+    file is given."""
+
+    ann_files: object
+    data_roots: object
+    classes: tuple = ("face",)
+    flags: str = "--train"
+
+    def __bool__(self):
+        return bool(split_paths(self.ann_files))
+
+    def load(self, **kwargs):
+        """The merged COCO dict (``data.coco.load_coco_files``: its checks and ``kwargs``)."""
+        return load_coco_files(self.ann_files, self.data_roots, self.classes, flags=self.flags, **kwargs)
+
+
+def load_dataset(ann_files, data_roots=None, data_format=COCO, subset=None, role="train", classes=("face",),
+                 need_roots=True):
+    """The one call that reads a dataset of any supported format: ``DatasetFiles`` of ``ann_files`` (with
+    ``data_roots`` for COCO json; for a Datumaro ``data_format``, the datasets converted by
+    ``prepare_datasets``). ``role``: 'train', 'val' or 'test': the flags messages name (``--{role}-...``)
+    and the subset read of a dataset of several (``pick_subsets``) unless ``subset`` names it.
+    ``need_roots``: False where a COCO json's image sizes alone are read (the anchor clustering): then
+    ``data_roots`` may be left out. Errors: one OteError line naming the user's file or flag."""
+    flags = f"--{role}"
+    ann_files, data_roots = prepare_datasets(ann_files, data_roots, data_format, classes, flags, subset, need_roots)
+    return DatasetFiles(ann_files, data_roots, tuple(classes), flags)
 
 
 def temporary_json(coco, path, data_format, subsets=None):

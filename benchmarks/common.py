@@ -37,7 +37,7 @@ from ote_detection.apis.train import build_train_dataset, make_validator  # noqa
 from ote_detection.compression import restore_compressed_model  # noqa: E402
 from ote_detection.compression.sparsity import sparsity_stats  # noqa: E402
 from ote_detection.data.coco import load_coco_files  # noqa: E402
-from ote_detection.engine.checkpoint import load_checkpoint_file, load_weights  # noqa: E402
+from ote_detection.artefacts.checkpoint import load_checkpoint_file, load_weights  # noqa: E402
 from ote_detection.inference.openvino_predictor import OpenVINOPredictor  # noqa: E402
 from ote_detection.utils.complexity import model_complexity  # noqa: E402
 

@@ -5,11 +5,11 @@ import logging
 import os
 
 from ..config import input_size_wh, load_config, load_template, template_config_path
-from ..engine.checkpoint import load_checkpoint_file, load_weights
+from ..artefacts.checkpoint import load_checkpoint_file, load_weights
 from ..inference.deploy import deployment_geometry, model_stride
 from ..models import build_detector
 from ..models.inference import InferenceModel
-from ..utils.artefacts import CheckpointMeta
+from ..artefacts.formats import CheckpointMeta
 from ..utils.cli import InputSize
 from ..utils.errors import OteError
 

@@ -26,7 +26,7 @@ import zipfile
 
 import numpy as np
 
-from ..utils.artefacts import ir_paths, is_ir
+from ..artefacts.formats import ir_paths, is_ir
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_path, sha256sum
 

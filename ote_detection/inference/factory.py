@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch.nn as nn
 
-from ..utils.artefacts import check_ir_belongs, is_ir
+from ..artefacts.formats import check_ir_belongs, is_ir
 from ..utils.complexity import model_complexity
 from ..utils.errors import OteError
 from .deploy import deployment_geometry

@@ -8,7 +8,7 @@ import torch
 from torchvision.ops import box_iou as tv_box_iou
 
 from ..models.heads import ExportFamily
-from ..utils.artefacts import ir_paths, is_ir
+from ..artefacts.formats import ir_paths, is_ir
 from ..utils.errors import OteError
 from .predictor import FramePredictor
 

@@ -15,7 +15,7 @@ import zipfile
 
 import torch
 
-from ..utils.artefacts import CheckpointMeta
+from .formats import CheckpointMeta
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_torch_save, clean_leftovers, sha256sum
 

@@ -18,7 +18,7 @@ line):
 
 * ``ExportInfo``: ``export_info.yaml`` beside an IR (``read_export_info`` / ``write_export_info``);
 * ``CheckpointMeta``: a checkpoint's ``meta`` (``CheckpointMeta.of(ckpt, path)`` / ``.to_dict()``,
-  which ``engine.checkpoint.save_checkpoint`` writes).
+  which ``artefacts.checkpoint.save_checkpoint`` writes).
 """
 
 import dataclasses
@@ -29,9 +29,9 @@ from typing import Optional
 
 import yaml
 
-from .cli import InputSize
-from .errors import OteError
-from .fileio import sha256sum
+from ..utils.cli import InputSize
+from ..utils.errors import OteError
+from ..utils.fileio import sha256sum
 
 __all__ = ["EXPORT_INFO", "IR_SUFFIXES", "ExportInfo", "CheckpointMeta", "is_ir", "read_export_info",
            "write_export_info", "ir_paths", "ir_checksums", "check_ir_checksum", "read_ir_files",
@@ -171,7 +171,7 @@ class CheckpointMeta(_ReadOnlyMapping):
     letterboxed into it (``keep_ratio``: ``train.py --input-size Wx``; eval, export and the demo then
     letterbox too), classes, ``epoch`` (epochs finished), ``epoch_iter`` (iterations of the next epoch
     done: a checkpoint written within an epoch), ``iter``, ``run`` (the training run's identity:
-    ``engine.checkpoint.run_identity``), ``compression`` (compress.py's structure and state), ``source``
+    ``artefacts.checkpoint.run_identity``), ``compression`` (compress.py's structure and state), ``source``
     (how it was made, e.g. imported from an IR), ``metrics`` of its last epoch. Keys this version does not
     know are kept in
     ``extra``."""
@@ -217,7 +217,7 @@ class CheckpointMeta(_ReadOnlyMapping):
 
     @classmethod
     def of(cls, ckpt, path):
-        """The meta of a checkpoint dict (``engine.checkpoint.load_checkpoint_file``'s result)."""
+        """The meta of a checkpoint dict (``artefacts.checkpoint.load_checkpoint_file``'s result)."""
         return cls.from_dict(ckpt.get("meta"), path)
 
     def to_dict(self):

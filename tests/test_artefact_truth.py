@@ -215,7 +215,7 @@ def test_checkpoint_meta_one_reader_one_writer(tmp_path):
     from ote_detection.apis.task import Task
     from ote_detection.artefacts.checkpoint import load_checkpoint_file, save_checkpoint
     from ote_detection.artefacts.formats import CheckpointMeta
-    from ote_detection.utils.cli import InputSize
+    from ote_detection.artefacts.input_size import InputSize
     from ote_detection.utils.errors import OteError
     task = Task(template_path())
     meta = task.checkpoint_meta()

@@ -10,7 +10,7 @@ from ..inference.deploy import deployment_geometry, model_stride
 from ..models import build_detector
 from ..models.inference import InferenceModel
 from ..artefacts.formats import CheckpointMeta
-from ..utils.cli import InputSize
+from ..artefacts.input_size import InputSize
 from ..utils.errors import OteError
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from typing import Optional
 
 import yaml
 
-from ..utils.cli import InputSize
+from .input_size import InputSize
 from ..utils.errors import OteError
 from ..utils.fileio import sha256sum
 

@@ -20,7 +20,7 @@ from typing import Optional
 
 from ..utils.errors import OteError
 from .checkpoint import load_checkpoint_file, not_a_checkpoint
-from .formats import CheckpointMeta, ExportInfo, ir_paths, is_ir, read_export_info
+from .formats import CheckpointMeta, ExportInfo, ir_paths, is_ir, need_ir_files, read_export_info
 
 __all__ = ["Checkpoint", "IR", "OnnxModel", "ExportFolder", "open_artefact", "artefact_files"]
 
@@ -95,10 +95,7 @@ def _ir(path):
     given = os.fspath(path)
     if not os.path.isdir(given) and not os.path.isfile(given):
         raise OteError(f"{given}: file not found")
-    if not os.path.isfile(xml):
-        raise OteError(f"{bin_}: no {os.path.basename(xml)} beside it (an IR needs both files)")
-    if not os.path.isfile(bin_):
-        raise OteError(f"{xml}: no {os.path.basename(bin_)} beside it (an IR needs both files)")
+    need_ir_files(xml, bin_)
     return IR(given, xml, bin_, read_export_info(info_path))
 
 

@@ -15,9 +15,9 @@ import zipfile
 
 import torch
 
-from .formats import CheckpointMeta
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_torch_save, clean_leftovers, sha256sum
+from .formats import CheckpointMeta
 
 log = logging.getLogger(__name__)
 

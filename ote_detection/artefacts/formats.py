@@ -29,9 +29,9 @@ from typing import Optional
 
 import yaml
 
-from .input_size import InputSize
 from ..utils.errors import OteError
 from ..utils.fileio import sha256sum
+from .input_size import InputSize
 
 __all__ = ["EXPORT_INFO", "IR_SUFFIXES", "ExportInfo", "CheckpointMeta", "is_ir", "read_export_info",
            "write_export_info", "ir_paths", "need_ir_files", "ir_checksums", "check_ir_checksum", "read_ir_files",

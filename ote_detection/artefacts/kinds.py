@@ -108,34 +108,50 @@ def artefact_files(path):
     return (path,)
 
 
+def _kind_of(path):
+    """The artefact class of ``path``, from its name and first bytes only; none of them is one line."""
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "model.xml")):
+            raise OteError(f"{path}: a folder without model.xml: not an export folder (nor a PyTorch checkpoint "
+                           f"(.pth), an OpenVINO IR or an ONNX model)")
+        return ExportFolder
+    if not os.path.exists(path):
+        raise OteError(f"{path}: file not found")
+    if is_ir(path):
+        return IR
+    if os.path.splitext(path)[1].lower() == ONNX_SUFFIX:
+        return OnnxModel
+    problem = not_a_checkpoint(path)
+    if problem:
+        raise OteError(f"{path}: not a PyTorch checkpoint ({problem}); nor {OTHER_KINDS}")
+    return Checkpoint
+
+
+def _checkpoint(path):
+    data = load_checkpoint_file(path)
+    return Checkpoint(path, data, CheckpointMeta.of(data, path))
+
+
+def _export_folder(path):
+    onnx = os.path.join(path, "model.onnx")
+    return ExportFolder(path, _ir(path), OnnxModel(onnx) if os.path.isfile(onnx) else None)
+
+
+_READERS = {Checkpoint: _checkpoint, IR: _ir, OnnxModel: OnnxModel, ExportFolder: _export_folder}
+
+
 def open_artefact(path, expect=None):
     """The typed artefact of ``path`` (``Checkpoint``, ``IR``, ``OnnxModel`` or ``ExportFolder``), read once.
 
     ``expect``: the artefact classes the caller takes (default: all); another kind is one OteError line
-    saying what the file is and what was wanted. A path that is none of them is one line naming it."""
+    saying what the file is and what was wanted, before the file is read. A path that is none of them is one
+    line naming it."""
     path = os.fspath(path)
-    if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "model.xml")):
-            raise OteError(f"{path}: a folder without model.xml: not an export folder (nor a PyTorch checkpoint "
-                          f"(.pth), an OpenVINO IR or an ONNX model)")
-        onnx = os.path.join(path, "model.onnx")
-        artefact = ExportFolder(path, _ir(path), OnnxModel(onnx) if os.path.isfile(onnx) else None)
-    elif not os.path.exists(path):
-        raise OteError(f"{path}: file not found")
-    elif is_ir(path):
-        artefact = _ir(path)
-    elif os.path.splitext(path)[1].lower() == ONNX_SUFFIX:
-        artefact = OnnxModel(path)
-    else:
-        problem = not_a_checkpoint(path)
-        if problem:
-            raise OteError(f"{path}: not a PyTorch checkpoint ({problem}); nor {OTHER_KINDS}")
-        data = load_checkpoint_file(path)
-        artefact = Checkpoint(path, data, CheckpointMeta.of(data, path))
-    if expect is not None and not isinstance(artefact, tuple(expect)):
+    kind = _kind_of(path)
+    if expect is not None and kind not in expect:
         wanted = " or ".join(_a(c.kind) for c in expect)
-        raise OteError(f"{path}: {_a(artefact.kind)}, not {wanted} (give {_hint(expect)})")
-    return artefact
+        raise OteError(f"{path}: {_a(kind.kind)}, not {wanted} (give {_hint(expect)})")
+    return _READERS[kind](path)
 
 
 def _a(kind):

@@ -33,11 +33,12 @@ DATA = {
 from ote_detection.apis.evaluate import evaluate  # noqa: E402  (after TORCH_EXTENSIONS_DIR is set)
 from ote_detection.apis.import_weights import import_openvino_weights  # noqa: E402
 from ote_detection.apis.task import Task  # noqa: E402
+from ote_detection.artefacts.checkpoint import load_weights  # noqa: E402
+from ote_detection.artefacts.kinds import Checkpoint, open_artefact  # noqa: E402
 from ote_detection.apis.train import build_train_dataset, make_validator  # noqa: E402
 from ote_detection.compression import restore_compressed_model  # noqa: E402
 from ote_detection.compression.sparsity import sparsity_stats  # noqa: E402
 from ote_detection.data.coco import load_coco_files  # noqa: E402
-from ote_detection.engine.checkpoint import load_checkpoint_file, load_weights  # noqa: E402
 from ote_detection.inference.openvino_predictor import OpenVINOPredictor  # noqa: E402
 from ote_detection.utils.complexity import model_complexity  # noqa: E402
 
@@ -78,11 +79,12 @@ def checkpoint_complexity(name, ckpt):
     one counted dense (NNCF's wrapper is not counted by the FLOPs counter)."""
     task = Task(template(name))
     det = task.build_detector()
-    ckpt_data = load_checkpoint_file(ckpt)
-    if (ckpt_data.get("meta") or {}).get("compression"):
+    snapshot = open_artefact(ckpt, expect=(Checkpoint,))
+    ckpt_data = snapshot.data
+    if snapshot.meta.compression:
         model = restore_compressed_model(det, ckpt_data)
     else:
-        load_weights(det, ckpt)
+        load_weights(det, ckpt, ckpt=ckpt_data)
         model = det
     zeros = None
     if any("binary_mask" in k for k in ckpt_data["state_dict"]):

@@ -89,8 +89,8 @@ def _read_py_config(path, chain=()):
 
 
 def input_size_wh(value):
-    """``input_size`` of a config: an int (square) or (w, h) -> ``utils.cli.InputSize``."""
-    from .utils.cli import InputSize
+    """``input_size`` of a config: an int (square) or (w, h) -> ``artefacts.input_size.InputSize``."""
+    from .artefacts.input_size import InputSize
     return InputSize.of(value)
 
 

@@ -31,7 +31,7 @@ from ..evaluation.size_report import face_size_report
 from ..export.exporter import convert_to_openvino
 from ..export.openvino_export import save_openvino
 from ..inference.openvino_predictor import OpenVINOPredictor
-from ..utils.artefacts import is_ir
+from ..artefacts.formats import is_ir
 from ..utils.errors import OteError
 from .task import Task
 

@@ -13,9 +13,9 @@ with NNCF's accuracy control on the validation files (``compression.ptq``).
 import logging
 
 from ..compression.config import PARTS, enabled_parts, load_compression_settings
+from ..artefacts.checkpoint import load_checkpoint_file
+from ..artefacts.formats import CheckpointMeta
 from ..data.formats import load_dataset
-from ..engine.checkpoint import load_checkpoint_file
-from ..utils.artefacts import CheckpointMeta
 from ..utils.errors import OteError
 from .task import Task
 
@@ -106,7 +106,7 @@ def compress_without_training(template, load_weights, save_to, *, nncf_sparsity=
     read like any compressed checkpoint. ``nncf_*``: as ``compress``. ``input_size``: (w, h), default the
     template's. Returns the plugin's ``state`` (``pruning_ratio`` / ``sparsity_level`` reached)."""
     from ..compression.plugin import CompressionPlugin
-    from ..engine.checkpoint import load_weights as load_into, save_checkpoint
+    from ..artefacts.checkpoint import load_weights as load_into, save_checkpoint
     from ..engine.plugin import PluginContext
     task = Task(template)
     if input_size:

@@ -15,7 +15,7 @@ from ..evaluation.size_report import face_size_report, format_size_report, size_
 from ..utils.cli import check_batch_pixels
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_write_text, check_writable_dir, check_writable_file
-from ..utils.artefacts import is_ir
+from ..artefacts.formats import is_ir
 from ..inference.factory import artefact_complexity, check_ir_input_size, detection_settings, make_predictor
 from .task import Task
 

@@ -7,7 +7,7 @@ from ..inference.deploy import check_aspect_flag, deployment_geometry, model_str
 from ..export.exporter import convert_to_openvino, export_onnx
 from ..export.openvino_export import INPUT_NAME, save_openvino
 from ..utils.errors import OteError
-from ..utils.artefacts import ExportInfo, ir_checksums, is_ir, write_export_info
+from ..artefacts.formats import ExportInfo, ir_checksums, is_ir, write_export_info
 from ..utils.complexity import complexity_record
 from ..utils.fileio import OutputLock, atomic_dir, check_writable_dir, sha256sum
 from .task import Task
@@ -84,7 +84,7 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
             source_sha256=sha256sum(load_weights),
             precision="INT8 (PTQ)" if int8 else "FP32",
             files=files,
-            # readers (utils.artefacts.check_ir_belongs / read_ir_files) check these: a model.bin of
+            # readers (artefacts.formats.check_ir_belongs / read_ir_files) check these: a model.bin of
             # another export beside this model.xml is refused instead of giving garbage detections
             sha256=ir_checksums(tmp, files),
             input={

@@ -4,13 +4,14 @@ a run's input geometry (``resolve_geometry``: --input-size, a resumed checkpoint
 import logging
 import os
 
+from ..artefacts.checkpoint import load_weights
+from ..artefacts.formats import CheckpointMeta
+from ..artefacts.input_size import InputSize
+from ..artefacts.kinds import Checkpoint, open_artefact
 from ..config import input_size_wh, load_config, load_template, template_config_path
-from ..engine.checkpoint import load_checkpoint_file, load_weights
 from ..inference.deploy import deployment_geometry, model_stride
 from ..models import build_detector
 from ..models.inference import InferenceModel
-from ..utils.artefacts import CheckpointMeta
-from ..utils.cli import InputSize
 from ..utils.errors import OteError
 
 log = logging.getLogger(__name__)
@@ -87,12 +88,12 @@ class Task:
     def load_snapshot(self, weights, with_meta=False):
         """(InferenceModel with a snapshot's weights, its input size (w, h)), reading the file once;
         ``with_meta``: (model, size, its ``CheckpointMeta``), whose ``keep_ratio`` says whether it was
-        trained letterboxed.
+        trained letterboxed. ``weights``: a path, or the ``artefacts.kinds.Checkpoint`` already opened.
 
         The input size is the checkpoint's own (training may override it), else the template's."""
         detector = self.build_detector()
-        ckpt = load_checkpoint_file(weights)
-        meta = CheckpointMeta.of(ckpt, weights)
+        snapshot = weights if isinstance(weights, Checkpoint) else open_artefact(weights, expect=(Checkpoint,))
+        weights, ckpt, meta = snapshot.path, snapshot.data, snapshot.meta
         if meta.template and meta.template != self.name:
             raise OteError(f"{weights}: checkpoint of template '{meta.template}', not of '{self.name}'")
         if meta.compression:  # a compress.py checkpoint: rebuild the compressed structure

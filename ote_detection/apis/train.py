@@ -13,7 +13,7 @@ from ..data.coco import CocoDataset, RepeatDataset, split_paths
 from ..data.formats import load_dataset
 from ..data.scale_crop import with_geometry
 from ..engine import distributed as dist_utils
-from ..engine.checkpoint import (check_checkpoint_dir, find_resume_checkpoint, load_backbone_weights,
+from ..artefacts.checkpoint import (check_checkpoint_dir, find_resume_checkpoint, load_backbone_weights,
                                 load_checkpoint_file, load_weights, resume_position, run_identity, save_checkpoint)
 from ..engine.hooks import CheckpointHook, EvalHook, LoggerHook, LRSchedulerHook
 from ..engine.optim import build_lr_scheduler, build_optimizer, check_lr_config, set_base_lr
@@ -22,7 +22,7 @@ from ..inference.deploy import common_frame_hw, model_stride
 from ..inference.predictor import TorchPredictor, detect_images
 from ..engine.trainer import Trainer, amp_plan, build_train_loader, check_batch_statistics, seed_everything
 from ..models.inference import InferenceModel
-from ..utils.artefacts import CheckpointMeta
+from ..artefacts.formats import CheckpointMeta
 from ..utils.cli import check_batch_pixels
 from ..utils.errors import OteError, TrainingStopped
 from ..utils.fileio import OutputLock, check_writable_dir
@@ -68,7 +68,7 @@ class TrainOptions:
     val_coco: Optional[dict] = None
     train_dataset: object = None  # built once; spawned DDP processes get it with their arguments
     use_cuda: bool = False
-    run: Optional[dict] = None  # engine.checkpoint.run_identity, recorded in every checkpoint
+    run: Optional[dict] = None  # artefacts.checkpoint.run_identity, recorded in every checkpoint
     resume_checkpoint: Optional[dict] = None  # the checkpoint resumed from, read once (by global rank 0)
 
 
@@ -331,7 +331,7 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
 def _find_resume(options):
     """--resume, or a torchrun restart (TORCHELASTIC_RESTART_COUNT > 0: torchrun starts the workers again
     with the same arguments, and asks the script to load its latest checkpoint): continue from the newest
-    complete checkpoint of this run in --save-checkpoints-to (``engine.checkpoint.find_resume_checkpoint``),
+    complete checkpoint of this run in --save-checkpoints-to (``artefacts.checkpoint.find_resume_checkpoint``),
     if it holds one; the folder holding another run's is one line. A restart of a run started with
     --resume-from continues from the folder's newest checkpoint too (written by this run since)."""
     restart = dist_utils.restart_count()

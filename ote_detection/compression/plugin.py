@@ -24,7 +24,7 @@ import torch
 
 from ..engine.hooks import HookBase
 from ..engine.plugin import TrainingPlugin
-from ..utils.artefacts import CheckpointMeta
+from ..artefacts.formats import CheckpointMeta
 from ..utils.errors import OteError
 from .config import ALGORITHM_OF_PART, apply_to_model_config
 from .pruning import PruningHook, conv_shapes, prune_filters, pruning_schedule, refresh_trainer, resize_to_shapes

@@ -25,7 +25,7 @@ from ..evaluation import evaluate_detections
 from ..export.exporter import convert_to_openvino
 from ..export.openvino_export import save_openvino
 from ..inference.openvino_predictor import OpenVINOPredictor
-from ..utils.artefacts import ExportInfo, ir_checksums, write_export_info
+from ..artefacts.formats import ExportInfo, ir_checksums, write_export_info
 from ..utils.complexity import complexity_record
 from ..utils.errors import OteError
 from ..utils.fileio import files_under, is_write_failure, write_error

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ..inference.deploy import deployment_geometry, model_stride
 from ..inference.factory import check_ir_input_size, make_predictor
-from ..utils.artefacts import is_ir
+from ..artefacts.formats import is_ir
 from ..utils.errors import OteError
 from .drawing import draw_detections, draw_text_lines
 from .frames import open_sink, open_source

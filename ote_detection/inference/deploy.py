@@ -78,7 +78,7 @@ def deployment_input_size(spec, frame_hw=None, aspect=None, stride=DEFAULT_STRID
     """The network input (w, h) for ``spec``.
 
     Args:
-        spec: None, an int ``W``, or a pair ``(W, H)`` / ``(W, None)`` (e.g. ``cli.InputSize``).
+        spec: None, an int ``W``, or a pair ``(W, H)`` / ``(W, None)`` (e.g. ``artefacts.input_size.InputSize``).
         frame_hw: (height, width) of the frames (all frames of a set share it, as a video's do);
             used for ``(W, None)``; wins over ``aspect``.
         aspect: width / height where there are no frames (``'16:9'``, a number or a pair); default 16:9.

@@ -26,7 +26,7 @@ import zipfile
 
 import numpy as np
 
-from ..utils.artefacts import ir_paths, is_ir
+from ..artefacts.kinds import artefact_files
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_path, sha256sum
 
@@ -48,7 +48,7 @@ class DetectionCache:
         """32 hex digits. ``settings``: how the detections were made besides the weights (a JSON-able
         mapping: model config, input size, keep-ratio, tiling, precision, ...); ``paths``: the images."""
         digest = hashlib.sha256()
-        files = [weights] if not is_ir(weights) else ir_paths(weights)[:2]
+        files = artefact_files(weights)
         for f in files:
             digest.update(sha256sum(f).encode())
         digest.update(json.dumps([FORMAT_VERSION, self.template, settings], sort_keys=True,

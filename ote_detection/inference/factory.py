@@ -1,38 +1,19 @@
 """One way to get a frame predictor for any weights file: snapshot (.pth) or OpenVINO IR (.xml/.bin),
 and what that file is (``Provenance``): whose model it is shown to be, and its own size and complexity."""
 
-import dataclasses
 import logging
-from typing import Optional
 
 import torch.nn as nn
 
-from ..utils.artefacts import check_ir_belongs, is_ir
+from ..artefacts.formats import check_ir_belongs, is_ir
+from ..artefacts.kinds import IR, Checkpoint, open_artefact
+from ..artefacts.provenance import Provenance
 from ..utils.complexity import model_complexity
 from ..utils.errors import OteError
 from .deploy import deployment_geometry
 from .predictor import TorchPredictor
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class Provenance:
-    """What an evaluated weights file is. ``own``: shown to be a model of the work dir's template (a
-    snapshot whose meta names it or whose weights fit it; an IR whose export_info.yaml names it; an IR
-    without export_info.yaml whose convolutions and input size are the template model's); ``why``: how
-    that was shown, or why not (one phrase); ``info``: the IR's ``ExportInfo`` (None for a snapshot or
-    an IR without one)."""
-
-    path: str
-    kind: str
-    own: bool
-    why: str
-    info: Optional[object] = None
-
-    def describe(self, template):
-        return (f"{self.kind} {self.path}, " + (f"{template}'s model ({self.why})" if self.own else
-                                                 f"NOT {template}'s model ({self.why})"))
 
 
 def _template_conv_shapes(task):
@@ -115,7 +96,8 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
     another ``input_size``). ``tile``: None, or a dict of ``inference.tiling.TiledPredictor`` options
     (``overlap``, ``tile_scale``): a full-frame pass plus overlapping tiles at the network's input size.
     """
-    if is_ir(weights):
+    artefact = open_artefact(weights, expect=(Checkpoint, IR))
+    if isinstance(artefact, IR):
         from .openvino_predictor import OpenVINOPredictor
         check_ir_input_size(weights, input_size)
         info = check_ir_belongs(weights, task)
@@ -129,8 +111,8 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
             log.warning("%s: not shown to be %s's model (%s): reported as what it is, without the template's "
                         "reference figures", weights, task.name, provenance.why)
     else:
-        model, snapshot_size, meta = task.load_snapshot(weights, with_meta=True)
-        provenance = Provenance(weights, "snapshot", True, "its meta and weights fit the template")
+        model, snapshot_size, meta = task.load_snapshot(artefact, with_meta=True)
+        provenance = Provenance(weights, artefact.kind, True, "its meta and weights fit the template")
         size, keep = deployment_geometry(tuple(input_size) if input_size else None, keep_ratio=keep_ratio,
                                          default=(snapshot_size, meta.keep_ratio))
         predictor = TorchPredictor(model, size, keep_ratio=keep, batch_size=batch_size)

@@ -7,8 +7,9 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou as tv_box_iou
 
+from ..artefacts.formats import is_ir
+from ..artefacts.kinds import open_artefact
 from ..models.heads import ExportFamily
-from ..utils.artefacts import ir_paths, is_ir
 from ..utils.errors import OteError
 from .predictor import FramePredictor
 
@@ -25,18 +26,13 @@ def _ov_message(exc):
 
 
 def find_ir_pair(path):
-    """(xml, bin) for a path to either file; a clear error when one of them is missing."""
+    """(xml, bin) for a path to either file (``artefacts.kinds.open_artefact``); a clear error when one of
+    them is missing."""
     path = os.fspath(path)
     if not is_ir(path):
         raise OteError(f"{path}: an OpenVINO IR is given as its .xml or .bin file")
-    xml, bin_ = ir_paths(path)[:2]
-    if not os.path.isfile(path):
-        raise OteError(f"{path}: file not found")
-    if not os.path.isfile(xml):
-        raise OteError(f"{bin_}: no {os.path.basename(xml)} beside it (an IR needs both files)")
-    if not os.path.isfile(bin_):
-        raise OteError(f"{xml}: no {os.path.basename(bin_)} beside it (an IR needs both files)")
-    return xml, bin_
+    ir = open_artefact(path)
+    return ir.xml, ir.bin
 
 
 def read_ir(path, core=None):

@@ -241,7 +241,7 @@ def config_min_size(cfg):
 
 def config_input_size(cfg):
     """(w, h) of a config's top-level ``input_size`` (an int or a pair; load_config requires it)."""
-    from ..utils.cli import InputSize
+    from ..artefacts.input_size import InputSize
     return tuple(InputSize.of(cfg["input_size"]))
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..engine.bn_calibration import calibrate_batchnorm
-from ..engine.checkpoint import load_weights
+from ..artefacts.checkpoint import load_weights
 from ..inference.ir_model import CONV_TYPES, ConstEvaluator, node_name
 from ..inference.openvino_predictor import detection_output_node, find_ir_pair, read_ir, static_input
 from ..models.inference import InferenceModel

@@ -8,9 +8,8 @@ default because it is falsy).
 import argparse
 import math
 import os
-from typing import NamedTuple, Optional
 
-__all__ = ["ArgumentParser", "add_path_list_arg", "bounded_int", "positive_int", "non_negative_int", "positive_float", "non_negative_float", "InputSize",
+__all__ = ["ArgumentParser", "add_path_list_arg", "bounded_int", "positive_int", "non_negative_int", "positive_float", "non_negative_float",
            "input_size", "input_size_or_width", "seed", "add_subset_arg", "existing_file", "existing_dir", "output_dir", "output_file"]
 
 
@@ -63,32 +62,6 @@ positive_float = _at_least(float, 0.0, True, "must be greater than 0")
 non_negative_float = _at_least(float, 0.0, False, "must be 0 or more")
 
 
-class InputSize(NamedTuple):
-    """Network input size in pixels (width, height); ``height`` is None for 'Wx' (keep the aspect ratio,
-    width given). The one type of an input size from the CLI (``input_size``) through the config
-    (``InputSize.of``: an int or a pair) into the checkpoint's meta (a [w, h] list)."""
-    width: int
-    height: Optional[int]
-
-    @classmethod
-    def of(cls, value):
-        """An ``InputSize`` from an int (square), a (w, h) pair (list, tuple, InputSize) or None (-> None).
-        Raises ValueError for anything else (the caller names the file)."""
-        if value is None:
-            return None
-        if isinstance(value, bool):
-            raise ValueError(f"{value!r} is not an input size")
-        if isinstance(value, (int, float)):
-            if int(value) != value or value <= 0:
-                raise ValueError(f"{value!r} is not an input size")
-            return cls(int(value), int(value))
-        try:
-            width, height = value
-            return cls(int(width), None if height is None else int(height))
-        except (TypeError, ValueError):
-            raise ValueError(f"{value!r} is not an input size (an int or [width, height])") from None
-
-
 MIN_SIDE, MAX_SIDE = 32, 8192
 # counts whose cost (processes, threads, buffers) grows with the value: bounded when parsed
 MAX_WORKERS = 64  # data-loading processes per training process
@@ -125,18 +98,19 @@ def _side(part, text):
 def _parse_size(text, allow_width_only):
     t = str(text).strip().lower()
     if allow_width_only and t.endswith("x") and t.count("x") == 1:
-        return InputSize(_side(t[:-1], text), None)
+        return _side(t[:-1], text), None
     parts = t.split("x")
     if len(parts) == 1:
         side = _side(parts[0], text)
-        return InputSize(side, side)
+        return side, side
     if len(parts) == 2:
-        return InputSize(_side(parts[0], text), _side(parts[1], text))
+        return _side(parts[0], text), _side(parts[1], text)
     raise argparse.ArgumentTypeError(f"{text!r} is not a size: give W or WxH in pixels, e.g. 128 or 160x128")
 
 
 def input_size(text):
-    """'128' -> (128, 128); '160x128' -> (160, 128) (width x height). Each side 32..8192."""
+    """'128' -> (128, 128); '160x128' -> (160, 128) (width x height). Each side 32..8192. A plain pair: the
+    library takes it as ``artefacts.input_size.InputSize.of``."""
     return _parse_size(text, allow_width_only=False)
 
 

@@ -309,7 +309,7 @@ def atomic_dir(out_dir, owned=None):
     naming ``out_dir``; the old folder stays as it was.
 
     The swap alone does not protect a reader that opens ``model.xml`` before the swap and
-    ``model.bin`` after it: readers should check the manifest (see ``utils.artefacts``).
+    ``model.bin`` after it: readers should check the manifest (see ``artefacts.formats``).
 
     ``owned``: the names this writer produces. Other entries of the old folder (the user's own
     files) are copied into the new one before the swap, so nothing the user put there is lost; a

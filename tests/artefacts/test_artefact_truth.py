@@ -181,7 +181,7 @@ def test_pruned_snapshot_and_its_irs_report_their_own_size(work_dirs, tmp_path):
 def test_export_info_reads_old_files_and_refuses_newer_ones(tmp_path):
     import yaml
 
-    from ote_detection.utils.artefacts import ExportInfo, read_export_info, write_export_info
+    from ote_detection.artefacts.formats import ExportInfo, read_export_info, write_export_info
     from ote_detection.utils.errors import OteError
     path = tmp_path / "export_info.yaml"
     # version 1 (no 'version', no 'complexity'), as export.py wrote it before
@@ -209,9 +209,9 @@ def test_checkpoint_meta_one_reader_one_writer(tmp_path):
     import torch
 
     from ote_detection.apis.task import Task
-    from ote_detection.engine.checkpoint import load_checkpoint_file, save_checkpoint
-    from ote_detection.utils.artefacts import CheckpointMeta
-    from ote_detection.utils.cli import InputSize
+    from ote_detection.artefacts.checkpoint import load_checkpoint_file, save_checkpoint
+    from ote_detection.artefacts.formats import CheckpointMeta
+    from ote_detection.artefacts.input_size import InputSize
     from ote_detection.utils.errors import OteError
     task = Task(template_path())
     meta = task.checkpoint_meta()
@@ -238,7 +238,7 @@ def test_checkpoint_meta_one_reader_one_writer(tmp_path):
 
 @pytest.mark.slow
 def test_resume_at_another_input_size_says_so(work_dir_0200, synthetic_data, tmp_path):
-    from ote_detection.engine.checkpoint import load_checkpoint_file
+    from ote_detection.artefacts.checkpoint import load_checkpoint_file
     ann, root = synthetic_data
     out = tmp_path / "out"
     base = [os.path.join(work_dir_0200, "train.py"), "--train-ann-files", ann, "--train-data-roots", root,
@@ -260,7 +260,7 @@ def test_resume_at_another_input_size_says_so(work_dir_0200, synthetic_data, tmp
 # --- issue 25.1: one IR check, one checksum comparison ------------------------------------------------------
 
 def test_one_ir_check_decides_for_every_reader(tmp_path):
-    """``utils.artefacts.is_ir`` is the only place that tells an IR from a snapshot: the names it calls IRs
+    """``artefacts.formats.is_ir`` is the only place that tells an IR from a snapshot: the names it calls IRs
     are the ones the OpenVINO reader takes, the detection cache keys by both files, and export / the size
     sweep refuse (one line, before any model is loaded)."""
     import pathlib
@@ -269,7 +269,7 @@ def test_one_ir_check_decides_for_every_reader(tmp_path):
     from ote_detection.apis.export import export
     from ote_detection.inference.detection_cache import DetectionCache
     from ote_detection.inference.openvino_predictor import find_ir_pair
-    from ote_detection.utils.artefacts import is_ir
+    from ote_detection.artefacts.formats import is_ir
     from ote_detection.utils.errors import OteError
     irs = ["model.xml", "a/b/MODEL.BIN", pathlib.Path("x/model.Xml"), "snap.pth.bin"]
     others = ["snapshot.pth", "model.xml.pth", "a.xml/snapshot.pth", "model", "model.onnx", None, ""]
@@ -299,7 +299,7 @@ def test_one_checksum_comparison_for_both_ir_readers(tmp_path):
     same set, refuse the same mixed set with the same line, and pass a file with no recorded digest."""
     import types
 
-    from ote_detection.utils.artefacts import (ExportInfo, check_ir_belongs, check_ir_checksum, ir_checksums,
+    from ote_detection.artefacts.formats import (ExportInfo, check_ir_belongs, check_ir_checksum, ir_checksums,
                                                read_ir_files, write_export_info)
     from ote_detection.utils.errors import OteError
     folder = tmp_path / "export"

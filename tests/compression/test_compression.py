@@ -75,7 +75,7 @@ def test_quantized_ir_runs_int8_close_to_fp32():
     in u8 on the CPU and its detections on a real frame are those of the FP32 model, within a tolerance."""
     from ote_detection.apis.task import Task
     from ote_detection.compression.quantization import is_nncf_model, quantize_model
-    from ote_detection.engine.checkpoint import load_weights
+    from ote_detection.artefacts.checkpoint import load_weights
     from ote_detection.inference.predictor import TorchPredictor
     from ote_detection.export.exporter import convert_to_openvino
     from ote_detection.export.openvino_export import save_openvino
@@ -114,7 +114,7 @@ def test_quantized_ir_runs_int8_close_to_fp32():
 def test_compress_quantization_checkpoint_resumes_and_evaluates(work_dir_0200, airport2, tmp_path):
     from ote_detection.apis.evaluate import evaluate
     from ote_detection.compression import restore_compressed_model
-    from ote_detection.engine.checkpoint import load_checkpoint_file
+    from ote_detection.artefacts.checkpoint import load_checkpoint_file
     snapshot, _ = imported_snapshot()
     def fewer_samples(part):
         part["nncf_config"]["compression"][0]["initializer"] = {"range": {"num_init_samples": 2},
@@ -149,7 +149,7 @@ def test_compress_quantization_checkpoint_resumes_and_evaluates(work_dir_0200, a
 
 @pytest.mark.slow
 def test_sparsity_reaches_configured_level_at_configured_step(work_dir_0200, airport2, tmp_path):
-    from ote_detection.engine.checkpoint import load_checkpoint_file
+    from ote_detection.artefacts.checkpoint import load_checkpoint_file
     snapshot, _ = imported_snapshot()
 
     def short(part):
@@ -176,7 +176,7 @@ def test_sparsity_reaches_configured_level_at_configured_step(work_dir_0200, air
 def test_pruning_removes_filters_and_the_pruned_model_exports_and_runs(work_dir_0200, airport2, tmp_path):
     from ote_detection.apis.export import export
     from ote_detection.apis.task import Task
-    from ote_detection.engine.checkpoint import load_checkpoint_file
+    from ote_detection.artefacts.checkpoint import load_checkpoint_file
     from ote_detection.inference.openvino_predictor import OpenVINOPredictor
     snapshot, _ = imported_snapshot()
 
@@ -269,7 +269,7 @@ def test_compress_on_two_processes_keeps_ranks_in_step(work_dir_0200, airport2, 
     checkpoint as one process; the plugin compares every state entry (weights, quantizer scales, masks,
     pruned shapes) across the ranks at each epoch and at the end; only rank 0 writes. The tool runs here,
     its two ranks are processes of their own (their lines come on file descriptor 2)."""
-    from ote_detection.engine.checkpoint import load_checkpoint_file
+    from ote_detection.artefacts.checkpoint import load_checkpoint_file
     snapshot, _ = imported_snapshot()
 
     def fewer(part):
@@ -432,7 +432,7 @@ def test_compression_without_training_reaches_the_final_levels_at_once(tmp_path)
     from ote_detection.compression import restore_compressed_model
     from ote_detection.compression.plugin import CompressionPlugin
     from ote_detection.compression.config import load_compression_settings
-    from ote_detection.engine.checkpoint import load_checkpoint_file
+    from ote_detection.artefacts.checkpoint import load_checkpoint_file
     from ote_detection.utils.errors import OteError
     snapshot, _ = imported_snapshot()
     original = load_checkpoint_file(snapshot)["state_dict"]

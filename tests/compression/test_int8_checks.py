@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import AIRPORT_ANN, AIRPORT_ROOT, REPO, copy_airport_subset, need_shared, run_here
+from conftest import AIRPORT_ANN, AIRPORT_ROOT, copy_airport_subset, need_shared, run_here
 from conftest import imported_snapshot
 
 os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
@@ -64,7 +64,7 @@ def test_export_int8_refuses_a_recall_collapse_and_prints_ap_and_recall(work_dir
     assert summary and "recall at score 0.5 36.6% -> " in summary[0], r.stderr[-3000:]
     error = lines[-1]
     assert error.startswith("error: INT8's AP 13.22 -> ") and "(the IR's confidence_threshold) falls 36.6% -> " in \
-        error and f"more than --max-recall-drop 10 points" in error and calib in error, error
+        error and "more than --max-recall-drop 10 points" in error and calib in error, error
     assert not (tmp_path / "int8").exists()
     # --allow-recall-drop: written, with one warning line; export_info.yaml records both figures
     r = _export(work_dir_0200, tmp_path / "int8", *flags, "--allow-recall-drop")

@@ -27,7 +27,7 @@ def voc_splits(tmp_path_factory):
 def snapshot(tmp_path_factory):
     """A (random) 0200 snapshot: compress and the size sweep read the weights before the data."""
     from ote_detection.apis.task import Task
-    from ote_detection.engine.checkpoint import save_checkpoint
+    from ote_detection.artefacts.checkpoint import save_checkpoint
     task = Task(template_path())
     path = str(tmp_path_factory.mktemp("snap") / "snap.pth")
     save_checkpoint(path, task.build_detector(), meta=task.checkpoint_meta())

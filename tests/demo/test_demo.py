@@ -121,7 +121,7 @@ def test_snapshot_on_video(work_dir_0200, video6, tmp_path):
     """visualize.py (run here), a random-initialised snapshot (PyTorch, 128x128): one annotated image per
     video frame."""
     from ote_detection.apis.task import Task
-    from ote_detection.engine.checkpoint import save_checkpoint
+    from ote_detection.artefacts.checkpoint import save_checkpoint
     task = Task(template_path())
     ckpt = tmp_path / "random.pth"
     save_checkpoint(str(ckpt), task.build_detector(), meta=dict(task.checkpoint_meta(), input_size=[128, 128]))
@@ -322,7 +322,7 @@ def test_snapshot_width_only_input_size_on_a_folder(png_folder, tmp_path, one_to
 
     from ote_detection.apis.visualize import run_demo
     from ote_detection.apis.task import Task
-    from ote_detection.engine.checkpoint import save_checkpoint
+    from ote_detection.artefacts.checkpoint import save_checkpoint
     from ote_detection.inference.deploy import deployment_input_size, model_stride
     from ote_detection.utils.cli import input_size_or_width
     task = Task(template_path())

@@ -5,10 +5,9 @@ cut to 640x360) and that is said in one line. The Open Model Zoo 0200 IR on airp
 import os
 
 import cv2
-import numpy as np
 import pytest
 
-from conftest import AIRPORT_ROOT, need_shared, run_here
+from conftest import need_shared, run_here
 
 OMZ_0200 = ("models", "omz", "face-detection-0200", "FP16", "face-detection-0200.xml")
 

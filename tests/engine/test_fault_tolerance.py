@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import REPO, child_processes, run_here
-from ote_detection.engine.checkpoint import (find_resume_checkpoint, load_checkpoint_file, resume_position,
+from ote_detection.artefacts.checkpoint import (find_resume_checkpoint, load_checkpoint_file, resume_position,
                                              run_identity, save_checkpoint)
 from ote_detection.utils.errors import OteError
 

@@ -15,7 +15,7 @@ import yaml
 from conftest import (AIRPORT_ANN, AIRPORT_ROOT, REPO, SHARED, need_shared, run_here, run_tool, template_path,
                       write_json)
 from ote_detection.apis.task import Task
-from ote_detection.engine.checkpoint import save_checkpoint
+from ote_detection.artefacts.checkpoint import save_checkpoint
 
 CASES = os.path.join(SHARED, "cases")
 

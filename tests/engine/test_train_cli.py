@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from conftest import run_here, run_tool, template_path
-from ote_detection.engine.checkpoint import load_checkpoint_file
+from ote_detection.artefacts.checkpoint import load_checkpoint_file
 
 COMMON = ["--batch-size", "4", "--input-size", "96", "--workers", "0"]
 
@@ -70,7 +70,7 @@ def test_train_resume_load_and_eval(work_dir_0200, synthetic_data, tmp_path):
 @pytest.mark.slow
 def test_snapshot_of_another_template_is_refused(work_dir_0200, synthetic_data, tmp_path):
     from ote_detection.apis.task import Task
-    from ote_detection.engine.checkpoint import save_checkpoint
+    from ote_detection.artefacts.checkpoint import save_checkpoint
     task = Task(template_path("face-detection-0207"))
     ckpt = tmp_path / "other.pth"
     save_checkpoint(str(ckpt), task.build_detector(), meta=task.checkpoint_meta())
@@ -97,7 +97,7 @@ def test_load_backbone_takes_the_backbone_of_another_template(tmp_path, syntheti
     their initialisation; a snapshot with another backbone (0207) and a clash with --load-weights are one line."""
     from ote_detection.apis.task import Task
     from ote_detection.apis.train import train
-    from ote_detection.engine.checkpoint import load_backbone_weights, save_checkpoint
+    from ote_detection.artefacts.checkpoint import load_backbone_weights, save_checkpoint
     from ote_detection.utils.errors import OteError
     torch.manual_seed(0)
     donor_task = Task(template_path("face-detection-0200"))

@@ -8,7 +8,7 @@ import yaml
 
 from conftest import SHARED, need_shared, run_here
 from ote_detection.apis.task import Task
-from ote_detection.engine.checkpoint import save_checkpoint
+from ote_detection.artefacts.checkpoint import save_checkpoint
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from conftest import AIRPORT_ANN, AIRPORT_ROOT, need_shared, template_path
 from conftest import imported_snapshot, omz_ir, real_images
 from ote_detection.apis.export import export
 from ote_detection.apis.task import Task
-from ote_detection.engine.checkpoint import save_checkpoint
+from ote_detection.artefacts.checkpoint import save_checkpoint
 from ote_detection.inference.predictor import TorchPredictor, detect_images
 from ote_detection.inference.openvino_predictor import OpenVINOPredictor, match_detections
 from ote_detection.models.heads import ExportFamily

@@ -11,7 +11,7 @@ from conftest import template_path
 from ote_detection.apis.export import export
 from ote_detection.apis.task import Task
 from ote_detection.data.images import read_image
-from ote_detection.engine.checkpoint import save_checkpoint
+from ote_detection.artefacts.checkpoint import save_checkpoint
 from ote_detection.export.model_info import get_model_info
 from ote_detection.inference.openvino_predictor import OpenVINOPredictor, box_iou
 from conftest import imported_snapshot, real_images

@@ -9,7 +9,7 @@ import torch
 
 from conftest import REPO, SHARED, imported_snapshot, omz_ir, real_images, run_here, template_path
 from ote_detection.apis.task import Task
-from ote_detection.engine.checkpoint import load_checkpoint_file, load_weights
+from ote_detection.artefacts.checkpoint import load_checkpoint_file, load_weights
 from ote_detection.inference.predictor import TorchPredictor, detect_images
 from ote_detection.apis.import_weights import import_openvino_weights
 from ote_detection.inference.openvino_predictor import OpenVINOPredictor, match_detections

@@ -176,7 +176,7 @@ def test_geometry_of_a_run_and_of_a_resume():
     """Task.resolve_geometry: 'Wx' takes the height from the training frames (or --aspect) and letterboxes; a
     resumed letterboxed checkpoint keeps its geometry, and the checkpoint meta it writes says so."""
     from ote_detection.apis.task import Task
-    from ote_detection.utils.artefacts import CheckpointMeta
+    from ote_detection.artefacts.formats import CheckpointMeta
     task = Task(template_path())
     assert task.resolve_geometry(None) == ((256, 256), False)  # the template's, stretched (OTE)
     assert task.resolve_geometry((640, None), frame_hw=(1080, 1920)) == ((640, 384), True)

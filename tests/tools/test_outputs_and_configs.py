@@ -65,7 +65,7 @@ def one_line(rc, err, *expected):
 def random_snapshot(tmp_path_factory):
     """A random-initialised 0200 snapshot at 64x64 (export and compression only need its structure)."""
     from ote_detection.apis.task import Task
-    from ote_detection.engine.checkpoint import save_checkpoint
+    from ote_detection.artefacts.checkpoint import save_checkpoint
     task = Task(template_path())
     path = tmp_path_factory.mktemp("snap") / "random.pth"
     save_checkpoint(str(path), task.build_detector(), meta=dict(task.checkpoint_meta(), input_size=[64, 64]))

@@ -28,9 +28,9 @@ import yaml
 
 from conftest import REPO, copy_airport_subset, need_shared, run_tool, tmpfs, write_json
 from ote_detection.data.coco import load_coco_files
-from ote_detection.engine.checkpoint import load_checkpoint_file, save_checkpoint
+from ote_detection.artefacts.checkpoint import load_checkpoint_file, save_checkpoint
 from ote_detection.inference.detection_cache import DetectionCache
-from ote_detection.utils.artefacts import check_ir_belongs, read_ir_files
+from ote_detection.artefacts.formats import check_ir_belongs, read_ir_files
 from ote_detection.utils.errors import OteError, run_cli
 from ote_detection.utils.fileio import atomic_torch_save, atomic_write_text, file_mode, recover_dir
 

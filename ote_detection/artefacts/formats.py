@@ -18,7 +18,7 @@ line):
 
 * ``ExportInfo``: ``export_info.yaml`` beside an IR (``read_export_info`` / ``write_export_info``);
 * ``CheckpointMeta``: a checkpoint's ``meta`` (``CheckpointMeta.of(ckpt, path)`` / ``.to_dict()``,
-  which ``engine.checkpoint.save_checkpoint`` writes).
+  which ``artefacts.checkpoint.save_checkpoint`` writes).
 """
 
 import dataclasses
@@ -29,12 +29,12 @@ from typing import Optional
 
 import yaml
 
-from .cli import InputSize
-from .errors import OteError
-from .fileio import sha256sum
+from ..utils.errors import OteError
+from ..utils.fileio import sha256sum
+from .input_size import InputSize
 
 __all__ = ["EXPORT_INFO", "IR_SUFFIXES", "ExportInfo", "CheckpointMeta", "is_ir", "read_export_info",
-           "write_export_info", "ir_paths", "ir_checksums", "check_ir_checksum", "read_ir_files",
+           "write_export_info", "ir_paths", "need_ir_files", "ir_checksums", "check_ir_checksum", "read_ir_files",
            "check_ir_belongs"]
 
 EXPORT_INFO = "export_info.yaml"
@@ -171,7 +171,7 @@ class CheckpointMeta(_ReadOnlyMapping):
     letterboxed into it (``keep_ratio``: ``train.py --input-size Wx``; eval, export and the demo then
     letterbox too), classes, ``epoch`` (epochs finished), ``epoch_iter`` (iterations of the next epoch
     done: a checkpoint written within an epoch), ``iter``, ``run`` (the training run's identity:
-    ``engine.checkpoint.run_identity``), ``compression`` (compress.py's structure and state), ``source``
+    ``artefacts.checkpoint.run_identity``), ``compression`` (compress.py's structure and state), ``source``
     (how it was made, e.g. imported from an IR), ``metrics`` of its last epoch. Keys this version does not
     know are kept in
     ``extra``."""
@@ -217,7 +217,7 @@ class CheckpointMeta(_ReadOnlyMapping):
 
     @classmethod
     def of(cls, ckpt, path):
-        """The meta of a checkpoint dict (``engine.checkpoint.load_checkpoint_file``'s result)."""
+        """The meta of a checkpoint dict (``artefacts.checkpoint.load_checkpoint_file``'s result)."""
         return cls.from_dict(ckpt.get("meta"), path)
 
     def to_dict(self):
@@ -310,10 +310,12 @@ def _load_info(text, path):
     return ExportInfo.from_dict(info, path)
 
 
-def _need_files(*paths):
-    for p in paths:
-        if not os.path.isfile(p):
-            raise OteError(f"{p}: not found (an IR is model.xml + model.bin side by side)")
+def need_ir_files(xml, binf):
+    """Refuse (one line) an IR whose .xml or .bin is missing: the one check that both files are there."""
+    for missing, other in ((xml, binf), (binf, xml)):
+        if not os.path.isfile(missing):
+            raise OteError(f"{other}: no {os.path.basename(missing)} beside it ({missing}: not found; an IR is its "
+                           f".xml and .bin side by side)")
 
 
 def read_ir_files(ir_path, verify=True):
@@ -323,7 +325,7 @@ def read_ir_files(ir_path, verify=True):
     xml, binf, info_path = ir_paths(ir_path)
     folder = os.path.dirname(os.path.abspath(xml))
     xml_name, bin_name = os.path.basename(xml), os.path.basename(binf)
-    _need_files(xml, binf)
+    need_ir_files(xml, binf)
     data = _read_all(folder, [xml_name, bin_name], optional=[EXPORT_INFO])
     info = _load_info(data[EXPORT_INFO], info_path) if data[EXPORT_INFO] is not None else None
     if verify and info is not None:
@@ -339,7 +341,7 @@ def check_ir_belongs(ir_path, task):
     ``task``: anything with ``.name`` (template name) and ``.classes``. Returns its ``ExportInfo`` (or None
     for an IR without it, e.g. Open Model Zoo's, whose graph the predictor checks when it reads it)."""
     xml, binf, info_path = ir_paths(ir_path)
-    _need_files(xml, binf)
+    need_ir_files(xml, binf)
     info = read_export_info(info_path)
     if info is None:
         return None  # e.g. Open Model Zoo's IR: OpenVINOPredictor checks its graph (input, output contract)

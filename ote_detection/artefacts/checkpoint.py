@@ -15,9 +15,9 @@ import zipfile
 
 import torch
 
-from ..utils.artefacts import CheckpointMeta
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_torch_save, clean_leftovers, sha256sum
+from .formats import CheckpointMeta
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +49,9 @@ def load_checkpoint_file(path):
     unpickled with arbitrary code.)"""
     if not os.path.isfile(path):
         raise OteError(f"{path}: checkpoint not found" + (" (it is a folder)" if os.path.isdir(path) else ""))
-    try:
-        with open(path, "rb") as f:
-            head = f.read(512)
-    except OSError as exc:
-        raise OteError(f"{path}: cannot read ({exc.strerror})") from None
-    if not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):  # torch's zip format, or a legacy pickle
-        kind = ("an empty file" if not head else "truncated or damaged" if head[:4] == b"PK\x03\x04"
-                else "a text file" if _is_text(head) else "not a PyTorch file")
-        raise OteError(f"{path}: not a PyTorch checkpoint ({kind})")
+    problem = not_a_checkpoint(path)
+    if problem:
+        raise OteError(f"{path}: not a PyTorch checkpoint ({problem})")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -84,6 +78,21 @@ def load_checkpoint_file(path):
     if isinstance(ckpt, dict) and ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
         return {"meta": {}, "state_dict": ckpt}
     raise OteError(f"{path}: not a model checkpoint (no state_dict)")
+
+
+def not_a_checkpoint(path):
+    """Why the file ``path`` cannot be a PyTorch checkpoint, from its first bytes (a phrase: 'an empty
+    file', 'truncated or damaged', 'a text file', 'not a PyTorch file'), or None when it may be one
+    (torch's zip format or a legacy pickle). An unreadable file is one OteError line."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        raise OteError(f"{path}: cannot read ({exc.strerror})") from None
+    if zipfile.is_zipfile(path) or head[:1] == b"\x80":
+        return None
+    return ("an empty file" if not head else "truncated or damaged" if head[:4] == b"PK\x03\x04"
+            else "a text file" if _is_text(head) else "not a PyTorch file")
 
 
 def _is_text(head):

@@ -52,7 +52,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     classes = tuple(c for c in a.classes.split(",") if c)
     from ote_detection.data.coco import load_coco_files
-    from ote_detection.data.formats import ALL_SUBSETS, datumaro_to_coco, is_coco, temporary_json, write_coco
+    from ote_detection.formats.convert import ALL_SUBSETS, datumaro_to_coco, is_coco, temporary_json, write_coco
     if is_coco(a.dst_format) and os.path.isdir(a.out):
         raise OteError(f"{a.out}: is a folder; --to coco writes a .json file")
     _check_writable(a.out)
@@ -75,7 +75,7 @@ def main(argv=None):
         log.info("wrote %s: %d image(s), %d box(es); give %s as the data root", a.out, len(coco["images"]),
                  len(coco["annotations"]), os.path.dirname(os.path.abspath(a.out)))
         return 0
-    from ote_detection.data.formats import export_with_datumaro
+    from ote_detection.formats.convert import export_with_datumaro
     export_with_datumaro(coco, a.out, a.dst_format, save_media=a.save_media)
     log.info("wrote %s (%s): %d image(s)", a.out, a.dst_format, len(coco["images"]))
     return 0

@@ -11,7 +11,7 @@ illumination, invalid, occlusion, pose). Image sizes are read from the image fil
 import json
 import logging
 
-from ote_detection.data.wider import wider_to_coco
+from ote_detection.formats.wider import wider_to_coco
 from ote_detection.utils.cli import ArgumentParser
 from ote_detection.utils.errors import OteError, run_cli
 from ote_detection.utils.fileio import atomic_write_text, check_writable_file

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from ..data.formats import load_dataset
+from ..formats.convert import load_dataset
 from ..data.images import read_image
 from ..inference.deploy import common_frame_hw, deployment_input_size, model_stride
 from ..inference.predictor import letterbox

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..config import load_config
 from ..data.coco import split_paths
-from ..data.formats import load_dataset
+from ..formats.convert import load_dataset
 from ..inference.deploy import common_frame_hw, deployment_input_size
 from ..models.anchor_clustering import (anchor_coverage, box_sizes, config_input_size, config_min_size,
                                         filter_min_size, flat_anchors, format_anchors, kmeans_anchors,
@@ -36,7 +36,7 @@ def cluster_anchors(model_py, train_ann_files, train_data_roots=None, data_forma
                     input_size=None, keep_ratio=False, min_size=None, restarts=5, seed=0, write=False, force=False,
                     report=print):
     """Re-cluster the anchors of ``model_py`` on the faces of ``train_ann_files`` (any format:
-    ``data.formats.load_dataset``; COCO json without ``train_data_roots``: the sizes the json gives) at
+    ``formats.convert.load_dataset``; COCO json without ``train_data_roots``: the sizes the json gives) at
     ``input_size`` ((w, h), (w, None) for the height from the frames' aspect, None for model.py's), faces
     scaled as training stretches them (``keep_ratio``: letterboxed). ``min_size``: faces smaller (original
     pixels, sqrt(w*h)) left out, None for the config's. ``report(line)`` gets the coverage and anchors

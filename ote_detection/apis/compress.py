@@ -15,7 +15,7 @@ import logging
 from ..compression.config import PARTS, enabled_parts, load_compression_settings
 from ..artefacts.checkpoint import load_checkpoint_file
 from ..artefacts.formats import CheckpointMeta
-from ..data.formats import load_dataset
+from ..formats.convert import load_dataset
 from ..utils.errors import OteError
 from .task import Task
 

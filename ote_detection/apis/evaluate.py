@@ -4,8 +4,8 @@ import logging
 
 import yaml
 
-from ..data.formats import load_dataset
-from ..data.wider import WIDER_GT_FILES, find_wider_gt_dir, find_wider_images_dir  # noqa: F401 (re-exported)
+from ..formats.convert import load_dataset
+from ..formats.wider import WIDER_GT_FILES, find_wider_gt_dir, find_wider_images_dir  # noqa: F401 (re-exported)
 from ..inference.deploy import common_frame_hw, deployment_geometry, model_stride
 from ..inference.detection_cache import DetectionCache
 from ..inference.predictor import detect_images
@@ -45,8 +45,8 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
     options of tiled inference (see ``make_predictor``). With test annotation files, the recall by face
     size (``evaluation/size_report.py``) at score ``size_report_thr`` is printed and saved under its own
     keys; WIDER e/m/h are computed at the evaluated input size. ``data_format``: of the test files, coco or a
-    Datumaro format name (``data/formats.py``); ``test_subset``: the subset(s) of such a dataset read (default:
-    its only one, else its test or val subset: ``data.formats.pick_subsets``)."""
+    Datumaro format name (``formats/convert.py``); ``test_subset``: the subset(s) of such a dataset read (default:
+    its only one, else its test or val subset: ``formats.convert.pick_subsets``)."""
     task = Task(template)
     if not test_ann_files and not wider_dir:
         raise OteError("nothing to evaluate on: give --test-ann-files/--test-data-roots or --wider-dir")

@@ -10,7 +10,7 @@ import torch
 
 from ..config import input_size_wh
 from ..data.coco import CocoDataset, RepeatDataset, split_paths
-from ..data.formats import load_dataset
+from ..formats.convert import load_dataset
 from ..data.scale_crop import with_geometry
 from ..engine import distributed as dist_utils
 from ..artefacts.checkpoint import (check_checkpoint_dir, find_resume_checkpoint, load_backbone_weights,
@@ -61,7 +61,7 @@ class TrainOptions:
     amp: bool = False
     overwrite: bool = False
     progress: bool = True
-    data_format: Optional[str] = "coco"  # or a Datumaro format name: read by data.formats.load_dataset
+    data_format: Optional[str] = "coco"  # or a Datumaro format name: read by formats.convert.load_dataset
     train_subset: Optional[str] = None  # of a Datumaro dataset: the subset(s) read (default: by role, pick_subsets)
     val_subset: Optional[str] = None
     # filled in by ``train`` before the processes start

@@ -218,13 +218,13 @@ DATA_FORMAT_HELP = ("dataset format of the annotation files: coco (default: our 
 
 
 def add_data_format_arg(parser):
-    """``--data-format NAME`` (``data/formats.py``)."""
+    """``--data-format NAME`` (``formats/convert.py``)."""
     parser.add_argument("--data-format", default="coco", metavar="NAME", help=DATA_FORMAT_HELP)
 
 
 def add_subset_arg(parser, prefix):
     """``{prefix}-subset NAME[,NAME...]``: the subset(s) read of the ``{prefix}-ann-files`` datasets of a
-    Datumaro format (``data.formats.pick_subsets``); ``prefix`` is '--train', '--val' or '--test'."""
+    Datumaro format (``formats.convert.pick_subsets``); ``prefix`` is '--train', '--val' or '--test'."""
     parser.add_argument(f"{prefix}-subset", metavar="NAME", help=(
         f"with a Datumaro --data-format: the subset(s) of the {prefix}-ann-files dataset(s) to read, e.g. val "
         f"(several, comma-separated, are merged). Default: a dataset's only subset, else the one named for "

@@ -11,7 +11,7 @@ _SHOWN_AS = {}
 def show_as(internal, shown):
     """From now on, messages (``OteError`` text and the package's log records) that name the path ``internal``
     name ``shown`` instead: e.g. the temporary COCO json a Datumaro dataset is converted into is named by the
-    dataset's folder and format (``data/formats.py``)."""
+    dataset's folder and format (``formats/convert.py``)."""
     _SHOWN_AS[str(internal)] = str(shown)
     _install_log_filter()
 

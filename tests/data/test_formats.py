@@ -12,7 +12,7 @@ import pytest
 
 from conftest import AIRPORT_ANN, AIRPORT_ROOT, REPO, SHARED, need_shared, run_here, run_tool, template_path
 from ote_detection.data.coco import load_coco_files
-from ote_detection.data.formats import datumaro_to_coco, export_with_datumaro, prepare_datasets
+from ote_detection.formats.convert import datumaro_to_coco, export_with_datumaro, prepare_datasets
 from ote_detection.utils.errors import OteError
 
 # Datumaro export format -> its import format name
@@ -79,7 +79,7 @@ def test_data_checks_apply_to_any_format(airport_formats, tmp_path):
 @pytest.mark.slow
 def test_coco_path_does_not_import_datumaro():
     code = ("import sys; from ote_detection.apis import train, evaluate, compress, choose_input_size; "
-            "from ote_detection.data.formats import prepare_datasets; from ote_detection.data.coco import "
+            "from ote_detection.formats.convert import prepare_datasets; from ote_detection.data.coco import "
             f"load_coco_files; f, r = prepare_datasets({AIRPORT_ANN!r}, {AIRPORT_ROOT!r}, 'coco'); "
             "load_coco_files(f, r); assert 'datumaro' not in sys.modules, 'datumaro imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
@@ -112,7 +112,7 @@ def _wider_layout(tmp_path, text=None):
 def test_wider_face_txt_through_datumaro_equals_ours(tmp_path):
     """The real wider_face_val_bbx_gt.txt: Datumaro's importer gives our parser's boxes (39,707 kept: 10 of zero
     size among them; the 1 of negative size dropped, as ours) and, columns renamed back, the same attributes."""
-    from ote_detection.data.wider import ATTRIBUTES, parse_wider_bbx_gt
+    from ote_detection.formats.wider import ATTRIBUTES, parse_wider_bbx_gt
     root = _wider_layout(tmp_path)
     ours = parse_wider_bbx_gt(os.path.join(root, "wider_face_split", "wider_face_val_bbx_gt.txt"))
     coco = datumaro_to_coco(root, "wider_face")
@@ -135,7 +135,7 @@ def test_wider_face_txt_through_datumaro_equals_ours(tmp_path):
 
 def test_wider_face_truncated_file_datumaro_silent_ours_names_the_line(tmp_path):
     """What Datumaro loses (why tools/wider_to_coco.py keeps our parser): a file cut short is read without a word."""
-    from ote_detection.data.wider import WiderFormatError, parse_wider_bbx_gt
+    from ote_detection.formats.wider import WiderFormatError, parse_wider_bbx_gt
     text = "0--Parade/0_Parade_a.jpg\n2\n1 2 3 4 0 0 0 0 0 0\n"
     root = _wider_layout(tmp_path, text)
     assert len(datumaro_to_coco(root, "wider_face")["annotations"]) == 1
@@ -291,9 +291,9 @@ def _read(path, fmt, caplog, **kwargs):
     """datumaro_to_coco and its data line."""
     import logging
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="ote_detection.data.formats"):
+    with caplog.at_level(logging.INFO, logger="ote_detection.formats.convert"):
         coco = datumaro_to_coco(path, fmt, **kwargs)
-    lines = [r.getMessage() for r in caplog.records if r.name == "ote_detection.data.formats"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "ote_detection.formats.convert"]
     assert len(lines) == 1, lines
     return coco, lines[0]
 
@@ -303,7 +303,7 @@ def _crowd(coco):
 
 
 def test_flag_values_read_by_meaning():
-    from ote_detection.data.formats import flag_value
+    from ote_detection.formats.convert import flag_value
     for value in (True, 1, 2.0, "1", "True", "true", "YES", "y", "on", " t "):
         assert flag_value(value) is True, value
     for value in (False, 0, 0.0, "0", "False", "false", "No", "n", "off", "none", "", None):
@@ -375,10 +375,10 @@ def test_one_subset_given_as_train_and_val_is_said(voc_cases, caplog):
     images, and a warning says so."""
     import logging
 
-    from ote_detection.data import formats
+    from ote_detection.formats import convert as formats
     formats._READ_AS.clear()  # what this process read before
     path = os.path.join(voc_cases, "symlinked")
-    with caplog.at_level(logging.WARNING, logger="ote_detection.data.formats"):
+    with caplog.at_level(logging.WARNING, logger="ote_detection.formats.convert"):
         prepare_datasets(path, None, "voc", prefix="--train")
         prepare_datasets(path, None, "voc", prefix="--val")
     said = [r.getMessage() for r in caplog.records if "reads the images" in r.getMessage()]
@@ -596,7 +596,7 @@ def test_same_folder_as_train_and_val_trains_on_train_only(voc_cases, tmp_path, 
     import logging
 
     from ote_detection.apis.train import train
-    from ote_detection.data import formats
+    from ote_detection.formats import convert as formats
     from conftest import imported_snapshot
     snap, _ = imported_snapshot("face-detection-0200")
     splits = os.path.join(voc_cases, "splits")

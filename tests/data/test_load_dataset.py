@@ -1,6 +1,6 @@
-"""The one dataset reader (``data.formats.load_dataset``, issue 25 item 4): every entry point that reads a dataset
+"""The one dataset reader (``formats.convert.load_dataset``, issue 25 item 4): every entry point that reads a dataset
 (train, compress, evaluate, the input-size sweep, the anchor clustering) reads any format through it, and the
-format conversion has one home (``data/formats.py``). The VOC dataset is written by Datumaro, as in
+format conversion has one home (``formats/convert.py``). The VOC dataset is written by Datumaro, as in
 test_formats.py: the airport frames, images 0-4 in subset train and 5-9 in subset val."""
 
 import os
@@ -10,7 +10,7 @@ import pytest
 
 from conftest import AIRPORT_ANN, AIRPORT_ROOT, REPO, need_shared, template_path
 from ote_detection.data.coco import load_coco_files
-from ote_detection.data.formats import DatasetFiles, export_with_datumaro, load_dataset
+from ote_detection.formats.convert import DatasetFiles, export_with_datumaro, load_dataset
 from ote_detection.utils.errors import OteError
 
 
@@ -99,14 +99,14 @@ def test_cluster_anchors_reads_the_subset_of_its_role(voc_splits):
 
 
 def test_one_place_converts_formats():
-    """The Datumaro conversion is called in data/formats.py alone (tools/convert_dataset.py, the converter, aside):
+    """The Datumaro conversion is called in formats/convert.py alone (tools/convert_dataset.py, the converter, aside):
     no entry point converts by itself."""
     found = []
     for folder in ("ote_detection", "tools", "benchmarks"):
         for root, _, files in os.walk(os.path.join(REPO, folder)):
             for name in files:
                 path = os.path.join(root, name)
-                if not name.endswith(".py") or path.endswith(os.path.join("data", "formats.py")) or \
+                if not name.endswith(".py") or path.endswith(os.path.join("formats", "convert.py")) or \
                         name == "convert_dataset.py":
                     continue
                 text = open(path, encoding="utf-8").read()

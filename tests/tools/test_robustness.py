@@ -512,7 +512,7 @@ def test_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, work_dir_0200, t
 
 @pytest.mark.slow
 def test_wider_dir_accepts_root_val_or_images_folder(tmp_path, work_dir_0200, trained, capsys, caplog):
-    from ote_detection.data.wider import WIDER_GT_FILES, find_wider_gt_dir, find_wider_images_dir
+    from ote_detection.formats.wider import WIDER_GT_FILES, find_wider_gt_dir, find_wider_images_dir
     val5 = need_shared("data", "wider_val5", "images")
     gt = need_shared("data", "wider_val_gt")
 

@@ -21,7 +21,7 @@ process ends; messages name the dataset instead) and read back by ``load_coco_fi
 present, headers readable, sizes, boxes degenerate, outside, clipped, duplicated, other categories counted)
 apply whatever the format.
 
-WIDER FACE's txt (``wider_face``): Datumaro's importer gives the same boxes as ``data.wider`` (all 39,708 of
+WIDER FACE's txt (``wider_face``): Datumaro's importer gives the same boxes as ``formats.wider`` (all 39,708 of
 wider_face_val_bbx_gt.txt, the 10 of zero size and the one of negative size included; a negative size is
 dropped here, as OTE's converter did) but names three of the six attribute columns wrongly (it reads the
 file's ``invalid occlusion pose`` as ``occluded pose invalid``): they are renamed back by column here.
@@ -42,7 +42,7 @@ import tempfile
 
 from ..utils.errors import OteError, show_as
 from ..utils.fileio import atomic_dir, atomic_path, write_error
-from .coco import check_data_flags, flag_value, load_coco_files, split_paths
+from ..data.coco import check_data_flags, flag_value, load_coco_files, split_paths
 
 log = logging.getLogger(__name__)
 
@@ -401,7 +401,7 @@ def _add_item(coco, item, ellipses, names, classes, data_format, path, stats):
             continue
         x, y, w, h = box
         if wider and (w < 0 or h < 0):
-            continue  # as OTE's WIDER converter (data.wider): a negative size is dropped
+            continue  # as OTE's WIDER converter (formats.wider): a negative size is dropped
         attrs = {(_WIDER_COLUMNS.get(k, k) if wider else k): v for k, v in attrs.items()}
         flags = {}
         for key in (*NOT_SCORED, *NOT_PRESENT, *DESCRIBING):

@@ -141,7 +141,7 @@ def _find_image(images_dir: str, rel_path: str):
 
 def _image_size(path: str):
     """(width, height) as every tool reads the image (header only; EXIF orientation applied)."""
-    from .images import probe_image
+    from ..data.images import probe_image
 
     return probe_image(path).size
 

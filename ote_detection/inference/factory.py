@@ -119,11 +119,14 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
         from .openvino_predictor import OpenVINOPredictor
         check_ir_input_size(weights, input_size)
         info = check_ir_belongs(weights, task)
-        keep = (info.keep_ratio if info is not None else False) if keep_ratio is None else keep_ratio
         why = (f"--input-size {input_size[0]}x{input_size[1]}" if input_size else
                f"the template's input size {task.input_size[0]}x{task.input_size[1]}; --input-size WxH to choose")
-        predictor = OpenVINOPredictor(weights, precision=precision, threads=threads, keep_ratio=keep,
+        predictor = OpenVINOPredictor(weights, precision=precision, threads=threads,
                                       input_size=input_size or task.input_size, size_why=why)
+        # the IR's own size and letterboxing (export_info.yaml; none: stretched), as for a snapshot
+        _, predictor.keep_ratio = deployment_geometry(
+            tuple(input_size) if input_size else None, keep_ratio=keep_ratio,
+            default=(predictor.input_size, info.keep_ratio if info is not None else False))
         provenance = ir_provenance(task, weights, predictor.model, info)
         if not provenance.own:
             log.warning("%s: not shown to be %s's model (%s): reported as what it is, without the template's "

@@ -365,7 +365,8 @@ def int8_sources(calibration_images=None, val_ann_files=None, val_data_roots=Non
     else:
         paths = [img["path"] for img in val_coco["images"]][:calibration_limit]
     return {"val_coco": val_coco, "paths": paths, "measured_by": measured_by,
-            "source": os.path.abspath(calibration_images) if calibration_images else "validation images"}
+            "source": (os.path.abspath(calibration_images) if isinstance(calibration_images, (str, os.PathLike))
+                       else f"{len(paths)} given images" if calibration_images else "validation images")}
 
 
 def int8_of_exported_ir(fp32, size, keep_ratio, sources, max_drop=1.0, max_recall_drop=10.0,

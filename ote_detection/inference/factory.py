@@ -110,7 +110,8 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
     Snapshot: the PyTorch model at ``input_size`` (w, h), default the snapshot's own. IR: OpenVINO on
     the CPU at ``precision`` (f32, bf16, f16 or default) with ``threads``; its input size is the IR's,
     or for an IR with a dynamic input (``static_input``) ``input_size``, default the template's.
-    ``keep_ratio``: letterbox frames instead of stretching them (None: as the IR was exported; a
+    ``keep_ratio``: letterbox frames instead of stretching them (None: as the IR was exported, by its
+    export_info.yaml or else its model_info; a
     snapshot as it was trained at its own size, ``train.py --input-size Wx`` letterboxing, and stretched at
     another ``input_size``). ``tile``: None, or a dict of ``inference.tiling.TiledPredictor`` options
     (``overlap``, ``tile_scale``): a full-frame pass plus overlapping tiles at the network's input size.
@@ -123,10 +124,12 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
                f"the template's input size {task.input_size[0]}x{task.input_size[1]}; --input-size WxH to choose")
         predictor = OpenVINOPredictor(weights, precision=precision, threads=threads,
                                       input_size=input_size or task.input_size, size_why=why)
-        # the IR's own size and letterboxing (export_info.yaml; none: stretched), as for a snapshot
-        _, predictor.keep_ratio = deployment_geometry(
-            tuple(input_size) if input_size else None, keep_ratio=keep_ratio,
-            default=(predictor.input_size, info.keep_ratio if info is not None else False))
+        # the IR's own size and letterboxing (export_info.yaml, else its Model API model_info; neither:
+        # stretched), as for a snapshot
+        from .openvino_predictor import ir_keep_ratio
+        own_keep = info.keep_ratio if info is not None else ir_keep_ratio(predictor.model)
+        _, predictor.keep_ratio = deployment_geometry(tuple(input_size) if input_size else None,
+                                                      keep_ratio=keep_ratio, default=(predictor.input_size, own_keep))
         provenance = ir_provenance(task, weights, predictor.model, info)
         if not provenance.own:
             log.warning("%s: not shown to be %s's model (%s): reported as what it is, without the template's "

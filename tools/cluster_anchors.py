@@ -40,8 +40,9 @@ def main(argv=None):
     p.add_argument("--input-size", type=input_size_or_width, default=None,
                    help="network input the anchors are for: W, WxH or Wx (height from the images' aspect); "
                    "default: model.py's input_size")
-    p.add_argument("--keep-ratio", action="store_true", help="faces scaled as a letterboxed frame (one factor) "
-                   "instead of stretched to the input as in training")
+    p.add_argument("--keep-ratio", action="store_true", default=None, help="faces scaled as a letterboxed frame "
+                   "(one factor) instead of stretched to the input (default: as train.py runs the size: Wx and a "
+                   "model.py with keep_ratio letterboxed, W and WxH stretched)")
     p.add_argument("--min-size", type=non_negative_float, default=None,
                    help="leave out faces smaller than this (original pixels, sqrt(w*h)); default: the config's "
                    "data.train min_size, else 0")
@@ -56,7 +57,7 @@ def main(argv=None):
 
     from ote_detection.config import load_config
     from ote_detection.data.coco import load_coco_files, split_paths
-    from ote_detection.inference.deploy import common_frame_hw, deployment_input_size
+    from ote_detection.inference.deploy import common_frame_hw, deployment_geometry
     from ote_detection.models.anchor_clustering import (anchor_coverage, box_sizes, filter_min_size, flat_anchors,
                                                         format_anchors, kmeans_anchors, rewrite_model_py, split_levels,
                                                         template_anchors, config_min_size, config_input_size)
@@ -85,11 +86,13 @@ def main(argv=None):
             off = n * 10 ** 9
             coco["images"] += [dict(i, id=i["id"] + off) for i in d.get("images", [])]
             coco["annotations"] += [dict(x, image_id=x["image_id"] + off) for x in d.get("annotations", [])]
-    size = deployment_input_size(a.input_size, frame_hw=common_frame_hw(coco["images"]), stride=max(strides),
-                                 default=config_input_size(cfg))
+    # the geometry train.py gives the same request (inference.deploy.deployment_geometry)
+    size, keep_ratio = deployment_geometry(a.input_size, frame_hw=common_frame_hw(coco["images"]), stride=max(strides),
+                                           default=(config_input_size(cfg), cfg.get("keep_ratio", False)),
+                                           keep_ratio=a.keep_ratio)
     min_size = config_min_size(cfg) if a.min_size is None else a.min_size
     coco = filter_min_size(coco, min_size)
-    wh = box_sizes(coco, size, keep_ratio=a.keep_ratio)
+    wh = box_sizes(coco, size, keep_ratio=keep_ratio)
     if not len(wh):
         raise OteError(f"{files[0]}: no face boxes (of at least {min_size:g} px) to cluster")
     per_level = [len(w) for w in widths]

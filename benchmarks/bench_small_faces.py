@@ -38,8 +38,8 @@ GOAL_AP50, GOAL_MS = 85.0, 40.0
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="256x256,640x,768x,896x,960x,1280x",
-                   help="deployment input sizes (W, WxH or Wx; Wx letterboxes the frame, WxH is stretched "
-                   "unless it has the frame's aspect)")
+                   help="deployment input sizes (W, WxH or Wx; Wx letterboxes the frame, W and WxH stretch it, as "
+                   "export.py and eval.py run them: inference.deploy.deployment_geometry)")
     p.add_argument("--precision", default="default", choices=["default", "f32", "bf16"],
                    help="OpenVINO inference precision hint of the FP32 IRs (default: the CPU's)")
     p.add_argument("--repeats", type=int, default=2, help="passes over the 10 frames per row (the median is shown)")

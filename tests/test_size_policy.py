@@ -135,6 +135,25 @@ def test_snapshot_requests_agree_across_train_eval_and_demo(setup, caplog):
         assert set(got.values()) == {want}, (what, got)
 
 
+def test_sweep_choice_flags_give_its_geometry(setup):
+    """The sweep's choice line gives the export.py flags of the geometry it measured; --input-size and
+    --aspect of export.py and train.py (the same rule) turn them back into that geometry."""
+    from ote_detection.apis.choose_input_size import export_flags, sweep_geometries
+    s = setup
+    specs = [(160, 96), (160, None), (160, None), (96, 96)]
+    geometries = sweep_geometries(specs, s["frame_hw"], 32)
+    assert geometries == [STRETCHED_160x96, LETTERBOXED_160x96, ((96, 96), False)]  # each once
+    assert sweep_geometries(specs, s["frame_hw"], 32, keep_ratio=True)[0] == LETTERBOXED_160x96
+    for size, keep in geometries + [LETTERBOXED_160x128, ((160, 100), True)]:
+        flags = export_flags(size, keep, s["frame_hw"], 32)
+        if size == (160, 100):  # not a multiple of the stride: export.py cannot letterbox it
+            assert flags is None
+            continue
+        m = re.fullmatch(r"--input-size (\d+)x(\d*)(?: --aspect (\S+))?", flags)
+        spec = (int(m.group(1)), int(m.group(2)) if m.group(2) else None)
+        assert train_geometry(s, spec, aspect=m.group(3)) == (size, keep), flags
+
+
 @pytest.mark.slow
 def test_export_sweep_and_irs_agree_with_eval_and_demo(setup, caplog):
     """export.py and the size sweep write what eval and the demo decide for the same request; the IRs they

@@ -38,8 +38,8 @@ GOAL_AP50, GOAL_MS = 85.0, 40.0
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="256x256,640x,768x,896x,960x,1280x",
-                   help="deployment input sizes (W, WxH or Wx; Wx letterboxes the frame, WxH is stretched "
-                   "unless it has the frame's aspect)")
+                   help="deployment input sizes (W, WxH or Wx; Wx letterboxes the frame, W and WxH stretch it, as "
+                   "export.py and eval.py run them: inference.deploy.deployment_geometry)")
     p.add_argument("--precision", default="default", choices=["default", "f32", "bf16"],
                    help="OpenVINO inference precision hint of the FP32 IRs (default: the CPU's)")
     p.add_argument("--repeats", type=int, default=2, help="passes over the 10 frames per row (the median is shown)")
@@ -60,14 +60,16 @@ def main():
     import torch
     torch.set_num_threads(1)
 
-    from ote_detection.apis.choose_input_size import (calibration_frames, evaluate_predictor, export_ir,
-                                                      load_frames, parse_size_list, quantize_ir, time_predictor)
+    from ote_detection.apis.choose_input_size import (evaluate_predictor, load_frames, parse_size_list,
+                                                      sweep_geometries, time_predictor)
+    from ote_detection.apis.export import write_export
     from ote_detection.apis.task import Task
+    from ote_detection.compression.ptq import int8_sources
     from ote_detection.data.coco import load_coco_files
-    from ote_detection.inference.deploy import common_frame_hw, deployment_input_size, model_stride
+    from ote_detection.inference.deploy import common_frame_hw, model_stride
+    from ote_detection.inference.factory import make_predictor
     from ote_detection.inference.tiling import TiledPredictor
     from ote_detection.apis.import_weights import import_openvino_weights
-    from ote_detection.inference.openvino_predictor import OpenVINOPredictor
 
     work = a.work_dir or tempfile.mkdtemp(prefix="bench_small_faces_")
     os.makedirs(work, exist_ok=True)
@@ -79,7 +81,8 @@ def main():
     coco = load_coco_files([AIRPORT_ANN], [AIRPORT_ROOT], task.classes)
     frames = load_frames(coco)
     frame_hw = common_frame_hw(coco["images"])
-    calib = None if a.no_int8 else calibration_frames(CALIB, 10)
+    calib = None if a.no_int8 else int8_sources(CALIB, classes=task.classes, calibration_limit=10,
+                                                measured_by="this benchmark")
     rows = []
 
     def measure(name, predictor, runs=1, kind="", size=""):
@@ -95,19 +98,15 @@ def main():
         return row
 
     def ir(size, keep_ratio, int8):
-        name = f"{size[0]}x{size[1]}"
-        xml = os.path.join(work, name, "model.xml")
-        if not os.path.isfile(xml):
-            export_ir(model, size, xml)
-        if not int8:
-            return xml
-        q = os.path.join(work, name, f"model_int8_{'lb' if keep_ratio else 'st'}.xml")
-        if not os.path.isfile(q):
-            quantize_ir(xml, calib, q, keep_ratio=keep_ratio)
-        return q
+        """export.py's set (export_info.yaml; with INT8: model.xml INT8, model_fp32.xml) of one geometry."""
+        fit = "lb" if keep_ratio else "st"
+        folder = os.path.join(work, f"{size[0]}x{size[1]}_{fit}{'' if calib is None else '_int8'}")
+        if not os.path.isfile(os.path.join(folder, "export_info.yaml")):
+            write_export(task, model, snapshot, folder, size, keep_ratio, int8_sources=calib)
+        return os.path.join(folder, "model.xml" if int8 or calib is None else "model_fp32.xml")
 
-    def pred(xml, keep_ratio):
-        return OpenVINOPredictor(xml, precision=a.precision, threads=1, keep_ratio=keep_ratio)
+    def pred(xml):  # the IR's own geometry (export_info.yaml; the OMZ IR: stretched), as eval.py runs it
+        return make_predictor(task, xml, precision=a.precision, threads=1)
 
     import openvino as ov
     core = ov.Core()
@@ -116,16 +115,15 @@ def main():
     print(f"airport: {len(frames)} frames {frame_hw[1]}x{frame_hw[0]}, "
           f"{sum(1 for _ in coco['annotations'])} faces; OpenVINO {ov.__version__} CPU ({cpu_name}), 1 thread, "
           f"precision {a.precision} (CPU default hint: {hint})")
-    base = measure("OMZ IR FP16 256x256 (baseline, stretched)", pred(OMZ_IR, False), kind="baseline",
+    base = measure("OMZ IR FP16 256x256 (baseline, stretched)", pred(OMZ_IR), kind="baseline",
                    size="256x256")
     stride = model_stride(model)
     int8_opts = [False] if a.no_int8 else [False, True]
-    for spec in parse_size_list(a.sizes):
-        size = deployment_input_size(spec, frame_hw=frame_hw, stride=stride)
-        keep_ratio = spec[1] is None  # 'Wx' keeps the aspect (letterbox); 'WxH' stretches like training
+    # each size as export.py / eval.py run it: 'Wx' letterboxed (the aspect kept), 'WxH' stretched
+    for size, keep_ratio in sweep_geometries(parse_size_list(a.sizes), frame_hw, stride):
         for int8 in int8_opts:
             label = f"{size[0]}x{size[1]} {'letterbox' if keep_ratio else 'stretch'} {'INT8' if int8 else 'FP32 IR'}"
-            measure(label, pred(ir(size, keep_ratio, int8), keep_ratio), kind="INT8" if int8 else "FP32",
+            measure(label, pred(ir(size, keep_ratio, int8)), kind="INT8" if int8 else "FP32",
                     size=f"{size[0]}x{size[1]}")
 
     if not a.no_tiling:
@@ -135,13 +133,13 @@ def main():
             configs = [((640, 384), 0.5)]
         for (w, h), scale in configs:
             for int8 in int8_opts:
-                inner = pred(ir((w, h), False, int8), False)
+                inner = pred(ir((w, h), False, int8))
                 tiled = TiledPredictor(inner, overlap=0.2, full_frame=True, tile_scale=scale)
                 runs = tiled.runs_per_frame(frame_hw)
                 measure(f"tiles {w}x{h} @x{scale:g} + full frame {'INT8' if int8 else 'FP32 IR'} ({runs} runs)",
                         tiled, runs=runs, kind=("INT8" if int8 else "FP32") + " tiled", size=f"{w}x{h}")
 
-    base_end = measure("OMZ IR FP16 256x256 (baseline, again)", pred(OMZ_IR, False), kind="baseline",
+    base_end = measure("OMZ IR FP16 256x256 (baseline, again)", pred(OMZ_IR), kind="baseline",
                        size="256x256")
     base_ms = (base["ms"] + base_end["ms"]) / 2
     print()

@@ -32,8 +32,9 @@ def main(argv=None):
     p.add_argument("--input-size", type=input_size_or_width, default=None,
                    help="network input the anchors are for: W, WxH or Wx (height from the images' aspect); "
                    "default: model.py's input_size")
-    p.add_argument("--keep-ratio", action="store_true", help="faces scaled as a letterboxed frame (one factor) "
-                   "instead of stretched to the input as in training")
+    p.add_argument("--keep-ratio", action="store_true", default=None, help="faces scaled as a letterboxed frame "
+                   "(one factor) instead of stretched to the input (default: as train.py runs the size: Wx and a "
+                   "model.py with keep_ratio letterboxed, W and WxH stretched)")
     p.add_argument("--min-size", type=non_negative_float, default=None,
                    help="leave out faces smaller than this (original pixels, sqrt(w*h)); default: the config's "
                    "data.train min_size, else 0")

@@ -1,14 +1,18 @@
 """Input-size sweep: which deployment input size does a model need on a validation set?
 
-``choose_input_size(template, weights, ann_files, data_roots, sizes)`` exports the snapshot to an
-OpenVINO IR at each size (the IR keeps the OMZ output contract; SSD priors are made for that size),
-runs it on the validation frames (letterboxed, aspect kept, boxes mapped back to the frames) and
-measures COCO AP, AP50, the recall of small faces (< 32 px, ``face_size_report``) and the latency per
-frame with 1 thread and with all threads (OpenVINO on the CPU; the precision is stated in the table;
-the time covers letterbox + inference + decoding of one frame, frames decoded beforehand). The
-smallest size whose AP50 is within ``tolerance`` (1 point) of the best one is marked as the choice.
-``int8_calibration`` adds a post-training INT8 row per size (``nncf.quantize`` on the OpenVINO model,
-calibrated on a few letterboxed images).
+``choose_input_size(template, weights, ann_files, data_roots, sizes)`` exports the snapshot at each size as
+export.py does (``apis.export.write_export``: model.xml/.bin with export_info.yaml; SSD priors are made for
+that size, the IR keeps the OMZ output contract), runs it through the predictor eval.py uses
+(``inference.factory.make_predictor``) on the validation frames, boxes mapped back to the frames, and
+measures COCO AP, AP50, the recall of small faces (< 32 px; ``evaluation.size_report.deployment_metrics``)
+and the latency per frame with 1 thread and with all threads (OpenVINO on the CPU; the precision is stated
+in the table; the time covers letterbox or resize + inference + decoding of one frame, frames decoded
+beforehand). Each size's geometry is the one eval, the demo and export give it
+(``inference.deploy.deployment_geometry``): ``Wx`` letterboxed with the height from the frames' aspect,
+``W`` and ``WxH`` stretched, unless ``keep_ratio`` says True or False for all. The smallest size whose AP50
+is within ``tolerance`` (1 point) of the best one is marked as the choice. ``int8_calibration`` adds a
+post-training INT8 row per size (export.py --int8's quantization, ``compression.ptq.int8_of_exported_ir``,
+calibrated on a few images resized as the frames are).
 """
 
 from __future__ import annotations
@@ -24,58 +28,18 @@ import numpy as np
 
 from ..formats.convert import load_dataset
 from ..data.images import read_image
-from ..inference.deploy import common_frame_hw, deployment_input_size, model_stride
-from ..inference.predictor import letterbox
-from ..evaluation.coco_ap import coco_ap
-from ..evaluation.size_report import face_size_report
-from ..export.exporter import convert_to_openvino
-from ..export.openvino_export import save_openvino
-from ..inference.openvino_predictor import OpenVINOPredictor
+from ..evaluation.size_report import deployment_metrics
+from ..inference.deploy import common_frame_hw, deployment_geometry, model_stride
+from ..inference.factory import make_predictor
 from ..artefacts.formats import is_ir
 from ..utils.errors import OteError
+from .export import write_export
 from .task import Task
 
 log = logging.getLogger(__name__)
 
-__all__ = ["choose_input_size", "export_ir", "quantize_ir", "evaluate_predictor", "time_predictor",
-           "format_sweep", "load_frames", "calibration_frames", "mark_choice"]
-
-
-
-def export_ir(inference_model, size, xml_path, classes=("face",), keep_ratio=True):
-    """Write the IR of ``inference_model`` at ``size`` (w, h) to ``xml_path`` (FP32); returns the path.
-    ``keep_ratio``: frames are letterboxed into it (its model_info says so)."""
-    import warnings
-    os.makedirs(os.path.dirname(os.path.abspath(xml_path)), exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model, _ = convert_to_openvino(inference_model, size, classes=classes, keep_ratio=keep_ratio)
-    save_openvino(model, xml_path)
-    return xml_path
-
-
-def calibration_frames(source, limit=10):
-    """Up to ``limit`` BGR images for INT8 calibration: a folder (searched recursively), a COCO json
-    (images beside it or under its ``images/`` folder) or a list of image paths
-    (``compression.ptq.calibration_paths``)."""
-    from ..compression.ptq import calibration_paths
-    return [read_image(p) for p in calibration_paths(source, limit)]
-
-
-def quantize_ir(xml_path, frames, out_xml, keep_ratio=True, preset="mixed"):
-    """Post-training INT8 of an IR (``compression.ptq.quantize_ir_model``, no accuracy control), calibrated on
-    ``frames`` (letterboxed to the IR's input like the predictor does); writes ``out_xml``, returns its path."""
-    import openvino as ov
-
-    from ..compression.ptq import quantize_ir_model
-
-    model = ov.Core().read_model(xml_path)
-    _, _, h, w = (int(d) for d in model.inputs[0].get_shape())
-    calib = [np.ascontiguousarray(letterbox(f, (w, h), keep_ratio)[0].transpose(2, 0, 1)[None], dtype=np.float32)
-             for f in frames]
-    quantized, _ = quantize_ir_model(model, calib, preset=preset, keep_ratio=keep_ratio)
-    save_openvino(quantized, out_xml, source=model)
-    return out_xml
+__all__ = ["choose_input_size", "sweep_geometries", "export_flags", "evaluate_predictor", "time_predictor",
+           "format_sweep", "load_frames", "mark_choice", "parse_size_list"]
 
 
 def load_frames(coco):
@@ -83,25 +47,35 @@ def load_frames(coco):
 
 
 def evaluate_predictor(predictor, coco, frames, score_thr=0.5):
-    """AP, AP50 (percent), the face-size report and the detections of ``predictor`` on the frames."""
+    """``deployment_metrics`` (AP, AP50 in percent, the small-face recall, the face-size report) of
+    ``predictor`` on the decoded ``frames`` of ``coco``'s images, with its detections (``dets``)."""
     results = predictor.predict_frames(list(frames))
     dets = {img["id"]: np.asarray(r[:, :5], np.float32) for img, r in zip(coco["images"], results)}
-    ap, curves = coco_ap(coco, dets, return_curves=True)
-    ap50 = curves.get("AP@.50", (None, None, 0.0))[2] if curves else 0.0
-    report = face_size_report(coco, dets, score_thr)
-    small_n = report["faces_lt16"] + report["faces_16_32"]
+    return dict(deployment_metrics(coco, dets, score_thr), dets=dets)
 
-    def combined(prefix):
-        if not small_n:
-            return math.nan
-        hits = sum((report[f"{prefix}{k}"] if report[f"faces_{k}"] else 0.0) * report[f"faces_{k}"]
-                   for k in ("lt16", "16_32"))
-        return hits / small_n
 
-    return {"ap": 100.0 * ap if not math.isnan(ap) else math.nan,
-            "ap50": 100.0 * ap50 if not math.isnan(ap50) else math.nan,
-            "recall_small": combined("recall_"), "best_recall_small": combined("best_recall_"),
-            "faces_small": small_n, "report": report, "dets": dets}
+def sweep_geometries(specs, frame_hw=None, stride=32, keep_ratio=None):
+    """Each geometry ((w, h), keep_ratio) of the size ``specs`` once (640x and 640x384 letterboxed can be the
+    same), in order: ``deployment_geometry`` of each spec with the frames' (h, w) and the model's stride."""
+    out = []
+    for spec in specs:
+        geometry = deployment_geometry(spec, frame_hw=frame_hw, stride=stride, keep_ratio=keep_ratio)
+        if geometry not in out:
+            out.append(geometry)
+    return out
+
+
+def export_flags(size, keep_ratio, frame_hw=None, stride=32):
+    """export.py's flags that give the geometry ``size`` (w, h) / ``keep_ratio``: ``--input-size WxH``
+    (stretched), or ``--input-size Wx --aspect A`` (letterboxed; A the frames' aspect, else W:H); None when
+    export.py cannot make it (a letterboxed height that is not the stride's multiple)."""
+    w, h = (int(v) for v in size)
+    if not keep_ratio:
+        return f"--input-size {w}x{h}"
+    for aspect in ([f"{int(frame_hw[1])}:{int(frame_hw[0])}"] if frame_hw else []) + [f"{w}:{h}"]:
+        if deployment_geometry((w, None), aspect=aspect, stride=stride) == ((w, h), True):
+            return f"--input-size {w}x --aspect {aspect}"
+    return None
 
 
 def time_predictor(predictor, frames, repeats=1, warmup=1, cpu=False):
@@ -163,12 +137,14 @@ def mark_choice(rows, tolerance=1.0, key="ap50"):
     return min(ok, key=lambda i: (rows[i]["size"][0] * rows[i]["size"][1], rows[i].get("ms_1", 0.0)))
 
 
-def choose_input_size(template, weights, ann_files, data_roots, sizes, precision="default", keep_ratio=True,
+def choose_input_size(template, weights, ann_files, data_roots, sizes, precision="default", keep_ratio=None,
                       int8_calibration=None, calibration_images=10, save_irs_to=None, score_thr=0.5,
                       tolerance=1.0, repeats=1, all_threads=True, progress=True, data_format="coco",
                       val_subset=None):
-    """The sweep; returns ``(rows, choice index)``; each row: size, precision, ap, ap50, recall_small,
-    best_recall_small, ms_1 (1 thread), ms_all (all threads, or NaN), xml."""
+    """The sweep; returns ``(rows, choice index)``; each row: size, keep_ratio, precision, ap, ap50,
+    recall_small, best_recall_small, ms_1 (1 thread), cpu_ms_1, ms_all (all threads, or NaN), xml, export_flags.
+    ``keep_ratio``: None (each size as ``deployment_geometry`` decides), True (all letterboxed) or False (all
+    stretched). ``save_irs_to``: one export folder per size (export.py's files), default a temporary folder."""
     task = Task(template)
     if is_ir(weights):
         raise OteError(f"{weights}: an IR has one input size; give the PyTorch snapshot (.pth) to sweep sizes")
@@ -178,41 +154,44 @@ def choose_input_size(template, weights, ann_files, data_roots, sizes, precision
     frames = load_frames(coco)
     frame_hw = common_frame_hw(coco["images"])
     stride = model_stride(model)
-    wanted = []  # each size once (640x and 640x368 can be the same input)
-    for spec in specs:
-        size = deployment_input_size(spec, frame_hw=frame_hw, stride=stride)
-        if size not in wanted:
-            wanted.append(size)
-    calib = calibration_frames(int8_calibration, calibration_images) if int8_calibration else None
+    geometries = sweep_geometries(specs, frame_hw, stride, keep_ratio)
+    sources = None
+    if int8_calibration:  # the images are listed before any export
+        from ..compression.ptq import int8_sources
+        sources = int8_sources(int8_calibration, classes=task.classes, calibration_limit=calibration_images,
+                               measured_by="the size sweep")
     out_dir = save_irs_to or tempfile.mkdtemp(prefix="ote_sizes_")
     rows = []
     from tqdm import tqdm
-    for size in tqdm(wanted, desc="sizes", disable=not progress):
+    for size, keep in tqdm(geometries, desc="sizes", disable=not progress):
         name = f"{size[0]}x{size[1]}"
-        xml = export_ir(model, size, os.path.join(out_dir, name, "model.xml"), task.classes, keep_ratio)
+        folder = name + ("_letterboxed" if keep and (size, False) in geometries else "")
+        xml = write_export(task, model, weights, os.path.join(out_dir, folder), size, keep, int8_sources=sources)
         variants = [("FP32 IR, " + precision, xml)]
-        if calib is not None:
-            q = quantize_ir(xml, calib, os.path.join(out_dir, name, "model_int8.xml"), keep_ratio)
-            variants.append(("INT8 IR, " + precision, q))
+        if sources is not None:  # export.py --int8's set: model.xml INT8, model_fp32.xml
+            variants = [("FP32 IR, " + precision, os.path.join(os.path.dirname(xml), "model_fp32.xml")),
+                        ("INT8 IR, " + precision, xml)]
         for label, path in variants:
-            pred = OpenVINOPredictor(path, precision=precision, threads=1, keep_ratio=keep_ratio)
-            row = {"size": size, "precision": label, "xml": path}
+            pred = make_predictor(task, path, precision, threads=1)  # the IR's geometry, as eval.py runs it
+            row = {"size": tuple(pred.input_size), "keep_ratio": bool(pred.keep_ratio), "precision": label,
+                   "xml": path, "export_flags": export_flags(size, keep, frame_hw, stride)}
             row.update({k: v for k, v in evaluate_predictor(pred, coco, frames, score_thr).items()
                         if k not in ("report", "dets")})
             row["ms_1"] = time_predictor(pred, frames, repeats)
             row["cpu_ms_1"] = time_predictor(pred, frames, repeats, cpu=True)
             if all_threads:
-                row["ms_all"] = time_predictor(OpenVINOPredictor(path, precision=precision, keep_ratio=keep_ratio),
-                                               frames, repeats)
+                row["ms_all"] = time_predictor(make_predictor(task, path, precision), frames, repeats)
             else:
                 row["ms_all"] = math.nan
             rows.append(row)
-            log.info("%s %s: AP %.1f AP50 %.1f small recall %.1f, %.1f ms (1 thread)", name, label, row["ap"],
-                     row["ap50"], row["recall_small"], row["ms_1"])
+            log.info("%s %s %s: AP %.1f AP50 %.1f small recall %.1f, %.1f ms (1 thread)", name,
+                     "letterboxed" if keep else "stretched", label, row["ap"], row["ap50"], row["recall_small"],
+                     row["ms_1"])
     return rows, mark_choice(rows, tolerance)
 
 
 def format_sweep(rows, choice=None, score_thr=0.5, title=None):
+    """The sweep's table: one line per row (input size and letterboxed / stretched, model, metrics, times)."""
     head = ("input", "model", "AP", "AP50", f"recall<32px@{score_thr:g}", "best recall<32px", "ms 1 thr",
             "CPU ms 1 thr", "ms all thr", "")
     table = [head]
@@ -220,8 +199,12 @@ def format_sweep(rows, choice=None, score_thr=0.5, title=None):
     def f(v):
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
 
+    def geometry(r):
+        fit = {True: " letterboxed", False: " stretched"}.get(r.get("keep_ratio"), "")
+        return f"{r['size'][0]}x{r['size'][1]}{fit}"
+
     for i, r in enumerate(rows):
-        table.append((f"{r['size'][0]}x{r['size'][1]}", r.get("precision", ""), f(r["ap"]), f(r["ap50"]),
+        table.append((geometry(r), r.get("precision", ""), f(r["ap"]), f(r["ap50"]),
                       f(r.get("recall_small")), f(r.get("best_recall_small")), f(r.get("ms_1")), f(r.get("cpu_ms_1")),
                       f(r.get("ms_all")),
                       "<- smallest within 1 AP50 of the best" if i == choice else ""))

@@ -10,7 +10,7 @@ import numpy as np
 from ..config import load_config
 from ..data.coco import split_paths
 from ..formats.convert import load_dataset
-from ..inference.deploy import common_frame_hw, deployment_input_size
+from ..inference.deploy import common_frame_hw, deployment_geometry
 from ..models.anchor_clustering import (anchor_coverage, box_sizes, config_input_size, config_min_size,
                                         filter_min_size, flat_anchors, format_anchors, kmeans_anchors,
                                         rewrite_model_py, split_levels, template_anchors)
@@ -33,12 +33,12 @@ def _read_json_alone(files):
 
 
 def cluster_anchors(model_py, train_ann_files, train_data_roots=None, data_format="coco", train_subset=None,
-                    input_size=None, keep_ratio=False, min_size=None, restarts=5, seed=0, write=False, force=False,
+                    input_size=None, keep_ratio=None, min_size=None, restarts=5, seed=0, write=False, force=False,
                     report=print):
     """Re-cluster the anchors of ``model_py`` on the faces of ``train_ann_files`` (any format:
     ``formats.convert.load_dataset``; COCO json without ``train_data_roots``: the sizes the json gives) at
     ``input_size`` ((w, h), (w, None) for the height from the frames' aspect, None for model.py's), faces
-    scaled as training stretches them (``keep_ratio``: letterboxed). ``min_size``: faces smaller (original
+    scaled as train.py runs that size (``keep_ratio`` None: ``inference.deploy.deployment_geometry``'s decision; True: letterboxed; False: stretched). ``min_size``: faces smaller (original
     pixels, sqrt(w*h)) left out, None for the config's. ``report(line)`` gets the coverage and anchors
     before and after. ``write``: rewrite model.py (original kept as model.py.orig). Too few distinct face
     shapes, or no gain in coverage, is an OteError (exit 2) unless ``force``. Returns (widths, heights) per
@@ -54,8 +54,10 @@ def cluster_anchors(model_py, train_ann_files, train_data_roots=None, data_forma
         if not os.path.isfile(f):
             raise OteError(f"{f}: annotation file not found")
     coco = train_set.load() if train_set.data_roots else _read_json_alone(files)
-    size = deployment_input_size(input_size, frame_hw=common_frame_hw(coco["images"]), stride=max(strides),
-                                 default=config_input_size(cfg))
+    # the geometry train.py gives the same request (inference.deploy.deployment_geometry)
+    size, keep_ratio = deployment_geometry(input_size, frame_hw=common_frame_hw(coco["images"]), stride=max(strides),
+                                           default=(config_input_size(cfg), cfg.get("keep_ratio", False)),
+                                           keep_ratio=keep_ratio)
     min_size = config_min_size(cfg) if min_size is None else min_size
     coco = filter_min_size(coco, min_size)
     wh = box_sizes(coco, size, keep_ratio=keep_ratio)

@@ -6,7 +6,7 @@ import yaml
 
 from ..formats.convert import load_dataset
 from ..formats.wider import WIDER_GT_FILES, find_wider_gt_dir, find_wider_images_dir  # noqa: F401 (re-exported)
-from ..inference.deploy import common_frame_hw, deployment_geometry, model_stride
+from ..inference.deploy import common_frame_hw
 from ..inference.detection_cache import DetectionCache
 from ..inference.predictor import detect_images
 from ..evaluation import WiderFaceGT, evaluate_detections
@@ -16,7 +16,7 @@ from ..utils.cli import check_batch_pixels
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_write_text, check_writable_dir, check_writable_file
 from ..artefacts.formats import is_ir
-from ..inference.factory import artefact_complexity, check_ir_input_size, detection_settings, make_predictor
+from ..inference.factory import artefact_complexity, detection_settings, make_predictor
 from .task import Task
 
 log = logging.getLogger(__name__)
@@ -63,14 +63,10 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
     if wider_dir:
         wider_images = find_wider_images_dir(wider_dir)
         wider_gt = find_wider_gt_dir(wider_dir, wider_gt_dir)
-    size = None
-    if input_size is not None:
-        check_ir_input_size(load_weights, input_size)  # only an IR with a dynamic input takes one
-        frame_hw = common_frame_hw(coco["images"]) if coco is not None else None
-        size, keep_ratio = deployment_geometry(tuple(input_size), frame_hw=frame_hw, stride=model_stride(task.cfg.model),
-                                               keep_ratio=keep_ratio)
-    predictor = make_predictor(task, load_weights, precision, threads, input_size=size, keep_ratio=keep_ratio,
-                               batch_size=batch_size, tile=tile)
+    # the geometry: 'Wx' takes its height from the test frames (inference.deploy.deployment_geometry)
+    predictor = make_predictor(task, load_weights, precision, threads, input_size=input_size, keep_ratio=keep_ratio,
+                               batch_size=batch_size, tile=tile,
+                               frame_hw=common_frame_hw(coco["images"]) if coco is not None else None)
     input_size = predictor.input_size
     try:  # bounded before any image is read (an IR runs one image at a time)
         if not is_ir(load_weights):

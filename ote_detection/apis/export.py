@@ -47,6 +47,17 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
     # keep_ratio: the IR's model_info says fit_to_window; without --input-size, as the snapshot was trained
     size, keep_ratio = deployment_geometry(tuple(input_size) if input_size is not None else None, aspect=aspect,
                                            stride=model_stride(model), default=(snapshot_size, meta.keep_ratio))
+    return write_export(task, model, load_weights, save_model_to, size, keep_ratio, onnx=onnx, int8_sources=sources,
+                        max_drop=max_drop, max_recall_drop=max_recall_drop, allow_recall_drop=allow_recall_drop)
+
+
+def write_export(task, model, load_weights, save_model_to, size, keep_ratio, onnx=False, int8_sources=None,
+                 max_drop=1.0, max_recall_drop=10.0, allow_recall_drop=False):
+    """The export set of ``model`` (the ``InferenceModel`` of the snapshot ``load_weights``) at the resolved
+    geometry ``size`` (w, h) / ``keep_ratio`` (``inference.deploy.deployment_geometry``) in ``save_model_to``:
+    model.xml/.bin, export_info.yaml, [model.onnx], and with ``int8_sources`` (``compression.ptq.int8_sources``)
+    model.xml INT8 and model_fp32.xml (see ``export``). export.py and the size sweep (choose_input_size) write
+    their IRs here. Returns the path of model.xml."""
     out_dir = os.path.abspath(save_model_to)
     if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         raise OteError(f"{out_dir}: exists and is not a folder (give a folder for --save-model-to)")
@@ -56,10 +67,10 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
     with OutputLock(out_dir, "export.py"), atomic_dir(out_dir, owned=EXPORT_FILES) as tmp:
         ov_model, info = convert_to_openvino(model, size, classes=task.classes, keep_ratio=keep_ratio)
         int8_info = None
-        if int8:
+        if int8_sources is not None:
             from ..compression.ptq import int8_of_exported_ir
-            quantized, int8_info = int8_of_exported_ir(ov_model, size, keep_ratio, sources, max_drop, max_recall_drop,
-                                                       allow_recall_drop)
+            quantized, int8_info = int8_of_exported_ir(ov_model, size, keep_ratio, int8_sources, max_drop,
+                                                       max_recall_drop, allow_recall_drop)
             save_openvino(ov_model, os.path.join(tmp, "model_fp32.xml"),
                           shown_as=os.path.join(out_dir, "model_fp32.xml"))
             save_openvino(quantized, os.path.join(tmp, "model.xml"), shown_as=os.path.join(out_dir, "model.xml"),
@@ -82,7 +93,7 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
             template=task.name,
             source_snapshot=os.path.abspath(load_weights),
             source_sha256=sha256sum(load_weights),
-            precision="INT8 (PTQ)" if int8 else "FP32",
+            precision="INT8 (PTQ)" if int8_sources is not None else "FP32",
             files=files,
             # readers (artefacts.formats.check_ir_belongs / read_ir_files) check these: a model.bin of
             # another export beside this model.xml is refused instead of giving garbage detections

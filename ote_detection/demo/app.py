@@ -30,7 +30,6 @@ import time
 import torch
 from tqdm import tqdm
 
-from ..inference.deploy import deployment_geometry, model_stride
 from ..inference.factory import check_ir_input_size, make_predictor
 from ..artefacts.formats import is_ir
 from ..utils.errors import OteError
@@ -274,12 +273,9 @@ def run_demo(task, load_weights, video, output=None, show=None, score_thr=0.5, p
     try:
         if threads and not is_ir(load_weights):
             torch.set_num_threads(int(threads))
-        if input_size is not None and input_size[1] is None:  # 'Wx': the height from the first frame's aspect
-            input_size, keep_ratio = deployment_geometry(tuple(input_size), frame_hw=source.frame_hw,
-                                                         stride=model_stride(task.cfg.model), keep_ratio=keep_ratio)
-        predictor = make_predictor(task, load_weights, precision=precision, threads=threads,
-                                   input_size=tuple(input_size) if input_size else None,
-                                   keep_ratio=keep_ratio, batch_size=1, tile=tile)
+        # the geometry: 'Wx' takes its height from the first frame (inference.deploy.deployment_geometry)
+        predictor = make_predictor(task, load_weights, precision=precision, threads=threads, input_size=input_size,
+                                   keep_ratio=keep_ratio, batch_size=1, tile=tile, frame_hw=source.frame_hw)
         use_async = supports_async(predictor) and not sync and not is_tiled(predictor)
         log(describe_predictor(predictor, load_weights, use_async, jobs))
         if output is not None:

@@ -151,3 +151,28 @@ def size_report_entries(report):
 
 def _plain(v):
     return float(v) if v is not None else math.nan
+
+
+def deployment_metrics(coco, dets, score_thr=0.5):
+    """What a deployment input size is judged by (the size sweep, ``apis.choose_input_size``;
+    ``benchmarks/bench_small_faces.py``): ``ap`` (COCO AP@[.5:.95], ``coco_ap``), ``ap50`` (its AP@.50), in
+    percent, and the recall of faces under 32 px (``recall_small``: at ``score_thr``; ``best_recall_small``:
+    at any score) over the < 16 and 16-32 px bins of ``face_size_report``, with ``faces_small`` (their count)
+    and ``report`` (the whole report). NaN where there is nothing to measure. ``dets``: image id -> [N, 5+]."""
+    from .coco_ap import coco_ap
+    ap, curves = coco_ap(coco, dets, return_curves=True)
+    ap50 = curves.get("AP@.50", (None, None, 0.0))[2] if curves else 0.0
+    report = face_size_report(coco, dets, score_thr)
+    small_n = report["faces_lt16"] + report["faces_16_32"]
+
+    def combined(prefix):
+        if not small_n:
+            return math.nan
+        hits = sum((report[f"{prefix}{k}"] if report[f"faces_{k}"] else 0.0) * report[f"faces_{k}"]
+                   for k in ("lt16", "16_32"))
+        return hits / small_n
+
+    return {"ap": 100.0 * ap if not math.isnan(ap) else math.nan,
+            "ap50": 100.0 * ap50 if not math.isnan(ap50) else math.nan,
+            "recall_small": combined("recall_"), "best_recall_small": combined("best_recall_"),
+            "faces_small": small_n, "report": report}

@@ -26,11 +26,10 @@ Model API parses them (lists space-separated).
   BGR, so frames go in as OpenCV reads them.
 """
 
+from ..inference.openvino_predictor import RESIZE_KEEP_RATIO, RESIZE_STRETCH
 from ..utils.errors import OteError
 
 DEFAULT_CONFIDENCE_THRESHOLD = 0.5  # the demo's --score-thr default
-RESIZE_STRETCH = "standard"
-RESIZE_KEEP_RATIO = "fit_to_window"
 
 
 def _fmt(value):

@@ -10,7 +10,7 @@ from ..artefacts.kinds import IR, Checkpoint, open_artefact
 from ..artefacts.provenance import Provenance
 from ..utils.complexity import model_complexity
 from ..utils.errors import OteError
-from .deploy import deployment_geometry
+from .deploy import deployment_geometry, model_stride
 from .predictor import TorchPredictor
 
 log = logging.getLogger(__name__)
@@ -83,29 +83,40 @@ def artefact_complexity(provenance, predictor):
 
 
 def make_predictor(task, weights, precision="f32", threads=None, input_size=None, keep_ratio=None, batch_size=8,
-                   tile=None):
+                   tile=None, frame_hw=None):
     """A ``FramePredictor`` for ``weights``, checked to belong to ``task``'s template; its
     ``.provenance`` (``Provenance``) says what the file is. An IR that is not shown to be the
     template's is said so in one warning line (every reader: eval, the demo).
 
-    Snapshot: the PyTorch model at ``input_size`` (w, h), default the snapshot's own. IR: OpenVINO on
-    the CPU at ``precision`` (f32, bf16, f16 or default) with ``threads``; its input size is the IR's,
-    or for an IR with a dynamic input (``static_input``) ``input_size``, default the template's.
-    ``keep_ratio``: letterbox frames instead of stretching them (None: as the IR was exported; a
-    snapshot as it was trained at its own size, ``train.py --input-size Wx`` letterboxing, and stretched at
-    another ``input_size``). ``tile``: None, or a dict of ``inference.tiling.TiledPredictor`` options
-    (``overlap``, ``tile_scale``): a full-frame pass plus overlapping tiles at the network's input size.
+    The geometry is ``inference.deploy.deployment_geometry``'s (the one decision) of ``input_size`` (None,
+    W, (W, H), or (W, None): the height from ``frame_hw``, the frames' (h, w), rounded up to the model's
+    stride) and ``keep_ratio`` (letterbox frames instead of stretching them; None: as the policy says,
+    and without ``input_size`` as the artefact was made: a snapshot as it was trained (``train.py
+    --input-size Wx`` letterboxing), an IR as it was exported (its export_info.yaml, else its model_info)).
+    Snapshot: the PyTorch model at that size, default the snapshot's own. IR: OpenVINO on the CPU at
+    ``precision`` (f32, bf16, f16 or default) with ``threads``; its input size is the IR's, or for an IR
+    with a dynamic input (``static_input``) ``input_size``, default the template's. ``tile``: None, or a
+    dict of ``inference.tiling.TiledPredictor`` options (``overlap``, ``tile_scale``): a full-frame pass
+    plus overlapping tiles at the network's input size.
     """
+    spec = tuple(input_size) if input_size is not None else None
+    stride = model_stride(task.cfg.model)
     artefact = open_artefact(weights, expect=(Checkpoint, IR))
     if isinstance(artefact, IR):
-        from .openvino_predictor import OpenVINOPredictor
-        check_ir_input_size(weights, input_size)
+        from .openvino_predictor import OpenVINOPredictor, ir_keep_ratio
+        check_ir_input_size(weights, spec)
         info = check_ir_belongs(weights, task)
-        keep = (info.keep_ratio if info is not None else False) if keep_ratio is None else keep_ratio
-        why = (f"--input-size {input_size[0]}x{input_size[1]}" if input_size else
-               f"the template's input size {task.input_size[0]}x{task.input_size[1]}; --input-size WxH to choose")
-        predictor = OpenVINOPredictor(weights, precision=precision, threads=threads, keep_ratio=keep,
-                                      input_size=input_size or task.input_size, size_why=why)
+        geometry = None
+        if spec is not None:  # an IR with a dynamic input, run at the requested size
+            geometry = deployment_geometry(spec, frame_hw=frame_hw, stride=stride, keep_ratio=keep_ratio)
+        size = geometry[0] if geometry else task.input_size
+        why = (f"--input-size {size[0]}x{size[1]}" if geometry else
+               f"the template's input size {size[0]}x{size[1]}; --input-size WxH to choose")
+        predictor = OpenVINOPredictor(weights, precision=precision, threads=threads, input_size=size, size_why=why)
+        if geometry is None:  # the IR's own size and letterboxing (export_info.yaml, else its model_info)
+            own_keep = info.keep_ratio if info is not None else ir_keep_ratio(predictor.model)
+            geometry = deployment_geometry(None, keep_ratio=keep_ratio, default=(predictor.input_size, own_keep))
+        predictor.keep_ratio = geometry[1]
         provenance = ir_provenance(task, weights, predictor.model, info)
         if not provenance.own:
             log.warning("%s: not shown to be %s's model (%s): reported as what it is, without the template's "
@@ -113,7 +124,7 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
     else:
         model, snapshot_size, meta = task.load_snapshot(artefact, with_meta=True)
         provenance = Provenance(weights, artefact.kind, True, "its meta and weights fit the template")
-        size, keep = deployment_geometry(tuple(input_size) if input_size else None, keep_ratio=keep_ratio,
+        size, keep = deployment_geometry(spec, frame_hw=frame_hw, stride=stride, keep_ratio=keep_ratio,
                                          default=(snapshot_size, meta.keep_ratio))
         predictor = TorchPredictor(model, size, keep_ratio=keep, batch_size=batch_size)
     if tile is not None:

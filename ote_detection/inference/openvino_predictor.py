@@ -16,6 +16,16 @@ from .predictor import FramePredictor
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16", "default": None}
+RESIZE_STRETCH = "standard"  # Model API's rt_info model_info resize_type (export/model_info.py writes it)
+RESIZE_KEEP_RATIO = "fit_to_window"  # letterboxed: one scale factor, zero padding at the right and bottom
+
+
+def ir_keep_ratio(model):
+    """Whether an IR's own Model API ``model_info`` says its frames are letterboxed (``resize_type``
+    ``fit_to_window``), for an IR without export_info.yaml; False without one (e.g. Open Model Zoo's)."""
+    if not model.has_rt_info(["model_info", "resize_type"]):
+        return False
+    return model.get_rt_info(["model_info", "resize_type"]).astype(str) == RESIZE_KEEP_RATIO
 
 
 def _ov_message(exc):

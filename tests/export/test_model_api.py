@@ -134,12 +134,15 @@ def test_model_api_runs_boxes_labels_ir_0205(tmp_path):
 
 
 def test_ptq_int8_ir_keeps_model_info(tmp_path):
-    """NNCF's INT8 model of an IR is written with the FP32 IR's model_info (choose_input_size's quantize_ir)."""
-    from ote_detection.apis.choose_input_size import export_ir, quantize_ir
+    """NNCF's INT8 model of an IR is written with the FP32 IR's model_info (export.py --int8's set, which the
+    size sweep writes too: model.xml INT8 beside model_fp32.xml, without a validation set)."""
+    from ote_detection.apis.export import write_export
+    from ote_detection.compression.ptq import int8_sources
     snap, _ = imported_snapshot("face-detection-0200")
-    model, _ = Task(template_path()).load_snapshot(snap)
-    xml = export_ir(model, (256, 256), str(tmp_path / "fp32" / "model.xml"), keep_ratio=False)
-    frames = [read_image(p) for p in real_images(2, 0)]
-    q = quantize_ir(xml, frames, str(tmp_path / "model_int8.xml"), keep_ratio=False)
+    task = Task(template_path())
+    model, _ = task.load_snapshot(snap)
+    sources = int8_sources(real_images(2, 0), classes=task.classes, measured_by="this test")
+    q = write_export(task, model, snap, str(tmp_path / "ir"), (256, 256), False, int8_sources=sources)
+    xml = str(tmp_path / "ir" / "model_fp32.xml")
     assert _info(q) == _info(xml) and _info(q)["model_type"] == "ssd"
     assert os.path.getsize(q.replace(".xml", ".bin")) < os.path.getsize(xml.replace(".xml", ".bin"))

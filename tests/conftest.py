@@ -207,3 +207,35 @@ def child_processes(pid):
             continue
         out.append((int(entry), cmd, env))
     return sorted(out)
+
+
+def kill_rank_1_after_epoch_1(command, out):
+    """Run ``command`` (a tool with ``--gpu-num 2`` writing checkpoints to ``out``), kill -9 its spawned
+    process 1 once epoch 1 is saved; returns (exit code, stderr)."""
+    import os
+    import signal
+    import subprocess
+    import time
+    proc = subprocess.Popen(command, env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1"),
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        end = time.time() + 300
+        while not (out / "epoch_1.pth").exists() and proc.poll() is None and time.time() < end:
+            time.sleep(0.1)
+        ranks = [pid for pid, cmd, _ in child_processes(proc.pid) if "spawn_main" in cmd]
+        assert len(ranks) == 2, child_processes(proc.pid)
+        os.kill(ranks[1], signal.SIGKILL)  # spawned in rank order
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err
+
+
+def assert_one_line_for_the_killed_process(code, err):
+    assert code == 2, err[-3000:]
+    # the last line (after a progress bar that the killed job left without its newline)
+    assert err.rstrip().endswith("error: training process 1 of 2 was killed by signal 9 (SIGKILL); the job stopped"), \
+        err[-3000:]
+    assert "Traceback" not in err and "leaked semaphore" not in err and "ProcessExitedException" not in err, \
+        err[-3000:]

@@ -473,3 +473,26 @@ def _flat(out):
             yield from _flat(x)
     else:
         yield out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the processes in /proc (Linux)")
+def test_a_compression_process_killed_by_a_signal_is_one_line(work_dir_0200, airport2, tmp_path):
+    """compress.py --gpu-num 2, kill -9 of process 1 after epoch 1: one line naming the process and the signal,
+    no traceback, no 'leaked semaphore' warnings (issue 24; train.py's case: tests/engine/test_distributed.py)."""
+    import sys
+    from conftest import assert_one_line_for_the_killed_process, kill_rank_1_after_epoch_1
+    snapshot, _ = imported_snapshot()
+
+    def short_sparsity(part):
+        part["nncf_config"]["compression"][0]["params"].update(multistep_sparsity_levels=[0.2, 0.5],
+                                                               multistep_steps=[1])
+    config = _tiny_config(tmp_path, nncf_sparsity=short_sparsity)
+    ann, root = airport2
+    out = tmp_path / "out"
+    code, err = kill_rank_1_after_epoch_1(
+        [sys.executable, str(work_dir_0200 / "compress.py"), "--train-ann-files", ann, "--train-data-roots", root,
+         "--save-checkpoints-to", str(out), "--batch-size", "2", "--workers", "0", "--input-size", "64",
+         "--nncf-sparsity", "--load-weights", snapshot, "--epochs", "30", "--compression-config", config,
+         "--gpu-num", "2"], out)
+    assert_one_line_for_the_killed_process(code, err)

@@ -63,34 +63,13 @@ def test_processes_leave_the_group_before_interpreter_exit(tmp_path):
 def test_a_training_process_killed_by_a_signal_is_one_line(work_dir_0200, synthetic_data, tmp_path):
     """train.py --gpu-num 2 (spawned gloo processes, data-loading workers), kill -9 of process 1 in epoch 2: the
     job stops with one line naming the process and the signal; no traceback of the survivor's collective, no
-    'leaked semaphore' warnings (issue 24)."""
-    import os
-    import signal
-    import subprocess
+    'leaked semaphore' warnings (issue 24). compress.py's case: tests/compression/test_compression.py."""
     import sys
-    import time
-    from conftest import REPO, child_processes
+    from conftest import assert_one_line_for_the_killed_process, kill_rank_1_after_epoch_1
     ann, root = synthetic_data
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, str(work_dir_0200 / "train.py"), "--train-ann-files", ann,
-                             "--train-data-roots", root, "--save-checkpoints-to", str(out), "--batch-size", "4",
-                             "--input-size", "96", "--workers", "1", "--epochs", "4", "--gpu-num", "2"],
-                            env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1"), stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True)
-    try:
-        end = time.time() + 180
-        while not (out / "epoch_1.pth").exists() and proc.poll() is None and time.time() < end:
-            time.sleep(0.1)
-        ranks = [pid for pid, cmd, _ in child_processes(proc.pid) if "spawn_main" in cmd]
-        assert len(ranks) == 2, child_processes(proc.pid)
-        os.kill(ranks[1], signal.SIGKILL)  # spawned in rank order
-        err = proc.communicate(timeout=120)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 2, err[-3000:]
-    # the last line (after a progress bar that the killed job left without its newline)
-    assert err.rstrip().endswith("error: training process 1 of 2 was killed by signal 9 (SIGKILL); the job stopped"), \
-        err[-3000:]
-    assert "Traceback" not in err and "leaked semaphore" not in err and "ProcessExitedException" not in err, \
-        err[-3000:]
+    code, err = kill_rank_1_after_epoch_1(
+        [sys.executable, str(work_dir_0200 / "train.py"), "--train-ann-files", ann, "--train-data-roots", root,
+         "--save-checkpoints-to", str(out), "--batch-size", "4", "--input-size", "96", "--workers", "1",
+         "--epochs", "4", "--gpu-num", "2"], out)
+    assert_one_line_for_the_killed_process(code, err)

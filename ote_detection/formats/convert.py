@@ -654,3 +654,56 @@ def export_with_datumaro(coco, out_dir, data_format, save_media=True):
                 raise
             raise write_error(out_dir, cause) from exc
     return out_dir
+
+
+def convert_dataset(src, src_format, out, dst_format="coco", data_root=None, subset=None, classes=("face",),
+                    save_media=False):
+    """``tools/convert_dataset.py``: the dataset ``src`` in ``src_format`` (coco, or a Datumaro format) written
+    to ``out`` in ``dst_format``: our COCO json (``coco``; image paths relative to the json's folder; a dataset
+    of several subsets needs ``subset``) or a Datumaro export format (``out`` a new or empty folder, each image
+    keeping its subset, ignored regions with the format's own flag; images copied with ``save_media``).
+    The data checks of train.py / eval.py run before anything is written; OUT is checked writable before any
+    work; a failed write is one line and leaves nothing. Returns the COCO dict written. Errors: OteError."""
+    if is_coco(dst_format) and os.path.isdir(out):
+        raise OteError(f"{out}: is a folder; --to coco writes a .json file")
+    _check_convert_output(out)
+    if is_coco(src_format):
+        if subset:
+            raise OteError(f"--subset {subset}: a COCO json has no subsets (--subset is for a Datumaro --from)")
+        root = data_root or os.path.dirname(os.path.abspath(src))
+        coco = load_coco_files([src], [root], classes)
+        coco = dict(coco, images=[dict(img, file_name=img["path"]) for img in coco["images"]])
+    else:
+        subset = subset or (None if is_coco(dst_format) else ALL_SUBSETS)
+        coco = datumaro_to_coco(src, src_format, classes, subset=subset)
+        # the same checks as train.py / eval.py (files present and readable, sizes, boxes), subset by subset
+        for name in coco["info"]["subsets"] if subset == ALL_SUBSETS else [None]:
+            part = coco if name is None else _subset_of(coco, name)
+            load_coco_files([temporary_json(part, src, src_format, [name] if name else None)],
+                            [os.path.abspath(os.sep)], classes)
+    if is_coco(dst_format):
+        write_coco(coco, out)
+        log.info("wrote %s: %d image(s), %d box(es); give %s as the data root", out, len(coco["images"]),
+                 len(coco["annotations"]), os.path.dirname(os.path.abspath(out)))
+        return coco
+    export_with_datumaro(coco, out, dst_format, save_media=save_media)
+    log.info("wrote %s (%s): %d image(s)", out, dst_format, len(coco["images"]))
+    return coco
+
+
+def _subset_of(coco, name):
+    images = [img for img in coco["images"] if img.get("subset") == name]
+    ids = {img["id"] for img in images}
+    return dict(coco, images=images, annotations=[a for a in coco["annotations"] if a["image_id"] in ids])
+
+
+def _check_convert_output(out):
+    """One line, before any work, when OUT's nearest existing folder cannot be written (read-only); nothing is
+    created here (utils.fileio.check_writable_dir makes the folder it checks)."""
+    folder = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise OteError(f"{out}: cannot be created, {folder} is a file")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OteError(f"{out}: cannot write ({folder} is not writable); nothing was read or written")

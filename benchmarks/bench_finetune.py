@@ -23,6 +23,14 @@ machine (the CPU is printed); finished stages in --work are reused, so a later r
 pipelines only adds what is missing.
 
 ``--pipeline-speed N``: instead, ms per training sample of each pipeline (interleaved).
+``--int8-settings``: after the table's stages, each FP32 IR quantized again with ``nncf.quantize`` (no accuracy
+control) under NNCF settings that differ in one thing, calibrated on the training half: ``fast-bc`` (NNCF's
+fast bias correction, export.py's before), ``full-bc`` (its full bias correction, export.py's for up to 50
+calibration images), ``fast-bc+views`` (the 5 frames plus 8 deployment-scale views of each, zoom 0.8-1.25,
+every other one mirrored: 45 inputs), ``fast-bc+float-ends`` (the first convolution and the prediction
+convolutions left in float). Each is measured on the test half by the INT8 error of the prediction
+convolutions' outputs (sum of squared differences from the FP32 IR's, % of the FP32 outputs' variance, over
+the 5 frames and their mirror images: free of the AP's noise on 25 faces), AP and recall.
 ``--sweep-lrs 0.002,0.006,0.02``: instead, the learning rate x epochs sweep the recipe's defaults come from
 (first width and pipeline; one run per learning rate, its checkpoints at --sweep-epochs measured with PyTorch).
 
@@ -30,10 +38,12 @@ pipelines only adds what is missing.
         [--base-learning-rate 0.002] [--batch-size 2] [--no-int8] [--work outputs/bench_finetune]
     python benchmarks/bench_finetune.py --widths 640 --pipelines deployment --sweep-lrs 0.002,0.006,0.02 --sweep-epochs 12,24
     python benchmarks/bench_finetune.py --widths 960 --pipeline-speed 60
+    python benchmarks/bench_finetune.py --int8-settings
 """
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -198,6 +208,107 @@ def pipeline_speed(a, train_ann):
         print(f"  {name:16s} {statistics.median(t):7.1f} ms/sample  ({statistics.median(t) / ote:.2f}x OTE's)")
 
 
+INT8_SETTINGS = ("fast-bc", "full-bc", "fast-bc+views", "fast-bc+float-ends")
+
+
+def prediction_convolutions(model):
+    """Friendly names of an IR's convolutions from which no other convolution is reachable: the head's
+    prediction layers (class scores and box deltas per level)."""
+    convs = ("Convolution", "GroupConvolution")
+    feeds_conv = set()
+    for op in reversed(model.get_ordered_ops()):  # consumers before producers
+        if any(t.get_node().get_type_name() in convs or t.get_node().get_instance_id() in feeds_conv
+               for out in op.outputs() for t in out.get_target_inputs()):
+            feeds_conv.add(op.get_instance_id())
+    return [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_type_name() in convs and op.get_instance_id() not in feeds_conv]
+
+
+def deployment_views(paths, size, views, seed=0):
+    """``views`` deployment-scale views of each frame (DeploymentScaleCrop's window, zoom 0.8-1.25 drawn
+    log-uniformly, every other one mirrored) as [1, 3, h, w] float32 BGR arrays, as the IR takes them."""
+    import random
+    import cv2
+    import numpy as np
+    from ote_detection.data.images import read_image
+    from ote_detection.data.scale_crop import DeploymentScaleCrop
+    crop, rng, out = DeploymentScaleCrop(scale_range=(0.8, 1.25), img_scale=size, keep_ratio=True), random.Random(seed), []
+    for path in paths:
+        frame = read_image(path)
+        for k in range(views):
+            x0, y0, ax, ay = crop.window(frame.shape[1::-1], math.exp(rng.uniform(math.log(0.8), math.log(1.25))), rng)
+            matrix = np.array([[ax, 0.0, ax * (0.5 - x0) - 0.5], [0.0, ay, ay * (0.5 - y0) - 0.5]])
+            img = cv2.warpAffine(frame, matrix, tuple(size), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+            img = img[:, ::-1] if k % 2 else img
+            out.append(np.ascontiguousarray(img.transpose(2, 0, 1), np.float32)[None])
+    return out
+
+
+def int8_settings(a, rows, train_ann, test_ann):
+    """The --int8-settings table: every FP32 IR of ``rows`` quantized under each of INT8_SETTINGS."""
+    import numpy as np
+    import openvino as ov
+    import nncf
+    from ote_detection.compression.ptq import calibration_tensors, post_processing_scope
+    from ote_detection.data.coco import load_coco_files
+    from ote_detection.evaluation.coco_ap import coco_ap
+    from ote_detection.evaluation.size_report import face_size_report
+    from ote_detection.inference.openvino_predictor import OpenVINOPredictor
+    from ote_detection.inference.predictor import detect_images
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": a.threads}
+    test, train = (load_coco_files(p, AIRPORT, quiet=True) for p in (test_ann, train_ann))
+    print(f"\nINT8 settings (nncf.quantize, no accuracy control; calibration on the training half), test half; "
+          f"CPU {cpu_name()}\n")
+    print("| input | weights | setting | head error % | AP | AP50 | recall | INT8 - FP32 AP | quantization s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r.get("precision") != "fp32":
+            continue
+        fp32 = core.read_model(os.path.join(a.work, "ir", f"{r['variant']}_{r['width']}_fp32", "model.xml"))
+        shape = fp32.inputs[0].get_partial_shape()
+        size = (shape[3].get_length(), shape[2].get_length())
+        frames = calibration_tensors([i["path"] for i in train["images"]], size, keep_ratio=True)
+        tests = calibration_tensors([i["path"] for i in test["images"]], size, keep_ratio=True)
+        tests += [np.ascontiguousarray(t[..., ::-1]) for t in tests]
+        heads = prediction_convolutions(fp32)
+
+        def head_outputs(model):
+            model = model.clone()
+            ops = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+            model.add_outputs([ops[n].output(0) for n in heads])
+            compiled = core.compile_model(model, "CPU", config)
+            outs = compiled.outputs[-len(heads):]
+            return [[res[o] for o in outs] for res in (compiled(t) for t in tests)]
+
+        reference = head_outputs(fp32)
+        for setting in INT8_SETTINGS:
+            names = list(post_processing_scope(fp32).names)
+            if setting.endswith("float-ends"):
+                names += [op.get_friendly_name() for op in fp32.get_ordered_ops()
+                          if op.get_type_name() == "Convolution"][:1] + heads
+            calib = frames + (deployment_views([i["path"] for i in train["images"]], size, 8)
+                              if setting.endswith("views") else [])
+            start = time.time()
+            q = nncf.quantize(fp32, nncf.Dataset(calib), preset=nncf.QuantizationPreset.MIXED,
+                              subset_size=len(calib), fast_bias_correction=setting.startswith("fast"),
+                              ignored_scope=nncf.IgnoredScope(names=names, validate=False))
+            seconds = time.time() - start
+            num = den = 0.0
+            for ref, out in zip(reference, head_outputs(q)):
+                for x, y in zip(ref, out):
+                    num += float(((x - y) ** 2).sum())
+                    den += float(((x - x.mean()) ** 2).sum())
+            predictor = OpenVINOPredictor.from_compiled(q, core.compile_model(q, "CPU", config), keep_ratio=True)
+            dets = detect_images(predictor, [i["path"] for i in test["images"]], [i["id"] for i in test["images"]],
+                                 batch_size=1, progress=False)
+            ap, curves = coco_ap(test, dets, return_curves=True)
+            recall = face_size_report(test, dets, score_thr=a.score_thr)["recall_all"]
+            print(f"| {r['input']} | {r['variant']} | {setting} | {100 * num / den:.3f} | {100 * ap:.1f} | "
+                  f"{100 * curves['AP@.50'][2]:.1f} | {recall:.1f} | {100 * ap - r['ap']:+.1f} | {seconds:.0f} |",
+                  flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--widths", default="960,640", help="input widths (train.py --input-size Wx), comma-separated")
@@ -219,6 +330,8 @@ def main():
                    "the first of --widths and --pipelines), each trained to the largest of --sweep-epochs")
     p.add_argument("--sweep-epochs", default="6,12,24", help="with --sweep-lrs: the epochs at which the checkpoints "
                    "are measured (default: %(default)s)")
+    p.add_argument("--int8-settings", action="store_true", help="after the table: each FP32 IR quantized under "
+                   f"NNCF settings {', '.join(INT8_SETTINGS)}, measured on the test half (see above)")
     p.add_argument("--pipeline-speed", type=int, default=0, metavar="N", help="instead of the table: time N training "
                    "samples of each pipeline at the first width (interleaved)")
     a = p.parse_args()
@@ -292,6 +405,8 @@ def main():
               f"{r['recall']:.1f} | {gain:+.1f} | {'' if int8 is None else f'{int8:+.1f}'} | "
               f"{train_s.get((r['width'], r['variant']), '')} |")
     print("\nrun time (s): " + "; ".join(f"{k}: {v['seconds']}" for k, v in st.data.items()))
+    if a.int8_settings:
+        int8_settings(a, rows, train_ann, test_ann)
 
 
 if __name__ == "__main__":

@@ -149,7 +149,9 @@ def test_export_int8_calibrates_on_each_real_file_once(work_dir_0200, tmp_path, 
     r = _export(work_dir_0200, tmp_path / "int8", "--input-size", "128x", "--int8", "--calibration-images", folder)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"INT8 calibration images: 3 from {folder}" in r.stderr
-    assert yaml.safe_load((tmp_path / "int8" / "export_info.yaml").read_text())["int8"]["calibration_images"] == 3
+    int8 = yaml.safe_load((tmp_path / "int8" / "export_info.yaml").read_text())["int8"]
+    assert int8["calibration_images"] == 3
+    assert int8["bias_correction"] == "full"  # few calibration images: NNCF's full bias correction
 
 
 @pytest.mark.parametrize("what", ["empty", "missing"])

@@ -121,7 +121,7 @@ def compress_without_training(template, load_weights, save_to, *, nncf_sparsity=
     detector.eval()
     plugin = CompressionPlugin(settings)
     model = plugin.prepare_model(detector, PluginContext(device="cpu", input_size=task.input_size, batch_size=1,
-                                                         init_loader=None))
+                                                         init_loader=None, keep_ratio=task.keep_ratio))
     model = plugin.apply_final_levels(model)
     save_checkpoint(save_to, model, meta=dict(task.checkpoint_meta().to_dict(), **plugin.checkpoint_meta()))
     return dict(plugin.state)

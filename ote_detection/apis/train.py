@@ -155,7 +155,8 @@ def _run(options, plugin=None):
         detector.backbone.load_imagenet_weights()  # DDP gives the other processes rank 0's weights
     model = detector.to(device)
     if plugin is not None:
-        ctx = PluginContext(device=device, input_size=task.input_size, batch_size=options.batch_size,
+        ctx = PluginContext(device=device, input_size=task.input_size, keep_ratio=task.keep_ratio,
+                            batch_size=options.batch_size,
                             # each training image once (not RepeatDataset's copies): calibration counts images
                             init_loader=lambda: build_train_loader(
                                 dataset.dataset if isinstance(dataset, RepeatDataset) else dataset,

@@ -1,0 +1,81 @@
+"""QAT's range-initialisation and BatchNorm-adaptation images are shown to the network as the run's frames
+are: letterboxed when the run is (``--input-size Wx``), stretched otherwise.
+
+Runs the real compress.py path (``apis.compress.compress`` -> ``apis.train.train`` -> the compression plugin)
+on two real 1920x1080 airport frames up to the call of NNCF's quantization, which is wrapped to keep the
+images it is given and stop there (the quantization itself is covered by the slow tests of
+test_compression.py).
+"""
+
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import REPO, copy_airport_subset, template_path
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class _Stop(Exception):
+    pass
+
+
+def _init_images(tmp_path, monkeypatch, **geometry):
+    """(range-init images, BN-adaptation batches, the task's img_norm_cfg) that compress.py QAT would use."""
+    from ote_detection.apis.compress import compress
+    from ote_detection.apis.task import Task
+    from ote_detection.artefacts.checkpoint import save_checkpoint
+    from ote_detection.compression import plugin as plugin_module
+
+    root = str(tmp_path / "data")
+    ann, _ = copy_airport_subset(root, n=2)
+    task = Task(template_path())
+    weights = str(tmp_path / "snapshot.pth")  # any train.py snapshot of the template: quantization stops first
+    save_checkpoint(weights, task.build_detector(), meta=task.checkpoint_meta().to_dict())
+    with open(os.path.join(REPO, "model_templates", "face-detection", "face-detection-0200",
+                           "compression_config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    initializer = config["nncf_quantization"]["nncf_config"]["compression"][0]["initializer"]
+    initializer["batchnorm_adaptation"]["num_bn_adaptation_samples"] = 2  # the template's is 0
+    config_path = tmp_path / "compression_config.json"
+    config_path.write_text(json.dumps(config))
+    seen = {}
+
+    def keep_and_stop(model, init_images, bn_batches=(), device="cpu", preset=None):
+        seen["init"], seen["bn"] = init_images, list(bn_batches)
+        raise _Stop
+
+    monkeypatch.setattr(plugin_module, "quantize_model", keep_and_stop)
+    with pytest.raises(_Stop):
+        compress(template_path(), ann, root, str(tmp_path / "out"), nncf_quantization=True, load_weights=weights,
+                 compression_config=str(config_path), batch_size=2, workers=0, epochs=1, progress=False, **geometry)
+    return seen["init"], seen["bn"], task.img_norm_cfg
+
+
+def _normalised_black(img_norm_cfg):
+    """[3] the value a zero (padding) pixel has after the model's normalisation."""
+    from ote_detection.models.inference import InferenceModel
+    return InferenceModel(torch.nn.Identity(), img_norm_cfg).normalize(torch.zeros(1, 3, 1, 1)).flatten()
+
+
+def test_letterboxed_run_calibrates_on_letterboxed_frames(tmp_path, monkeypatch):
+    # 384x at 4:3: 384x288, letterboxed; a 1920x1080 frame fills 384x216 and the 72 rows below are padding
+    init, bn, norm_cfg = _init_images(tmp_path, monkeypatch, input_size=(384, None), aspect="4:3")
+    assert len(init) == 2 and all(tuple(img.shape) == (1, 3, 288, 384) for img in init)
+    assert bn and all(tuple(b.shape[1:]) == (3, 288, 384) for b in bn)
+    black = _normalised_black(norm_cfg)[:, None, None]
+    for img in init + bn:
+        assert torch.equal(img[:, :, 216:, :], black.expand(img.shape[0], 3, 72, 384))
+        assert img[:, :, 206:216, :].std() > 0.02  # the frame's last rows: picture, not padding
+
+
+def test_stretched_run_calibrates_on_stretched_frames(tmp_path, monkeypatch):
+    init, bn, norm_cfg = _init_images(tmp_path, monkeypatch, input_size=(384, 288))
+    assert len(init) == 2 and all(tuple(img.shape) == (1, 3, 288, 384) for img in init)
+    black = _normalised_black(norm_cfg)[:, None, None]
+    for img in init + bn:
+        bottom = img[:, :, 216:, :]
+        assert (bottom == black).all(dim=1).float().mean() < 0.01  # picture, not padding
+        assert bottom.std() > 0.02

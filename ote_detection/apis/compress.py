@@ -15,6 +15,7 @@ import logging
 from ..compression.config import PARTS, enabled_parts, load_compression_settings
 from ..artefacts.checkpoint import load_checkpoint_file
 from ..artefacts.formats import CheckpointMeta
+from ..artefacts.kinds import Checkpoint, open_artefact
 from ..formats.convert import load_dataset
 from ..utils.errors import OteError
 from .task import Task
@@ -54,8 +55,11 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
                        "(or --resume-from a compress.py checkpoint)")
     if load_weights and resume_from:
         raise OteError("give either --resume-from or --load-weights, not both")
-    if load_weights and CheckpointMeta.of(load_checkpoint_file(load_weights), load_weights).compression:
-        raise OteError(f"{load_weights}: already a compressed checkpoint; continue it with --resume-from")
+    snapshot = None
+    if load_weights:
+        snapshot = open_artefact(load_weights, expect=(Checkpoint,))  # read once: PTQ or train() gets it
+        if snapshot.meta.compression:
+            raise OteError(f"{load_weights}: already a compressed checkpoint; continue it with --resume-from")
     resumed = None
     if resume_from:
         resumed = load_checkpoint_file(resume_from)  # read once: train() gets it (resume_checkpoint)
@@ -82,7 +86,7 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
     train_kwargs["val_ann_files"], train_kwargs["val_data_roots"] = val_set.ann_files, val_set.data_roots
     if ptq:
         from ..compression.ptq import post_training_quantization
-        return post_training_quantization(task, load_weights, train_ann_files, train_data_roots, save_checkpoints_to,
+        return post_training_quantization(task, snapshot, train_ann_files, train_data_roots, save_checkpoints_to,
                                           val_ann_files=train_kwargs.get("val_ann_files"),
                                           val_data_roots=train_kwargs.get("val_data_roots"), max_drop=max_drop,
                                           input_size=train_kwargs.get("input_size"), settings=settings,
@@ -95,7 +99,8 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
             log.warning(advice)
     plugin = CompressionPlugin(settings)
     return train(task.template_path, train_ann_files, train_data_roots, save_checkpoints_to, plugin=plugin,
-                 load_weights=load_weights, resume_from=resume_from, resume_checkpoint=resumed, **train_kwargs)
+                 load_weights=load_weights, load_weights_checkpoint=snapshot.data if snapshot else None,
+                 resume_from=resume_from, resume_checkpoint=resumed, **train_kwargs)
 
 
 def compress_without_training(template, load_weights, save_to, *, nncf_sparsity=None, nncf_pruning=None,
@@ -114,10 +119,11 @@ def compress_without_training(template, load_weights, save_to, *, nncf_sparsity=
     flags = {"nncf_quantization": False, "nncf_sparsity": nncf_sparsity, "nncf_pruning": nncf_pruning}
     settings = load_compression_settings(task.template_path, task.template, enabled_parts(task.template, flags),
                                          compression_config)
-    if CheckpointMeta.of(load_checkpoint_file(load_weights), load_weights).compression:
+    snapshot = open_artefact(load_weights, expect=(Checkpoint,))  # read once
+    if snapshot.meta.compression:
         raise OteError(f"{load_weights}: already a compressed checkpoint")
     detector = task.build_detector()
-    load_into(detector, load_weights, expected_template=task.name)
+    load_into(detector, load_weights, expected_template=task.name, ckpt=snapshot.data)
     detector.eval()
     plugin = CompressionPlugin(settings)
     model = plugin.prepare_model(detector, PluginContext(device="cpu", input_size=task.input_size, batch_size=1,

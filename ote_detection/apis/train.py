@@ -47,7 +47,9 @@ class TrainOptions:
     resume: bool = False  # continue this run from the newest checkpoint of save_checkpoints_to, if it holds one
     checkpoint_interval_iters: Optional[int] = None  # also save latest.pth every N iterations within an epoch
     load_weights: Optional[str] = None
+    load_weights_checkpoint: Optional[dict] = None  # its content, read once (by compress.py, or by ``train``)
     load_backbone: Optional[str] = None  # a snapshot whose backbone.* weights start the backbone (not with the two above)
+    load_backbone_checkpoint: Optional[dict] = None  # its content, read once by ``train``
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     base_learning_rate: Optional[float] = None
@@ -145,9 +147,9 @@ def _run(options, plugin=None):
         if not CheckpointMeta.of(resume_ckpt, options.resume_from).compression:
             load_weights(detector, options.resume_from, expected_template=task.name, ckpt=resume_ckpt)
     elif options.load_weights:
-        load_weights(detector, options.load_weights, expected_template=task.name)
+        load_weights(detector, options.load_weights, expected_template=task.name, ckpt=options.load_weights_checkpoint)
     elif options.load_backbone:
-        count = load_backbone_weights(detector, options.load_backbone)
+        count = load_backbone_weights(detector, options.load_backbone, ckpt=options.load_backbone_checkpoint)
         if dist_utils.is_main():
             log.info("backbone: %d tensors from %s; neck and head start from their initialisation", count,
                      options.load_backbone)
@@ -231,21 +233,24 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     if options.load_backbone and (options.resume_from or options.load_weights):
         raise OteError("--load-backbone starts a fresh model's backbone: not with --resume-from or --load-weights")
     resume_meta = None
-    for path in (options.resume_from, options.load_weights, options.load_backbone):
-        if path and (writer or path != options.resume_from):
-            given = options.resume_checkpoint if path == options.resume_from else None  # (compress.py read it)
-            ckpt = given if given is not None else load_checkpoint_file(path)
+    # each file read once: here, or already by compress.py; _run takes the content from options
+    for path_key, content_key in (("resume_from", "resume_checkpoint"), ("load_weights", "load_weights_checkpoint"),
+                                  ("load_backbone", "load_backbone_checkpoint")):
+        path = getattr(options, path_key)
+        if path and (writer or path_key != "resume_from"):
+            ckpt = getattr(options, content_key)
+            if ckpt is None:
+                ckpt = load_checkpoint_file(path)
+                setattr(options, content_key, ckpt)
             meta = CheckpointMeta.of(ckpt, path)  # fail early, with the file's name
-            if path == options.resume_from:
-                options.resume_checkpoint = ckpt
-            if path == options.load_backbone:  # does its backbone fit (before any data is read)?
+            if path_key == "load_backbone":  # does its backbone fit (before any data is read)?
                 load_backbone_weights(task.build_detector(), path, ckpt=ckpt)
             parts = (meta.compression or {}).get("parts")
             if parts and plugin is None:  # its compressed structure and optimizer are compress.py's
                 flags = " ".join("--" + p.replace("_", "-") for p in parts)
                 raise OteError(f"{path}: a compress.py checkpoint ({', '.join(parts)}); continue it with compress.py "
                                f"--resume-from {path} {flags} (train.py resumes and starts from train.py snapshots)")
-            if path == options.resume_from:  # a resumed run keeps its input geometry, or says it changes
+            if path_key == "resume_from":  # a resumed run keeps its input geometry, or says it changes
                 resume_meta = meta
             if (meta.source or {}).get("batchnorm") == "identity" and not task.cfg.model.backbone.get("norm_eval"):
                 log.warning("%s: imported from an IR without --calibrate-bn; its BatchNorms are identities, and "

@@ -1,5 +1,6 @@
-"""QAT's range-initialisation and BatchNorm-adaptation images are shown to the network as the run's frames
-are: letterboxed when the run is (``--input-size Wx``), stretched otherwise.
+"""What compress.py (QAT) does before NNCF quantizes: its range-initialisation and BatchNorm-adaptation
+images are shown to the network as the run's frames are (letterboxed when the run is, ``--input-size Wx``;
+stretched otherwise), and the --load-weights snapshot is read once.
 
 Runs the real compress.py path (``apis.compress.compress`` -> ``apis.train.train`` -> the compression plugin)
 on two real 1920x1080 airport frames up to the call of NNCF's quantization, which is wrapped to keep the
@@ -22,8 +23,10 @@ class _Stop(Exception):
     pass
 
 
-def _init_images(tmp_path, monkeypatch, **geometry):
-    """(range-init images, BN-adaptation batches, the task's img_norm_cfg) that compress.py QAT would use."""
+def _until_quantization(tmp_path, monkeypatch, **geometry):
+    """What compress.py QAT of a snapshot gives NNCF's quantization: {"init": range-init images, "bn":
+    BN-adaptation batches, "norm": the task's img_norm_cfg, "reads": how often the snapshot file was
+    unpickled (``torch.load``, wrapped: the real one runs)}."""
     from ote_detection.apis.compress import compress
     from ote_detection.apis.task import Task
     from ote_detection.artefacts.checkpoint import save_checkpoint
@@ -41,7 +44,15 @@ def _init_images(tmp_path, monkeypatch, **geometry):
     initializer["batchnorm_adaptation"]["num_bn_adaptation_samples"] = 2  # the template's is 0
     config_path = tmp_path / "compression_config.json"
     config_path.write_text(json.dumps(config))
-    seen = {}
+    seen = {"reads": 0, "norm": task.img_norm_cfg}
+    real_load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        if isinstance(f, (str, os.PathLike)) and os.fspath(f) == weights:
+            seen["reads"] += 1
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
 
     def keep_and_stop(model, init_images, bn_batches=(), device="cpu", preset=None):
         seen["init"], seen["bn"] = init_images, list(bn_batches)
@@ -51,7 +62,7 @@ def _init_images(tmp_path, monkeypatch, **geometry):
     with pytest.raises(_Stop):
         compress(template_path(), ann, root, str(tmp_path / "out"), nncf_quantization=True, load_weights=weights,
                  compression_config=str(config_path), batch_size=2, workers=0, epochs=1, progress=False, **geometry)
-    return seen["init"], seen["bn"], task.img_norm_cfg
+    return seen
 
 
 def _normalised_black(img_norm_cfg):
@@ -62,7 +73,8 @@ def _normalised_black(img_norm_cfg):
 
 def test_letterboxed_run_calibrates_on_letterboxed_frames(tmp_path, monkeypatch):
     # 384x at 4:3: 384x288, letterboxed; a 1920x1080 frame fills 384x216 and the 72 rows below are padding
-    init, bn, norm_cfg = _init_images(tmp_path, monkeypatch, input_size=(384, None), aspect="4:3")
+    seen = _until_quantization(tmp_path, monkeypatch, input_size=(384, None), aspect="4:3")
+    init, bn, norm_cfg = seen["init"], seen["bn"], seen["norm"]
     assert len(init) == 2 and all(tuple(img.shape) == (1, 3, 288, 384) for img in init)
     assert bn and all(tuple(b.shape[1:]) == (3, 288, 384) for b in bn)
     black = _normalised_black(norm_cfg)[:, None, None]
@@ -72,10 +84,16 @@ def test_letterboxed_run_calibrates_on_letterboxed_frames(tmp_path, monkeypatch)
 
 
 def test_stretched_run_calibrates_on_stretched_frames(tmp_path, monkeypatch):
-    init, bn, norm_cfg = _init_images(tmp_path, monkeypatch, input_size=(384, 288))
+    seen = _until_quantization(tmp_path, monkeypatch, input_size=(384, 288))
+    init, bn, norm_cfg = seen["init"], seen["bn"], seen["norm"]
     assert len(init) == 2 and all(tuple(img.shape) == (1, 3, 288, 384) for img in init)
     black = _normalised_black(norm_cfg)[:, None, None]
     for img in init + bn:
         bottom = img[:, :, 216:, :]
         assert (bottom == black).all(dim=1).float().mean() < 0.01  # picture, not padding
         assert bottom.std() > 0.02
+
+
+def test_load_weights_is_read_once(tmp_path, monkeypatch):
+    # compress() checks it, train() checks its meta, the training process loads its weights: one read
+    assert _until_quantization(tmp_path, monkeypatch, input_size=(384, 288))["reads"] == 1

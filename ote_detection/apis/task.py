@@ -92,7 +92,7 @@ class Task:
 
         The input size is the checkpoint's own (training may override it), else the template's."""
         detector = self.build_detector()
-        snapshot = weights if isinstance(weights, Checkpoint) else open_artefact(weights, expect=(Checkpoint,))
+        snapshot = open_artefact(weights, expect=(Checkpoint,))  # (as it is when already opened)
         weights, ckpt, meta = snapshot.path, snapshot.data, snapshot.meta
         if meta.template and meta.template != self.name:
             raise OteError(f"{weights}: checkpoint of template '{meta.template}', not of '{self.name}'")

@@ -48,6 +48,9 @@ class TrainOptions:
     checkpoint_interval_iters: Optional[int] = None  # also save latest.pth every N iterations within an epoch
     load_weights: Optional[str] = None
     load_weights_checkpoint: Optional[dict] = None  # its content, read once (by compress.py, or by ``train``)
+    # without input_size: the run's geometry is the --load-weights snapshot's (compress.py: the snapshot is the
+    # model compressed), not the template's (train.py: the snapshot is only a starting point)
+    load_weights_geometry: bool = False
     load_backbone: Optional[str] = None  # a snapshot whose backbone.* weights start the backbone (not with the two above)
     load_backbone_checkpoint: Optional[dict] = None  # its content, read once by ``train``
     epochs: Optional[int] = None
@@ -232,7 +235,7 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     writer = dist_utils.env_rank() == 0
     if options.load_backbone and (options.resume_from or options.load_weights):
         raise OteError("--load-backbone starts a fresh model's backbone: not with --resume-from or --load-weights")
-    resume_meta = None
+    resume_meta = weights_meta = None
     # each file read once: here, or already by compress.py; _run takes the content from options
     for path_key, content_key in (("resume_from", "resume_checkpoint"), ("load_weights", "load_weights_checkpoint"),
                                   ("load_backbone", "load_backbone_checkpoint")):
@@ -252,6 +255,8 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
                                f"--resume-from {path} {flags} (train.py resumes and starts from train.py snapshots)")
             if path_key == "resume_from":  # a resumed run keeps its input geometry, or says it changes
                 resume_meta = meta
+            if path_key == "load_weights":
+                weights_meta = meta
             if (meta.source or {}).get("batchnorm") == "identity" and not task.cfg.model.backbone.get("norm_eval"):
                 log.warning("%s: imported from an IR without --calibrate-bn; its BatchNorms are identities, and "
                             "training in train mode replaces them by batch statistics (AP collapses). Import it again "
@@ -260,8 +265,12 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     if options.input_size is not None and options.input_size[1] is None and options.aspect is None:
         # 'Wx': the height from the aspect of most training frames (the sizes the annotation files give)
         frame_hw = common_frame_hw(train_set.load(require_boxes=False, check_images=False, quiet=True)["images"])
-    size, options.keep_ratio = task.resolve_geometry(options.input_size, resume_meta, options.resume_from, frame_hw,
-                                                     options.aspect)
+    # without --input-size: the geometry of the checkpoint resumed, or of the snapshot compress.py compresses
+    snapshot, snapshot_path, role = ((weights_meta, options.load_weights, "compress")
+                                     if options.load_weights_geometry and options.load_weights
+                                     else (resume_meta, options.resume_from, "resume"))
+    size, options.keep_ratio = task.resolve_geometry(options.input_size, snapshot, snapshot_path, frame_hw,
+                                                     options.aspect, role=role)
     options.input_size = tuple(size)
     if options.keep_ratio:
         log.info("training at input %dx%d, frames letterboxed (as eval.py, export.py and the demo will show them)",

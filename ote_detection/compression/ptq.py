@@ -19,7 +19,6 @@ import yaml
 
 from ..data.coco import load_coco_files
 from ..data.images import IMAGE_EXTS, read_image
-from ..inference.deploy import deployment_geometry
 from ..inference.predictor import FramePredictor
 from ..evaluation import evaluate_detections
 from ..export.exporter import convert_to_openvino
@@ -298,11 +297,12 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
         raise OteError("--ptq needs --val-ann-files/--val-data-roots: the accuracy of the quantized model is "
                        "measured on them")
     snapshot = open_artefact(load_weights, expect=(Checkpoint,))  # (as it is when already opened)
-    model, snapshot_size, meta = task.load_snapshot(snapshot, with_meta=True)
+    model, _, meta = task.load_snapshot(snapshot, with_meta=True)
     load_weights = snapshot.path
-    # the snapshot's geometry (letterboxed after train.py --input-size Wx), or --input-size WxH stretched
-    size, keep_ratio = deployment_geometry(tuple(input_size) if input_size else None,
-                                           default=(snapshot_size, meta.keep_ratio))
+    # the snapshot's geometry (letterboxed after train.py --input-size Wx), or --input-size WxH stretched: the
+    # decision compress.py's fine-tuning makes (Task.resolve_geometry), said in one line
+    size, keep_ratio = task.resolve_geometry(tuple(input_size) if input_size else None, meta, load_weights,
+                                             role="compress")
     train_coco = load_coco_files(train_ann_files, train_data_roots, task.classes, flags="--train")
     val_coco = load_coco_files(val_ann_files, val_data_roots, task.classes, flags="--val")
     fp32, _ = convert_to_openvino(model, size, classes=task.classes, keep_ratio=keep_ratio)

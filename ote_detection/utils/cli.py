@@ -286,8 +286,9 @@ def add_training_args(parser, defaults="the template's", load_weights_help=None,
                         "load in the training process)")
     if letterbox:
         parser.add_argument("--input-size", type=input_size_or_width, help="the input size (default: "
-                            f"{input_size_default}): W, WxH (frames stretched to it, as the templates train), or Wx (width W, the height from "
-                            "the training frames' aspect, or --aspect, rounded up to the model's stride; frames "
+                            f"{input_size_default}): W, WxH (frames stretched to it, as the templates train), or Wx "
+                            "(width W, the height from the training frames' aspect, or --aspect, rounded up to the "
+                            "model's stride; frames "
                             "letterboxed as export.py --input-size Wx, eval.py and the demo do). Each side 32..8192; "
                             "stored in the checkpoint, so eval.py, export.py and visualize.py use the same geometry "
                             "without a flag")

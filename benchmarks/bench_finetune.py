@@ -185,15 +185,14 @@ def pipeline_speed(a, train_ann):
     import statistics
     from ote_detection.apis.task import Task
     from ote_detection.apis.train import build_train_dataset
-    from ote_detection.inference.deploy import deployment_geometry, model_stride, common_frame_hw
+    from ote_detection.inference.deploy import common_frame_hw
     width = int(a.widths.split(",")[0])
     datasets = {}
     for pipeline in PIPELINES:
         task = Task(work_dir_for(a.work, pipeline))
         with open(train_ann, encoding="utf-8") as f:
             hw = common_frame_hw(json.load(f)["images"])
-        size, keep = deployment_geometry((width, None), frame_hw=hw, stride=model_stride(task.cfg.model))
-        task.set_input_size(size, keep)
+        size, _ = task.resolve_geometry((width, None), frame_hw=hw)  # as train.py --input-size Wx
         datasets[pipeline] = build_train_dataset(task.cfg, train_ann, AIRPORT, task.classes, quiet=True)
     times = {k: [] for k in datasets}
     for i in range(a.pipeline_speed):

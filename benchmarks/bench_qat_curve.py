@@ -74,8 +74,8 @@ def main():
         if v["init"] is None:
             init = bn = None
         elif v["init"] == "plain":
-            init = plain_images(paths, task.input_size, task.img_norm_cfg, 10)
-            bn = [torch.cat(plain_images(paths, task.input_size, task.img_norm_cfg, 10))] if v["bn_adapt"] else []
+            init = plain_images(paths, task.input_size, task.keep_ratio, task.img_norm_cfg, 10)
+            bn = [torch.cat(init)] if v["bn_adapt"] else []
         else:
             init = collect_images(loader, 10)
             bn = collect_batches(loader, v["bn_adapt"]) if v["bn_adapt"] else []

@@ -82,7 +82,7 @@ def main():
 
     task, dataset, paths, det, ap = load_experiment(a.model, a.work, a.train, a.snapshot, a.sets.split(","))
 
-    init = plain_images(paths, task.input_size, task.img_norm_cfg, len(paths))
+    init = plain_images(paths, task.input_size, task.keep_ratio, task.img_norm_cfg, len(paths))
     h, w = init[0].shape[-2:]
     crops = [torch.nn.functional.interpolate(i[..., h // 8:h - h // 8, w // 8:w - w // 8], size=(h, w),
                                              mode="bilinear", align_corners=False) for i in init]

@@ -31,7 +31,7 @@ from ..data.images import read_image
 from ..evaluation.size_report import deployment_metrics
 from ..inference.deploy import common_frame_hw, deployment_geometry, model_stride
 from ..inference.factory import make_predictor
-from ..artefacts.formats import is_ir
+from ..artefacts.kinds import IR, Checkpoint, open_artefact
 from ..utils.errors import OteError
 from .export import write_export
 from .task import Task
@@ -146,10 +146,10 @@ def choose_input_size(template, weights, ann_files, data_roots, sizes, precision
     ``keep_ratio``: None (each size as ``deployment_geometry`` decides), True (all letterboxed) or False (all
     stretched). ``save_irs_to``: one export folder per size (export.py's files), default a temporary folder."""
     task = Task(template)
-    if is_ir(weights):
-        raise OteError(f"{weights}: an IR has one input size; give the PyTorch snapshot (.pth) to sweep sizes")
-    specs = parse_size_list(sizes)  # checked before anything is loaded
-    model, _ = task.load_snapshot(weights)
+    snapshot = open_artefact(weights, expect=(Checkpoint,),
+                             refuse={IR: "an IR has one input size; give the PyTorch snapshot (.pth) to sweep sizes"})
+    specs = parse_size_list(sizes)  # checked before any model is built
+    model, _ = task.load_snapshot(snapshot)
     coco = load_dataset(ann_files, data_roots, data_format, val_subset, "val", task.classes).load()
     frames = load_frames(coco)
     frame_hw = common_frame_hw(coco["images"])

@@ -15,6 +15,7 @@ import logging
 from ..compression.config import PARTS, enabled_parts, load_compression_settings
 from ..artefacts.checkpoint import load_checkpoint_file
 from ..artefacts.formats import CheckpointMeta
+from ..artefacts.kinds import Checkpoint, open_artefact
 from ..formats.convert import load_dataset
 from ..utils.errors import OteError
 from .task import Task
@@ -42,7 +43,9 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
     """Compress the template's model. ``nncf_*``: True/False, or None for the template's
     ``optimisations.<part>.default``. ``train_kwargs``: ``apis.train.TrainOptions`` fields (val files,
     epochs, batch size, learning rate, gpu_num, input size, ...); ``epochs`` / ``base_learning_rate``
-    left None take the compression config's ``total_epochs`` / ``optimizer.lr``.
+    left None take the compression config's ``total_epochs`` / ``optimizer.lr``; ``input_size`` left None
+    takes the geometry of ``load_weights`` (its size, letterboxed if it was trained so; ``Task.
+    resolve_geometry``), or of ``resume_from``, else the template's.
 
     Returns the training history, or with ``ptq`` a dict of the PTQ results."""
     task = Task(template)
@@ -54,8 +57,11 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
                        "(or --resume-from a compress.py checkpoint)")
     if load_weights and resume_from:
         raise OteError("give either --resume-from or --load-weights, not both")
-    if load_weights and CheckpointMeta.of(load_checkpoint_file(load_weights), load_weights).compression:
-        raise OteError(f"{load_weights}: already a compressed checkpoint; continue it with --resume-from")
+    snapshot = None
+    if load_weights:
+        snapshot = open_artefact(load_weights, expect=(Checkpoint,))  # read once: PTQ or train() gets it
+        if snapshot.meta.compression:
+            raise OteError(f"{load_weights}: already a compressed checkpoint; continue it with --resume-from")
     resumed = None
     if resume_from:
         resumed = load_checkpoint_file(resume_from)  # read once: train() gets it (resume_checkpoint)
@@ -82,7 +88,7 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
     train_kwargs["val_ann_files"], train_kwargs["val_data_roots"] = val_set.ann_files, val_set.data_roots
     if ptq:
         from ..compression.ptq import post_training_quantization
-        return post_training_quantization(task, load_weights, train_ann_files, train_data_roots, save_checkpoints_to,
+        return post_training_quantization(task, snapshot, train_ann_files, train_data_roots, save_checkpoints_to,
                                           val_ann_files=train_kwargs.get("val_ann_files"),
                                           val_data_roots=train_kwargs.get("val_data_roots"), max_drop=max_drop,
                                           input_size=train_kwargs.get("input_size"), settings=settings,
@@ -94,8 +100,10 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
         if advice:
             log.warning(advice)
     plugin = CompressionPlugin(settings)
+    # without --input-size the snapshot's geometry (size, letterboxing), as --ptq and export.py take it
     return train(task.template_path, train_ann_files, train_data_roots, save_checkpoints_to, plugin=plugin,
-                 load_weights=load_weights, resume_from=resume_from, resume_checkpoint=resumed, **train_kwargs)
+                 load_weights=load_weights, load_weights_checkpoint=snapshot.data if snapshot else None,
+                 load_weights_geometry=True, resume_from=resume_from, resume_checkpoint=resumed, **train_kwargs)
 
 
 def compress_without_training(template, load_weights, save_to, *, nncf_sparsity=None, nncf_pruning=None,
@@ -103,25 +111,26 @@ def compress_without_training(template, load_weights, save_to, *, nncf_sparsity=
     """What compression costs before any recovery: the snapshot ``load_weights`` with the enabled sparsity /
     pruning parts applied at once at their schedules' final levels (``CompressionPlugin.apply_final_levels``),
     no fine-tuning; writes the compress.py-style checkpoint ``save_to`` (epoch 0), which eval.py and export.py
-    read like any compressed checkpoint. ``nncf_*``: as ``compress``. ``input_size``: (w, h), default the
-    template's. Returns the plugin's ``state`` (``pruning_ratio`` / ``sparsity_level`` reached)."""
+    read like any compressed checkpoint. ``nncf_*``: as ``compress``. ``input_size``: (w, h) stretched, default
+    the snapshot's geometry (``Task.resolve_geometry``, as ``compress`` trains it). Returns the plugin's
+    ``state`` (``pruning_ratio`` / ``sparsity_level`` reached)."""
     from ..compression.plugin import CompressionPlugin
     from ..artefacts.checkpoint import load_weights as load_into, save_checkpoint
     from ..engine.plugin import PluginContext
     task = Task(template)
-    if input_size:
-        task.set_input_size(input_size)
     flags = {"nncf_quantization": False, "nncf_sparsity": nncf_sparsity, "nncf_pruning": nncf_pruning}
     settings = load_compression_settings(task.template_path, task.template, enabled_parts(task.template, flags),
                                          compression_config)
-    if CheckpointMeta.of(load_checkpoint_file(load_weights), load_weights).compression:
+    snapshot = open_artefact(load_weights, expect=(Checkpoint,))  # read once
+    if snapshot.meta.compression:
         raise OteError(f"{load_weights}: already a compressed checkpoint")
+    task.resolve_geometry(input_size, snapshot.meta, load_weights, role="compress")  # as compress() trains it
     detector = task.build_detector()
-    load_into(detector, load_weights, expected_template=task.name)
+    load_into(detector, load_weights, expected_template=task.name, ckpt=snapshot.data)
     detector.eval()
     plugin = CompressionPlugin(settings)
     model = plugin.prepare_model(detector, PluginContext(device="cpu", input_size=task.input_size, batch_size=1,
-                                                         init_loader=None))
+                                                         init_loader=None, keep_ratio=task.keep_ratio))
     model = plugin.apply_final_levels(model)
     save_checkpoint(save_to, model, meta=dict(task.checkpoint_meta().to_dict(), **plugin.checkpoint_meta()))
     return dict(plugin.state)

@@ -15,7 +15,7 @@ from ..evaluation.size_report import face_size_report, format_size_report, size_
 from ..utils.cli import check_batch_pixels
 from ..utils.errors import OteError
 from ..utils.fileio import atomic_write_text, check_writable_dir, check_writable_file
-from ..artefacts.formats import is_ir
+from ..artefacts.kinds import IR, Checkpoint, open_artefact
 from ..inference.factory import artefact_complexity, detection_settings, make_predictor
 from .task import Task
 
@@ -64,12 +64,13 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
         wider_images = find_wider_images_dir(wider_dir)
         wider_gt = find_wider_gt_dir(wider_dir, wider_gt_dir)
     # the geometry: 'Wx' takes its height from the test frames (inference.deploy.deployment_geometry)
-    predictor = make_predictor(task, load_weights, precision, threads, input_size=input_size, keep_ratio=keep_ratio,
+    artefact = open_artefact(load_weights, expect=(Checkpoint, IR))  # read once: a snapshot or an IR
+    predictor = make_predictor(task, artefact, precision, threads, input_size=input_size, keep_ratio=keep_ratio,
                                batch_size=batch_size, tile=tile,
                                frame_hw=common_frame_hw(coco["images"]) if coco is not None else None)
     input_size = predictor.input_size
     try:  # bounded before any image is read (an IR runs one image at a time)
-        if not is_ir(load_weights):
+        if isinstance(artefact, Checkpoint):
             check_batch_pixels(min(int(batch_size), len(coco["images"]) if coco else int(batch_size)), input_size,
                                given=batch_size)
     except ValueError as exc:
@@ -77,7 +78,7 @@ def evaluate(template, load_weights, test_ann_files=None, test_data_roots=None, 
     log.info("evaluating at input %dx%d (%s%s)", input_size[0], input_size[1],
              "letterboxed" if predictor.keep_ratio else "stretched", ", tiled" if tile is not None else "")
     cache = DetectionCache(cache_dir, template=task.name)
-    settings = detection_settings(task, predictor, load_weights, precision, batch_size) if cache.cache_dir else None
+    settings = detection_settings(task, predictor, artefact, precision, batch_size) if cache.cache_dir else None
     wanted = [m["key"] for m in task.template["metrics"]]
     metrics = {}
     if coco is not None:

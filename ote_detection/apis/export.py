@@ -7,7 +7,8 @@ from ..inference.deploy import check_aspect_flag, deployment_geometry, model_str
 from ..export.exporter import convert_to_openvino, export_onnx
 from ..export.openvino_export import INPUT_NAME, save_openvino
 from ..utils.errors import OteError
-from ..artefacts.formats import ExportInfo, ir_checksums, is_ir, write_export_info
+from ..artefacts.formats import ExportInfo, ir_checksums, write_export_info
+from ..artefacts.kinds import IR, Checkpoint, open_artefact
 from ..utils.complexity import complexity_record
 from ..utils.fileio import OutputLock, atomic_dir, check_writable_dir, sha256sum
 from .task import Task
@@ -36,10 +37,10 @@ def export(template, load_weights, save_model_to, onnx=False, input_size=None, a
     task = Task(template)
     if not load_weights:
         raise OteError("--load-weights is required: the snapshot (.pth) to export")
-    if is_ir(load_weights):
-        raise OteError(f"{load_weights}: already an OpenVINO IR; export takes a PyTorch snapshot (.pth)")
     check_aspect_flag(input_size, aspect)
-    model, snapshot_size, meta = task.load_snapshot(load_weights, with_meta=True)  # checks template and shapes
+    snapshot = open_artefact(load_weights, expect=(Checkpoint,),
+                             refuse={IR: "already an OpenVINO IR; export takes a PyTorch snapshot (.pth)"})
+    model, snapshot_size, meta = task.load_snapshot(snapshot, with_meta=True)  # checks template and shapes
     sources = None
     if int8:  # the images are listed and the validation set read before the FP32 export (minutes)
         from ..compression.ptq import int8_sources

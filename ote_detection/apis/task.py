@@ -1,5 +1,6 @@
 """A template (template.yaml + model.py) as the other entry points use it; the one place that resolves
-a run's input geometry (``resolve_geometry``: --input-size, a resumed checkpoint's, the template's)."""
+a run's input geometry (``resolve_geometry``: --input-size, a resumed or compressed checkpoint's, the
+template's)."""
 
 import logging
 import os
@@ -46,28 +47,35 @@ class Task:
         if keep_ratio is not None:
             self.cfg["keep_ratio"] = bool(keep_ratio)
 
-    def resolve_geometry(self, requested=None, resume_meta=None, resume_path=None, frame_hw=None, aspect=None):
+    def resolve_geometry(self, requested=None, snapshot_meta=None, snapshot_path=None, frame_hw=None, aspect=None,
+                         role="resume"):
         """The input geometry of a training run, ((w, h), keep_ratio), set into the config and returned.
 
-        ``requested`` (--input-size: W, WxH, or (W, None) for 'Wx') if given, else the geometry the resumed
-        checkpoint (``resume_meta``, a ``CheckpointMeta``) was trained at, else the template's (stretched).
-        'Wx' takes its height from ``aspect`` (--aspect) if given, else from ``frame_hw`` (the training
-        frames' (h, w)), rounded up to the model's stride, and letterboxes: ``inference.deploy.
-        deployment_geometry``, the decision export, eval and the demo make. A resume whose --input-size
-        differs from the checkpoint's says so in one line (the run continues at the requested geometry)."""
+        ``requested`` (--input-size: W, WxH, or (W, None) for 'Wx') if given, else the geometry the checkpoint
+        ``snapshot_meta`` (a ``CheckpointMeta``, of the file ``snapshot_path``) was trained at, else the
+        template's (stretched). ``role``: why that checkpoint's geometry counts, for the log lines:
+        ``"resume"`` (train.py / compress.py --resume-from) or ``"compress"`` (compress.py --load-weights:
+        the snapshot is the model compressed, so the run keeps its geometry). 'Wx' takes its height from
+        ``aspect`` (--aspect) if given, else from ``frame_hw`` (the training frames' (h, w)), rounded up to the
+        model's stride, and letterboxes: ``inference.deploy.deployment_geometry``, the decision export, eval and
+        the demo make. Taking the checkpoint's geometry says so in one line; an --input-size that differs from
+        it says so in one warning (the run goes on at the requested geometry)."""
+        taking, going_on = {"resume": ("resuming", "the resumed run continues"),
+                            "compress": ("compressing", "compression runs")}[role]
         requested = InputSize.of(requested)
-        stored = resume_meta.input_size if resume_meta is not None else None
-        default = ((stored, resume_meta.keep_ratio) if stored is not None else (self.input_size, self.keep_ratio))
+        stored = snapshot_meta.input_size if snapshot_meta is not None else None
+        default = ((stored, snapshot_meta.keep_ratio) if stored is not None else (self.input_size, self.keep_ratio))
         size, keep = deployment_geometry(requested, frame_hw=None if aspect is not None else frame_hw, aspect=aspect,
                                          stride=model_stride(self.cfg.model), default=default)
         fit = "letterboxed" if keep else "stretched"
-        if requested is None and stored is not None and tuple(stored) != tuple(self.input_size):
-            log.info("%s: resuming at its input size %dx%d %s (the template's is %dx%d)", resume_path, *stored, fit,
-                     *self.input_size)
-        elif requested is not None and stored is not None and (tuple(stored), resume_meta.keep_ratio) != (size, keep):
-            log.warning("%s was trained at %dx%d%s; the resumed run continues at --input-size %dx%d %s (its "
-                        "anchors were matched and its BatchNorm statistics measured at %dx%d)", resume_path,
-                        *stored, " letterboxed" if resume_meta.keep_ratio else "", *size, fit, *stored)
+        if requested is None and stored is not None:
+            template = "the template's" if (tuple(stored), keep) == (tuple(self.input_size), self.keep_ratio) else \
+                "the template's is %dx%d %s" % (*self.input_size, "letterboxed" if self.keep_ratio else "stretched")
+            log.info("%s: %s at its input size %dx%d %s (%s)", snapshot_path, taking, *stored, fit, template)
+        elif requested is not None and stored is not None and (tuple(stored), snapshot_meta.keep_ratio) != (size, keep):
+            log.warning("%s was trained at %dx%d%s; %s at --input-size %dx%d %s (its anchors were matched and its "
+                        "BatchNorm statistics measured at %dx%d)", snapshot_path, *stored,
+                        " letterboxed" if snapshot_meta.keep_ratio else "", going_on, *size, fit, *stored)
         size = InputSize(int(size[0]), int(size[1]))
         self.set_input_size(size, keep)
         return size, keep
@@ -92,7 +100,7 @@ class Task:
 
         The input size is the checkpoint's own (training may override it), else the template's."""
         detector = self.build_detector()
-        snapshot = weights if isinstance(weights, Checkpoint) else open_artefact(weights, expect=(Checkpoint,))
+        snapshot = open_artefact(weights, expect=(Checkpoint,))  # (as it is when already opened)
         weights, ckpt, meta = snapshot.path, snapshot.data, snapshot.meta
         if meta.template and meta.template != self.name:
             raise OteError(f"{weights}: checkpoint of template '{meta.template}', not of '{self.name}'")

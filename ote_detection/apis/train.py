@@ -47,7 +47,12 @@ class TrainOptions:
     resume: bool = False  # continue this run from the newest checkpoint of save_checkpoints_to, if it holds one
     checkpoint_interval_iters: Optional[int] = None  # also save latest.pth every N iterations within an epoch
     load_weights: Optional[str] = None
+    load_weights_checkpoint: Optional[dict] = None  # its content, read once (by compress.py, or by ``train``)
+    # without input_size: the run's geometry is the --load-weights snapshot's (compress.py: the snapshot is the
+    # model compressed), not the template's (train.py: the snapshot is only a starting point)
+    load_weights_geometry: bool = False
     load_backbone: Optional[str] = None  # a snapshot whose backbone.* weights start the backbone (not with the two above)
+    load_backbone_checkpoint: Optional[dict] = None  # its content, read once by ``train``
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     base_learning_rate: Optional[float] = None
@@ -145,9 +150,9 @@ def _run(options, plugin=None):
         if not CheckpointMeta.of(resume_ckpt, options.resume_from).compression:
             load_weights(detector, options.resume_from, expected_template=task.name, ckpt=resume_ckpt)
     elif options.load_weights:
-        load_weights(detector, options.load_weights, expected_template=task.name)
+        load_weights(detector, options.load_weights, expected_template=task.name, ckpt=options.load_weights_checkpoint)
     elif options.load_backbone:
-        count = load_backbone_weights(detector, options.load_backbone)
+        count = load_backbone_weights(detector, options.load_backbone, ckpt=options.load_backbone_checkpoint)
         if dist_utils.is_main():
             log.info("backbone: %d tensors from %s; neck and head start from their initialisation", count,
                      options.load_backbone)
@@ -155,7 +160,8 @@ def _run(options, plugin=None):
         detector.backbone.load_imagenet_weights()  # DDP gives the other processes rank 0's weights
     model = detector.to(device)
     if plugin is not None:
-        ctx = PluginContext(device=device, input_size=task.input_size, batch_size=options.batch_size,
+        ctx = PluginContext(device=device, input_size=task.input_size, keep_ratio=task.keep_ratio,
+                            batch_size=options.batch_size,
                             # each training image once (not RepeatDataset's copies): calibration counts images
                             init_loader=lambda: build_train_loader(
                                 dataset.dataset if isinstance(dataset, RepeatDataset) else dataset,
@@ -229,23 +235,28 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     writer = dist_utils.env_rank() == 0
     if options.load_backbone and (options.resume_from or options.load_weights):
         raise OteError("--load-backbone starts a fresh model's backbone: not with --resume-from or --load-weights")
-    resume_meta = None
-    for path in (options.resume_from, options.load_weights, options.load_backbone):
-        if path and (writer or path != options.resume_from):
-            given = options.resume_checkpoint if path == options.resume_from else None  # (compress.py read it)
-            ckpt = given if given is not None else load_checkpoint_file(path)
+    resume_meta = weights_meta = None
+    # each file read once: here, or already by compress.py; _run takes the content from options
+    for path_key, content_key in (("resume_from", "resume_checkpoint"), ("load_weights", "load_weights_checkpoint"),
+                                  ("load_backbone", "load_backbone_checkpoint")):
+        path = getattr(options, path_key)
+        if path and (writer or path_key != "resume_from"):
+            ckpt = getattr(options, content_key)
+            if ckpt is None:
+                ckpt = load_checkpoint_file(path)
+                setattr(options, content_key, ckpt)
             meta = CheckpointMeta.of(ckpt, path)  # fail early, with the file's name
-            if path == options.resume_from:
-                options.resume_checkpoint = ckpt
-            if path == options.load_backbone:  # does its backbone fit (before any data is read)?
+            if path_key == "load_backbone":  # does its backbone fit (before any data is read)?
                 load_backbone_weights(task.build_detector(), path, ckpt=ckpt)
             parts = (meta.compression or {}).get("parts")
             if parts and plugin is None:  # its compressed structure and optimizer are compress.py's
                 flags = " ".join("--" + p.replace("_", "-") for p in parts)
                 raise OteError(f"{path}: a compress.py checkpoint ({', '.join(parts)}); continue it with compress.py "
                                f"--resume-from {path} {flags} (train.py resumes and starts from train.py snapshots)")
-            if path == options.resume_from:  # a resumed run keeps its input geometry, or says it changes
+            if path_key == "resume_from":  # a resumed run keeps its input geometry, or says it changes
                 resume_meta = meta
+            if path_key == "load_weights":
+                weights_meta = meta
             if (meta.source or {}).get("batchnorm") == "identity" and not task.cfg.model.backbone.get("norm_eval"):
                 log.warning("%s: imported from an IR without --calibrate-bn; its BatchNorms are identities, and "
                             "training in train mode replaces them by batch statistics (AP collapses). Import it again "
@@ -254,8 +265,12 @@ def train(template, train_ann_files, train_data_roots, save_checkpoints_to, plug
     if options.input_size is not None and options.input_size[1] is None and options.aspect is None:
         # 'Wx': the height from the aspect of most training frames (the sizes the annotation files give)
         frame_hw = common_frame_hw(train_set.load(require_boxes=False, check_images=False, quiet=True)["images"])
-    size, options.keep_ratio = task.resolve_geometry(options.input_size, resume_meta, options.resume_from, frame_hw,
-                                                     options.aspect)
+    # without --input-size: the geometry of the checkpoint resumed, or of the snapshot compress.py compresses
+    snapshot, snapshot_path, role = ((weights_meta, options.load_weights, "compress")
+                                     if options.load_weights_geometry and options.load_weights
+                                     else (resume_meta, options.resume_from, "resume"))
+    size, options.keep_ratio = task.resolve_geometry(options.input_size, snapshot, snapshot_path, frame_hw,
+                                                     options.aspect, role=role)
     options.input_size = tuple(size)
     if options.keep_ratio:
         log.info("training at input %dx%d, frames letterboxed (as eval.py, export.py and the demo will show them)",

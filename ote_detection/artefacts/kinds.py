@@ -22,7 +22,7 @@ from ..utils.errors import OteError
 from .checkpoint import load_checkpoint_file, not_a_checkpoint
 from .formats import CheckpointMeta, ExportInfo, ir_paths, is_ir, need_ir_files, read_export_info
 
-__all__ = ["Checkpoint", "IR", "OnnxModel", "ExportFolder", "open_artefact", "artefact_files"]
+__all__ = ["Checkpoint", "IR", "OnnxModel", "ExportFolder", "open_artefact", "open_ir", "artefact_files"]
 
 ONNX_SUFFIX = ".onnx"
 OTHER_KINDS = "an OpenVINO IR (.xml + .bin), an ONNX model (.onnx) or an export folder (model.xml + model.bin)"
@@ -140,18 +140,31 @@ def _export_folder(path):
 _READERS = {Checkpoint: _checkpoint, IR: _ir, OnnxModel: OnnxModel, ExportFolder: _export_folder}
 
 
-def open_artefact(path, expect=None):
+def open_artefact(path, expect=None, refuse=None):
     """The typed artefact of ``path`` (``Checkpoint``, ``IR``, ``OnnxModel`` or ``ExportFolder``), read once.
 
-    ``expect``: the artefact classes the caller takes (default: all); another kind is one OteError line
-    saying what the file is and what was wanted, before the file is read. A path that is none of them is one
-    line naming it."""
-    path = os.fspath(path)
-    kind = _kind_of(path)
+    ``path``: a path, or an artefact already opened (returned as it is, after the checks below: a caller
+    passes what it opened down instead of the path). ``expect``: the artefact classes the caller takes
+    (default: all); another kind is one OteError line saying what the file is and what was wanted, before
+    the file is read. ``refuse``: {artefact class: phrase}, the caller's own one-line reason for a kind it
+    does not take (``path: phrase``), checked first. A path that is none of them is one line naming it."""
+    opened = path if isinstance(path, tuple(_READERS)) else None
+    path = opened.path if opened is not None else os.fspath(path)
+    kind = type(opened) if opened is not None else _kind_of(path)
+    if refuse and kind in refuse:
+        raise OteError(f"{path}: {refuse[kind]}")
     if expect is not None and kind not in expect:
         wanted = " or ".join(_a(c.kind) for c in expect)
         raise OteError(f"{path}: {_a(kind.kind)}, not {wanted} (give {_hint(expect)})")
-    return _READERS[kind](path)
+    return opened if opened is not None else _READERS[kind](path)
+
+
+def open_ir(path):
+    """The ``IR`` named by ``path`` (its .xml or .bin; an ``IR`` already opened is returned as it is), for
+    the readers that take nothing else (OpenVINO's): any other name is one line, before anything is read."""
+    if not isinstance(path, IR) and not is_ir(path):
+        raise OteError(f"{os.fspath(path)}: an OpenVINO IR is given as its .xml or .bin file")
+    return open_artefact(path, expect=(IR,))
 
 
 def _a(kind):

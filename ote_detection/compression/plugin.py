@@ -68,6 +68,7 @@ class CompressionPlugin(TrainingPlugin):
         self._meta = {"compression": {}}
         self._model = None
         self._input_size = None
+        self._keep_ratio = False
         self._init_loader = None
         self._img_norm_cfg = None
         self.quantization_options = quantization_options(self.quantization) if self.quantization else None
@@ -80,8 +81,7 @@ class CompressionPlugin(TrainingPlugin):
             _set_option(options, "epochs", int(self.settings.total_epochs))
 
     def prepare_model(self, detector, ctx):
-        self._input_size = tuple(ctx.input_size)
-        self._init_loader = ctx.init_loader
+        self.bind(ctx)
         resume = ctx.resume_checkpoint
         compression = CheckpointMeta.of(resume, "the checkpoint resumed from").compression if resume else None
         if compression:
@@ -141,6 +141,13 @@ class CompressionPlugin(TrainingPlugin):
         return model
 
     # -- helpers -----------------------------------------------------------------------------------
+    def bind(self, ctx):
+        """Take the run's input geometry (``ctx.input_size``, ``ctx.keep_ratio``: the training run's, as
+        ``apis.task.Task.resolve_geometry`` decided it) and its calibration loader from ``ctx``."""
+        self._input_size = tuple(ctx.input_size)
+        self._keep_ratio = bool(ctx.keep_ratio)
+        self._init_loader = ctx.init_loader
+
     def example_input(self, device="cpu"):
         width, height = self._input_size
         return torch.zeros(1, 3, height, width, device=device)
@@ -152,29 +159,35 @@ class CompressionPlugin(TrainingPlugin):
         start = int(self.pruning_schedule[2])
         return start if max_epochs is None else min(start, max(int(max_epochs) - 1, 0))
 
+    def calibration_images(self, num_init, num_bn):
+        """(range-initialisation images [1, 3, h, w], BatchNorm-adaptation batches [B, 3, h, w]) from the
+        training images: with ``init_images`` "plain" (the default) the files at the run's geometry without
+        augmentation (``plain_images``: letterboxed when the run is), with "augmented" the training
+        loader's batches."""
+        loader = self._init_loader()
+        if self.quantization_options["init_images"] != "plain":  # "augmented": OTE's way (NNCF 2.x's loader)
+            return collect_images(loader, num_init), (collect_batches(loader, num_bn) if num_bn else [])
+        dataset = loader.dataset
+        while hasattr(dataset, "times"):  # RepeatDataset
+            dataset = dataset.dataset
+        paths = [item[0] for item in dataset.items]
+        geometry = (self._input_size, self._keep_ratio)
+        init_images = plain_images(paths, *geometry, self._img_norm_cfg, num_init)
+        bn_images = plain_images(paths, *geometry, self._img_norm_cfg, num_bn) if num_bn else []
+        step = max(1, int(loader.batch_size or 1))
+        return init_images, [torch.cat(bn_images[i:i + step]) for i in range(0, len(bn_images), step)]
+
     def _quantize(self, model, device):
         num_init, num_bn = quantization_params(self.quantization)
-        opts = self.quantization_options
-        loader = self._init_loader()
-        if opts["init_images"] == "plain":
-            dataset = loader.dataset
-            while hasattr(dataset, "times"):  # RepeatDataset
-                dataset = dataset.dataset
-            paths = [item[0] for item in dataset.items]
-            init_images = plain_images(paths, self._input_size, self._img_norm_cfg, num_init)
-            bn_images = plain_images(paths, self._input_size, self._img_norm_cfg, num_bn) if num_bn else []
-            step = max(1, int(loader.batch_size or 1))
-            bn_batches = [torch.cat(bn_images[i:i + step]) for i in range(0, len(bn_images), step)]
-        else:  # "augmented": OTE's way (NNCF 2.x took them from the training loader)
-            init_images = collect_images(loader, num_init)
-            bn_batches = collect_batches(loader, num_bn) if num_bn else []
+        init_images, bn_batches = self.calibration_images(num_init, num_bn)
         if 0 < len(init_images) < num_init:
             log.warning("quantization: the training set gives %d image(s) for range initialisation, fewer than "
                         "num_init_samples %d of %s: the ranges are set from these %d", len(init_images), num_init,
                         self.settings.path, len(init_images))
         if not init_images:
             raise OteError("quantization: the training set gave no image for range initialisation")
-        model = quantize_model(model, init_images, bn_batches, device=device, preset=opts["preset"])
+        model = quantize_model(model, init_images, bn_batches, device=device,
+                               preset=self.quantization_options["preset"])
         self.state["quantized"] = True
         return model
 

@@ -19,13 +19,13 @@ import yaml
 
 from ..data.coco import load_coco_files
 from ..data.images import IMAGE_EXTS, read_image
-from ..inference.deploy import deployment_geometry
 from ..inference.predictor import FramePredictor
 from ..evaluation import evaluate_detections
 from ..export.exporter import convert_to_openvino
 from ..export.openvino_export import save_openvino
 from ..inference.openvino_predictor import OpenVINOPredictor
 from ..artefacts.formats import ExportInfo, ir_checksums, write_export_info
+from ..artefacts.kinds import Checkpoint, open_artefact
 from ..utils.complexity import complexity_record
 from ..utils.errors import OteError
 from ..utils.fileio import files_under, is_write_failure, write_error
@@ -310,15 +310,19 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
                                val_data_roots=None, max_drop=1.0, input_size=None, settings=None, subset_size=300,
                                max_recall_drop=10.0, allow_recall_drop=False):
     """Write the INT8 IR (``model.xml``/``.bin``) and ``ptq_info.yaml`` to ``out_dir``; returns the info dict.
-    An INT8 model whose recall at the operating score falls more than ``max_recall_drop`` points is refused
-    before anything is written (``check_int8_recall``; ``allow_recall_drop``: a warning)."""
+    ``load_weights``: the snapshot's path, or its ``artefacts.kinds.Checkpoint`` already opened. An INT8
+    model whose recall at the operating score falls more than ``max_recall_drop`` points is refused before
+    anything is written (``check_int8_recall``; ``allow_recall_drop``: a warning)."""
     if not val_ann_files:
         raise OteError("--ptq needs --val-ann-files/--val-data-roots: the accuracy of the quantized model is "
                        "measured on them")
-    model, snapshot_size, meta = task.load_snapshot(load_weights, with_meta=True)
-    # the snapshot's geometry (letterboxed after train.py --input-size Wx), or --input-size WxH stretched
-    size, keep_ratio = deployment_geometry(tuple(input_size) if input_size else None,
-                                           default=(snapshot_size, meta.keep_ratio))
+    snapshot = open_artefact(load_weights, expect=(Checkpoint,))  # (as it is when already opened)
+    model, _, meta = task.load_snapshot(snapshot, with_meta=True)
+    load_weights = snapshot.path
+    # the snapshot's geometry (letterboxed after train.py --input-size Wx), or --input-size WxH stretched: the
+    # decision compress.py's fine-tuning makes (Task.resolve_geometry), said in one line
+    size, keep_ratio = task.resolve_geometry(tuple(input_size) if input_size else None, meta, load_weights,
+                                             role="compress")
     train_coco = load_coco_files(train_ann_files, train_data_roots, task.classes, flags="--train")
     val_coco = load_coco_files(val_ann_files, val_data_roots, task.classes, flags="--val")
     fp32, _ = convert_to_openvino(model, size, classes=task.classes, keep_ratio=keep_ratio)

@@ -62,20 +62,22 @@ def collect_batches(loader, count):
     return batches
 
 
-def plain_images(paths, input_size, img_norm_cfg, count):
+def plain_images(paths, input_size, keep_ratio, img_norm_cfg, count):
     """Up to ``count`` images [1, 3, h, w] as the model takes them, WITHOUT the training augmentation: each
-    file of ``paths`` (cycled when fewer) stretched to ``input_size`` (w, h) as eval.py and the exported IR
-    do, then normalised by ``img_norm_cfg``. Range initialisation and BatchNorm adaptation on these match
-    what the deployed model sees (augmented batches cost 0.57 AP, docs/templates.md)."""
+    of the first ``count`` files of ``paths`` brought to ``input_size`` (w, h) as the run's frames are
+    (``data.scale_crop.letterbox``: letterboxed when ``keep_ratio``, else stretched; the run's geometry,
+    decided once by ``inference.deploy.deployment_geometry``), as eval.py and the exported IR show them,
+    then normalised by ``img_norm_cfg``. Range initialisation and BatchNorm adaptation on these match what
+    the deployed model sees (augmented batches cost 0.57 AP, docs/templates.md)."""
     from ..data.images import read_image
-    from ..inference.predictor import letterbox
+    from ..data.scale_crop import letterbox
     from ..models.inference import InferenceModel
 
     norm = InferenceModel(torch.nn.Identity(), img_norm_cfg)
     images = []
     paths = list(paths)
     for i in range(min(int(count), len(paths)) if count > 0 else 0):
-        img, _ = letterbox(read_image(paths[i]), tuple(input_size), keep_ratio=False)
+        img, _ = letterbox(read_image(paths[i]), tuple(input_size), bool(keep_ratio))
         bgr = torch.from_numpy(img.transpose(2, 0, 1).copy()).float()[None]
         images.append(norm.normalize(bgr).contiguous())
     return images

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from ..inference.factory import check_ir_input_size, make_predictor
-from ..artefacts.formats import is_ir
+from ..artefacts.kinds import IR, Checkpoint, open_artefact
 from ..utils.errors import OteError
 from .drawing import draw_detections, draw_text_lines
 from .frames import open_sink, open_source
@@ -266,15 +266,16 @@ def run_demo(task, load_weights, video, output=None, show=None, score_thr=0.5, p
         raise OteError(f"--jobs {jobs}: must be 1 or more")
     if not os.path.isfile(load_weights):
         raise OteError(f"{load_weights}: file not found")
-    check_ir_input_size(load_weights, input_size)  # only an IR with a dynamic input takes one
+    artefact = open_artefact(load_weights, expect=(Checkpoint, IR))  # read once: a snapshot or an IR
+    check_ir_input_size(artefact, input_size)  # only an IR with a dynamic input takes one
     show = resolve_show(show, output, log)
     source = open_source(video)
     sink = None
     try:
-        if threads and not is_ir(load_weights):
+        if threads and isinstance(artefact, Checkpoint):
             torch.set_num_threads(int(threads))
         # the geometry: 'Wx' takes its height from the first frame (inference.deploy.deployment_geometry)
-        predictor = make_predictor(task, load_weights, precision=precision, threads=threads, input_size=input_size,
+        predictor = make_predictor(task, artefact, precision=precision, threads=threads, input_size=input_size,
                                    keep_ratio=keep_ratio, batch_size=1, tile=tile, frame_hw=source.frame_hw)
         use_async = supports_async(predictor) and not sync and not is_tiled(predictor)
         log(describe_predictor(predictor, load_weights, use_async, jobs))

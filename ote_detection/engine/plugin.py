@@ -14,7 +14,8 @@ The calls, in each training process (the object is pickled to spawned DDP proces
    ``state_dict``, ``meta``, ``hooks``): rebuild the same structure and load its ``state_dict``.
    ``ctx.init_loader()`` gives a DataLoader over the training images, each once per pass (no RepeatDataset
    copies; no augmentation-free promise:
-   the training pipeline, shuffled, ``ctx.batch_size``), ``ctx.input_size`` the (w, h) input.
+   the training pipeline, shuffled, ``ctx.batch_size``), ``ctx.input_size`` the (w, h) input and
+   ``ctx.keep_ratio`` whether the run's frames are letterboxed into it (else stretched).
 3. ``hooks() -> list[HookBase]``: added after the default hooks (see ``engine/hooks.py``).
 4. ``checkpoint_meta() -> dict``: merged into every checkpoint's ``meta`` (plain Python types), so
    that eval/export can rebuild the model (``Task.load_snapshot`` calls
@@ -32,6 +33,7 @@ class PluginContext:
     batch_size: int
     init_loader: Callable
     resume_checkpoint: Optional[dict] = None
+    keep_ratio: bool = False
 
 
 class TrainingPlugin:

@@ -5,7 +5,7 @@ import logging
 
 import torch.nn as nn
 
-from ..artefacts.formats import check_ir_belongs, is_ir
+from ..artefacts.formats import check_ir_belongs
 from ..artefacts.kinds import IR, Checkpoint, open_artefact
 from ..artefacts.provenance import Provenance
 from ..utils.complexity import model_complexity
@@ -54,12 +54,13 @@ def ir_provenance(task, weights, model=None, info=_UNREAD):
                                            "template model's")
 
 
-def check_ir_input_size(weights, input_size):
+def check_ir_input_size(artefact, input_size):
     """Refuse (one line) an ``input_size`` given for an IR whose input size is fixed: only an IR with a
-    dynamic height or width (``ir_input_is_dynamic``) is run at a size the user chooses."""
+    dynamic height or width (``ir_input_is_dynamic``) is run at a size the user chooses. ``artefact``: what
+    ``artefacts.kinds.open_artefact`` returned (a snapshot takes any size)."""
     from .openvino_predictor import ir_input_is_dynamic
-    if input_size is not None and is_ir(weights) and not ir_input_is_dynamic(weights):
-        raise OteError(f"{weights}: --input-size is for snapshots and IRs with a dynamic input; this IR has the "
+    if input_size is not None and isinstance(artefact, IR) and not ir_input_is_dynamic(artefact.xml):
+        raise OteError(f"{artefact.path}: --input-size is for snapshots and IRs with a dynamic input; this IR has the "
                        f"input size it was exported at (export it at another size with export.py --input-size)")
 
 
@@ -84,7 +85,8 @@ def artefact_complexity(provenance, predictor):
 
 def make_predictor(task, weights, precision="f32", threads=None, input_size=None, keep_ratio=None, batch_size=8,
                    tile=None, frame_hw=None):
-    """A ``FramePredictor`` for ``weights``, checked to belong to ``task``'s template; its
+    """A ``FramePredictor`` for ``weights`` (a path, or what ``artefacts.kinds.open_artefact`` returned for
+    it), checked to belong to ``task``'s template; its
     ``.provenance`` (``Provenance``) says what the file is. An IR that is not shown to be the
     template's is said so in one warning line (every reader: eval, the demo).
 
@@ -102,9 +104,10 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
     spec = tuple(input_size) if input_size is not None else None
     stride = model_stride(task.cfg.model)
     artefact = open_artefact(weights, expect=(Checkpoint, IR))
+    weights = artefact.path
     if isinstance(artefact, IR):
         from .openvino_predictor import OpenVINOPredictor, ir_keep_ratio
-        check_ir_input_size(weights, spec)
+        check_ir_input_size(artefact, spec)
         info = check_ir_belongs(weights, task)
         geometry = None
         if spec is not None:  # an IR with a dynamic input, run at the requested size
@@ -112,7 +115,7 @@ def make_predictor(task, weights, precision="f32", threads=None, input_size=None
         size = geometry[0] if geometry else task.input_size
         why = (f"--input-size {size[0]}x{size[1]}" if geometry else
                f"the template's input size {size[0]}x{size[1]}; --input-size WxH to choose")
-        predictor = OpenVINOPredictor(weights, precision=precision, threads=threads, input_size=size, size_why=why)
+        predictor = OpenVINOPredictor(artefact, precision=precision, threads=threads, input_size=size, size_why=why)
         if geometry is None:  # the IR's own size and letterboxing (export_info.yaml, else its model_info)
             own_keep = info.keep_ratio if info is not None else ir_keep_ratio(predictor.model)
             geometry = deployment_geometry(None, keep_ratio=keep_ratio, default=(predictor.input_size, own_keep))
@@ -148,20 +151,22 @@ def _versions():
     return {"ote_detection": __version__, "torch": torch.__version__, "openvino": ov}
 
 
-def detection_settings(task, predictor, weights, precision, batch_size):
+def detection_settings(task, predictor, artefact, precision, batch_size):
     """Everything besides the weights' content that decides ``predictor``'s detections, as a JSON-able
     dict (the detection cache's key, ``inference.detection_cache``): the resolved model config (``model``
     with anchors and ``test_cfg``; ``img_norm_cfg``), the input size (w, h) and keep-ratio, the tiling
     options, the backend with its precision, the batch size (a snapshot batches frames) and the library
-    versions. The model config is included for an IR too: tiling merges tiles with its ``test_cfg``."""
+    versions. The model config is included for an IR too: tiling merges tiles with its ``test_cfg``.
+    ``artefact``: what ``artefacts.kinds.open_artefact`` returned for the weights (a ``Checkpoint`` or ``IR``)."""
     tiled = getattr(predictor, "inner", None) is not None
+    ir = isinstance(artefact, IR)
     settings = {
-        "backend": f"openvino:{precision}" if is_ir(weights) else "torch",
+        "backend": f"openvino:{precision}" if ir else "torch",
         "input_size": [int(v) for v in predictor.input_size],
         "keep_ratio": bool(predictor.keep_ratio),
         "model": task.cfg.model,
         "img_norm_cfg": task.cfg.get("img_norm_cfg"),
-        "batch_size": None if is_ir(weights) else int(batch_size),
+        "batch_size": None if ir else int(batch_size),
         "tile": None,
         "versions": _versions(),
     }

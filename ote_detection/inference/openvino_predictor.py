@@ -7,8 +7,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou as tv_box_iou
 
-from ..artefacts.formats import is_ir
-from ..artefacts.kinds import open_artefact
+from ..artefacts.kinds import open_ir
 from ..models.heads import ExportFamily
 from ..utils.errors import OteError
 from .predictor import FramePredictor
@@ -36,12 +35,9 @@ def _ov_message(exc):
 
 
 def find_ir_pair(path):
-    """(xml, bin) for a path to either file (``artefacts.kinds.open_artefact``); a clear error when one of
-    them is missing."""
-    path = os.fspath(path)
-    if not is_ir(path):
-        raise OteError(f"{path}: an OpenVINO IR is given as its .xml or .bin file")
-    ir = open_artefact(path)
+    """(xml, bin) for a path to either file, or an ``artefacts.kinds.IR`` already opened
+    (``artefacts.kinds.open_ir``); a clear error when one of them is missing."""
+    ir = open_ir(path)
     return ir.xml, ir.bin
 
 

@@ -232,11 +232,13 @@ def add_subset_arg(parser, prefix):
         f"never merged unasked, and the data line names the subsets read with their image counts"))
 
 
-def add_training_args(parser, defaults="the template's", load_weights_help=None, resume_help=None, letterbox=False):
+def add_training_args(parser, defaults="the template's", load_weights_help=None, resume_help=None, letterbox=False,
+                      input_size_default="the template's"):
     """The flags train.py and compress.py share (data, output folder, start weights, schedule, processes),
     each checked when parsed. ``defaults``: where unset values come from, for the help texts: one text, or
     a pair (default of --epochs, default of --base-learning-rate). ``letterbox`` (train.py): --input-size
-    also takes 'Wx' (letterboxed training), with --aspect."""
+    also takes 'Wx' (letterboxed training), with --aspect. ``input_size_default``: where the input
+    geometry comes from without --input-size, for its help text."""
     epochs_default, lr_default = (defaults, defaults) if isinstance(defaults, str) else defaults
     add_path_list_arg(parser, "--train-ann-files", "COCO annotation file(s) (or datasets of --data-format)",
                       required=True)
@@ -283,18 +285,19 @@ def add_training_args(parser, defaults="the template's", load_weights_help=None,
                         f"process, 0..{MAX_WORKERS} (default: model.py's workers_per_gpu, at most the CPU count; 0 = "
                         "load in the training process)")
     if letterbox:
-        parser.add_argument("--input-size", type=input_size_or_width, help="override the template's input size: W, "
-                            "WxH (frames stretched to it, as the templates train), or Wx (width W, the height from "
-                            "the training frames' aspect, or --aspect, rounded up to the model's stride; frames "
+        parser.add_argument("--input-size", type=input_size_or_width, help="the input size (default: "
+                            f"{input_size_default}): W, WxH (frames stretched to it, as the templates train), or Wx "
+                            "(width W, the height from the training frames' aspect, or --aspect, rounded up to the "
+                            "model's stride; frames "
                             "letterboxed as export.py --input-size Wx, eval.py and the demo do). Each side 32..8192; "
                             "stored in the checkpoint, so eval.py, export.py and visualize.py use the same geometry "
                             "without a flag")
         parser.add_argument("--aspect", default=None, help="frame aspect ratio W:H for --input-size Wx, e.g. 4:3 "
                             "(default: that of most training frames); refused with any other --input-size")
     else:
-        parser.add_argument("--input-size", type=input_size, help="override the template's input size, e.g. 128 or "
-                            "160x128 (width x height, each side 32..8192; stored in the checkpoint and used by "
-                            "eval.py and export.py)")
+        parser.add_argument("--input-size", type=input_size, help="the input size, e.g. 128 or 160x128 (width x "
+                            "height, frames stretched to it; each side 32..8192; stored in the checkpoint and used by "
+                            f"eval.py and export.py); default: {input_size_default}")
     parser.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
 
 

@@ -1,9 +1,13 @@
 """open_artefact (artefacts/kinds.py): one reader says what a path is, for a checkpoint, an IR, an export
 folder, an ONNX file, and a file that is none of them (one clear line naming it)."""
 
+import os
+import re
+
 import pytest
 import torch
 
+from conftest import REPO
 from ote_detection.artefacts.checkpoint import save_checkpoint
 from ote_detection.artefacts.formats import ExportInfo, ir_checksums, write_export_info
 from ote_detection.artefacts.input_size import InputSize
@@ -79,3 +83,43 @@ def test_open_artefact_refuses_what_is_none_of_them(tmp_path, case, expected):
     line = str(err.value)
     assert expected.format(tmp=tmp_path) in line and "\n" not in line
     assert str(tmp_path) in line  # names the user's file
+
+
+def test_an_opened_artefact_is_passed_down_not_read_again(tmp_path, monkeypatch):
+    """A caller opens a file once and passes the artefact down: open_artefact returns it as it is (after the
+    same kind checks); ``refuse`` gives a caller's own line for a kind it does not take, before reading;
+    ``open_ir`` takes only an IR's .xml / .bin (one line otherwise, without reading the file)."""
+    from ote_detection.artefacts.kinds import open_ir
+    ckpt_path = tmp_path / "snapshot.pth"
+    save_checkpoint(str(ckpt_path), torch.nn.Conv2d(3, 4, 3), meta={"template": "face-detection-0200"})
+    xml = _write_ir(tmp_path / "export")
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: reads.append(f) or real_load(f, *a, **k))
+    ckpt = open_artefact(ckpt_path)
+    assert open_artefact(ckpt, expect=(Checkpoint,)) is ckpt and len(reads) == 1
+    with pytest.raises(OteError, match=r"snapshot.pth: a snapshot, not an IR \(give an IR's .xml\)"):
+        open_artefact(ckpt, expect=(IR,))
+    with pytest.raises(OteError, match=r"model.xml: already an IR, say so$"):
+        open_artefact(xml, expect=(Checkpoint,), refuse={IR: "already an IR, say so"})
+    ir = open_ir(xml)
+    assert open_ir(ir) is ir and open_artefact(ir, expect=(IR,)) is ir
+    for not_ir in (ckpt_path, tmp_path / "export", tmp_path / "missing.pth"):
+        with pytest.raises(OteError, match=r"an OpenVINO IR is given as its .xml or .bin file"):
+            open_ir(not_ir)
+    assert len(reads) == 1
+
+
+def test_only_artefacts_tells_an_ir_by_its_name():
+    """``is_ir`` (the naming rule) is called in artefacts/ alone: every other reader asks ``open_artefact`` /
+    ``open_ir`` and branches on the typed object."""
+    found = []
+    for top in ("ote_detection", "tools", "benchmarks"):
+        for folder, _, files in os.walk(os.path.join(REPO, top)):
+            for name in files:
+                rel = os.path.relpath(os.path.join(folder, name), REPO)
+                if name.endswith(".py") and not rel.startswith(os.path.join("ote_detection", "artefacts", "")):
+                    with open(os.path.join(REPO, rel), encoding="utf-8") as f:
+                        if re.search(r"\bis_ir\b", f.read()):
+                            found.append(rel)
+    assert found == [], found

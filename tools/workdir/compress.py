@@ -21,7 +21,10 @@ def main(argv=None):
     add_training_args(p, defaults=("the compression config's total_epochs of the enabled algorithm(s)",
                                 "the compression config's optimizer.lr of the enabled algorithm(s)"),
                       load_weights_help="the trained snapshot to compress (required unless --resume-from)",
-                      resume_help="continue a compress.py run from its checkpoint (same --nncf-* flags)")
+                      resume_help="continue a compress.py run from its checkpoint (same --nncf-* flags)",
+                      input_size_default="the geometry of the --load-weights snapshot (its input size, letterboxed "
+                      "if it was trained with train.py --input-size Wx), as --ptq and export.py take it, or of the "
+                      "--resume-from checkpoint")
     p.add_argument("--nncf-quantization", action="store_true", default=None,
                    help="8-bit quantization-aware fine-tuning (NNCF); ranges set from training images")
     p.add_argument("--nncf-sparsity", action="store_true", default=None,

@@ -15,7 +15,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def main(argv=None):
     p = ArgumentParser(description=__doc__)
-    add_training_args(p, letterbox=True)
+    add_training_args(p, letterbox=True, input_size_default="the template's, or that of the --resume-from checkpoint; "
+                      "--load-weights only gives the starting weights")
     p.add_argument("--amp", action="store_true", help="mixed precision: bf16 autocast on CPUs with AMX/AVX512-BF16, "
                    "fp16 with a gradient scaler (or bf16) on CUDA; losses stay in fp32. On a CPU without AMX or "
                    "AVX512-BF16 (e.g. AVX2 only) training runs in fp32, and the plan line says so and why")

@@ -45,10 +45,10 @@ import argparse
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
+
+from machine import cpu_model as cpu_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
@@ -58,17 +58,6 @@ OMZ_IR = os.path.join(SHARED, "models", "omz", "face-detection-0200", "FP16", "f
 TEMPLATE = os.path.join(ROOT, "model_templates", "face-detection", "face-detection-0200", "template.yaml")
 # training pipeline -> the _base_ dataset file of the work dir's model.py
 PIPELINES = {"ote": "wider_face.py", "deployment": "wider_face_deployment_scale.py"}
-
-
-def cpu_name():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def split_airport(work):

@@ -149,10 +149,10 @@ def quantize_ir_model(fp32, calibration, val_items=None, val_coco=None, max_drop
 
 # Full bias correction (NNCF's BiasCorrection: each layer's bias corrected on the quantized model's own
 # inputs) for calibration sets up to this size, NNCF's fast one above it. Measured (docs/finetune.md, "INT8
-# from a few frames"): on six 0200 models at 640x384 and 960x544 calibrated on 5 frames, the full one lowered
-# the INT8 error of the head outputs on held-out frames from 0.46-2.13 % to 0.34-0.86 % of their variance
-# (more than 9x as many calibration inputs, or keeping the first and last layers in float, did), for several
-# times the quantization time, which grows with the images: hence the fast one beyond a few tens of them.
+# from a few frames"; benchmarks/bench_finetune.py --int8-settings): on six 0200 models at 640x384 and
+# 960x544 calibrated on 5 frames it lowered the INT8 error of the prediction layers' outputs on held-out
+# frames by 17-60 % (the lowest of the settings compared on five of the six), at 1.6-2.7x the quantization
+# time, which grows with the images: hence the fast one beyond a few tens of them.
 FULL_BIAS_CORRECTION_MAX_IMAGES = 50
 
 

@@ -91,7 +91,8 @@ def compress(template, train_ann_files, train_data_roots, save_checkpoints_to, *
         return post_training_quantization(task, snapshot, train_ann_files, train_data_roots, save_checkpoints_to,
                                           val_ann_files=train_kwargs.get("val_ann_files"),
                                           val_data_roots=train_kwargs.get("val_data_roots"), max_drop=max_drop,
-                                          input_size=train_kwargs.get("input_size"), settings=settings,
+                                          input_size=train_kwargs.get("input_size"), aspect=train_kwargs.get("aspect"),
+                                          settings=settings,
                                           max_recall_drop=max_recall_drop, allow_recall_drop=allow_recall_drop)
     from ..compression.plugin import CompressionPlugin
     from .train import train

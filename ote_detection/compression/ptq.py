@@ -19,6 +19,7 @@ import yaml
 
 from ..data.coco import load_coco_files
 from ..data.images import IMAGE_EXTS, read_image
+from ..inference.deploy import common_frame_hw
 from ..inference.predictor import FramePredictor
 from ..evaluation import evaluate_detections
 from ..export.exporter import convert_to_openvino
@@ -307,8 +308,8 @@ def post_processing_scope(model):
 
 
 def post_training_quantization(task, load_weights, train_ann_files, train_data_roots, out_dir, val_ann_files=None,
-                               val_data_roots=None, max_drop=1.0, input_size=None, settings=None, subset_size=300,
-                               max_recall_drop=10.0, allow_recall_drop=False):
+                               val_data_roots=None, max_drop=1.0, input_size=None, aspect=None, settings=None,
+                               subset_size=300, max_recall_drop=10.0, allow_recall_drop=False):
     """Write the INT8 IR (``model.xml``/``.bin``) and ``ptq_info.yaml`` to ``out_dir``; returns the info dict.
     ``load_weights``: the snapshot's path, or its ``artefacts.kinds.Checkpoint`` already opened. An INT8
     model whose recall at the operating score falls more than ``max_recall_drop`` points is refused before
@@ -319,11 +320,12 @@ def post_training_quantization(task, load_weights, train_ann_files, train_data_r
     snapshot = open_artefact(load_weights, expect=(Checkpoint,))  # (as it is when already opened)
     model, _, meta = task.load_snapshot(snapshot, with_meta=True)
     load_weights = snapshot.path
-    # the snapshot's geometry (letterboxed after train.py --input-size Wx), or --input-size WxH stretched: the
-    # decision compress.py's fine-tuning makes (Task.resolve_geometry), said in one line
-    size, keep_ratio = task.resolve_geometry(tuple(input_size) if input_size else None, meta, load_weights,
-                                             role="compress")
     train_coco = load_coco_files(train_ann_files, train_data_roots, task.classes, flags="--train")
+    # the snapshot's geometry (letterboxed after train.py --input-size Wx), or --input-size (WxH stretched; Wx
+    # letterboxed, its height from --aspect or the training frames): the decision compress.py's fine-tuning
+    # makes (Task.resolve_geometry), said in one line
+    size, keep_ratio = task.resolve_geometry(tuple(input_size) if input_size else None, meta, load_weights,
+                                             common_frame_hw(train_coco["images"]), aspect, role="compress")
     val_coco = load_coco_files(val_ann_files, val_data_roots, task.classes, flags="--val")
     fp32, _ = convert_to_openvino(model, size, classes=task.classes, keep_ratio=keep_ratio)
     resizer = _Resizer(size, keep_ratio)

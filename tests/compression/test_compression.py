@@ -211,16 +211,20 @@ def test_pruning_removes_filters_and_the_pruned_model_exports_and_runs(work_dir_
 
 @pytest.mark.slow
 def test_ptq_with_accuracy_control_writes_an_int8_ir_that_eval_reads(work_dir_0200, airport2, tmp_path):
-    """--ptq: NNCF's quantize_with_accuracy_control on the IR, metric = COCO AP on the val files."""
+    """--ptq: NNCF's quantize_with_accuracy_control on the IR, metric = COCO AP on the val files; at --input-size
+    Wx (letterboxed, the height from the 16:9 training frames, as train.py takes it), with NNCF's full bias
+    correction for these few calibration images."""
     import yaml
     snap, _ = imported_snapshot()
     ann, root = airport2
     out = tmp_path / "ptq"
     r = run_here([os.path.join(str(work_dir_0200), "compress.py"), "--train-ann-files", ann, "--train-data-roots",
                   root, "--val-ann-files", ann, "--val-data-roots", root, "--save-checkpoints-to", str(out),
-                  "--load-weights", snap, "--nncf-quantization", "--ptq", "--max-drop", "5"], cwd=str(work_dir_0200))
+                  "--load-weights", snap, "--nncf-quantization", "--ptq", "--max-drop", "5", "--input-size", "160x"],
+                 cwd=str(work_dir_0200))
     assert r.returncode == 0, r.stderr[-3000:]
     info = yaml.safe_load((out / "ptq_info.yaml").read_text())
+    assert info["input_size"] == [160, 96] and info["bias_correction"] == "full", info
     assert info["ap_fp32_ir"] > 0 and info["ap_fp32_ir"] - info["ap_int8_ir"] <= 5.0 + 1e-6, info
     import openvino as ov
     model = ov.Core().read_model(str(out / "model.xml"))

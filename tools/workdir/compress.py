@@ -18,7 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def main(argv=None):
     p = ArgumentParser(description=__doc__)
-    add_training_args(p, defaults=("the compression config's total_epochs of the enabled algorithm(s)",
+    add_training_args(p, letterbox=True, defaults=("the compression config's total_epochs of the enabled algorithm(s)",
                                 "the compression config's optimizer.lr of the enabled algorithm(s)"),
                       load_weights_help="the trained snapshot to compress (required unless --resume-from)",
                       resume_help="continue a compress.py run from its checkpoint (same --nncf-* flags)",

@@ -43,7 +43,6 @@ the 5 frames and their mirror images: free of the AP's noise on 25 faces), AP an
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -213,20 +212,19 @@ def prediction_convolutions(model):
 
 
 def deployment_views(paths, size, views, seed=0):
-    """``views`` deployment-scale views of each frame (DeploymentScaleCrop's window, zoom 0.8-1.25 drawn
-    log-uniformly, every other one mirrored) as [1, 3, h, w] float32 BGR arrays, as the IR takes them."""
+    """``views`` deployment-scale views of each frame (the training pipeline's DeploymentScaleCrop at its
+    default zoom range 0.8-1.25, letterboxed, every other view mirrored) as [1, 3, h, w] float32 BGR arrays,
+    as the IR takes them."""
     import random
-    import cv2
     import numpy as np
     from ote_detection.data.images import read_image
     from ote_detection.data.scale_crop import DeploymentScaleCrop
-    crop, rng, out = DeploymentScaleCrop(scale_range=(0.8, 1.25), img_scale=size, keep_ratio=True), random.Random(seed), []
+    crop, out = DeploymentScaleCrop(img_scale=size, keep_ratio=True), []
+    random.seed(seed)  # the transform draws from the random module, as in training
     for path in paths:
         frame = read_image(path)
         for k in range(views):
-            x0, y0, ax, ay = crop.window(frame.shape[1::-1], math.exp(rng.uniform(math.log(0.8), math.log(1.25))), rng)
-            matrix = np.array([[ax, 0.0, ax * (0.5 - x0) - 0.5], [0.0, ay, ay * (0.5 - y0) - 0.5]])
-            img = cv2.warpAffine(frame, matrix, tuple(size), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+            img = crop({"img": frame})["img"]  # no boxes: the first window drawn
             img = img[:, ::-1] if k % 2 else img
             out.append(np.ascontiguousarray(img.transpose(2, 0, 1), np.float32)[None])
     return out
